@@ -1,0 +1,25 @@
+# rehearse: `make demo` (set up, then run the whole pipeline on the embedded default),
+# `make test` (set up, then run the test suite). `make setup` alone creates .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh --dev --venv $(VENV)
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/rehearse demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

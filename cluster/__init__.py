@@ -1,0 +1,1 @@
+"""Cluster: config, driver, placement, metrics, checkpoints and the CLI."""

@@ -1,0 +1,92 @@
+"""Experiment config: YAML loading and one clear error per mistake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cluster.config import ExperimentConfig, dump_config, load_config
+from cluster.configlib import ConfigError, from_dict, require
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_yaml(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\nseed: 3\nenv:\n  image_size: 64\n"))
+    assert (cfg.name, cfg.seed, cfg.env.image_size, cfg.env.name) == ("x", 3, 64, "tabletop")
+    assert load_config(None) == ExperimentConfig()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    load_config(path)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = write(tmp_path, "env:\n  imgae_size: 64\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "'env.imgae_size'" in msg and str(p) in msg and "did you mean 'image_size'" in msg
+
+
+def test_wrong_type(tmp_path):
+    with pytest.raises(ConfigError, match=r"'env.image_size'.*expected an integer, got 'big'"):
+        load_config(write(tmp_path, "env:\n  image_size: big\n"))
+    with pytest.raises(ConfigError, match=r"'env.name'.*one of 'tabletop', 'libero'"):
+        load_config(write(tmp_path, "env:\n  name: mujoco\n"))
+    with pytest.raises(ConfigError, match=r"'seed'.*expected an integer, got True"):
+        load_config(write(tmp_path, "seed: true\n"))
+
+
+def test_impossible_value(tmp_path):
+    p = write(tmp_path, "env:\n  image_size: 4\n")
+    with pytest.raises(ConfigError, match=r"'env'.*image_size must be >= 16"):
+        load_config(p)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "env: [\n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_overrides_and_dump(tmp_path):
+    cfg = load_config(None, ["env.image_size=64", "seed=5"])
+    assert (cfg.env.image_size, cfg.seed) == (64, 5)
+    with pytest.raises(ConfigError, match="'env.size'"):
+        load_config(None, ["env.size=64"])
+    dump_config(cfg, tmp_path / "out.yaml")
+    assert load_config(tmp_path / "out.yaml") == cfg
+
+
+@dataclass
+class _Inner:
+    xs: list[float] = field(default_factory=list)
+    pair: tuple[int, int] = (1, 2)
+    opt: str | None = None
+
+    def __post_init__(self):
+        require(len(self.xs) <= 3, "xs holds at most 3 numbers")
+
+
+def test_nested_types():
+    got = from_dict(_Inner, {"xs": [1, 2.5], "pair": [3, 4], "opt": None})
+    assert got == _Inner([1.0, 2.5], (3, 4), None)
+    with pytest.raises(ConfigError, match=r"'xs\[1\]'.*expected a number"):
+        from_dict(_Inner, {"xs": [1, "a"]})
+    with pytest.raises(ConfigError, match="expected 2 items"):
+        from_dict(_Inner, {"pair": [1]})
+    with pytest.raises(ConfigError, match="at most 3"):
+        from_dict(_Inner, {"xs": [1, 2, 3, 4]})
