@@ -11,6 +11,7 @@ import yaml
 from cluster.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
 from actors.config import CollectConfig
 from envs.config import EnvConfig
+from learner.config import LearnerConfig
 
 
 @dataclass
@@ -22,12 +23,14 @@ class ExperimentConfig:
         seed: base seed; workers use seed + worker index.
         env: the real environment.
         collect: real-environment data collection.
+        learner: LOOP updates (optimizer, PPO clip, RLOO groups).
     """
 
     name: str = "experiment"
     seed: int = 0
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")

@@ -1,0 +1,85 @@
+"""Config of the learner: LOOP (RLOO + PPO-clip) updates of the policy's LoRA and heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.configlib import require
+
+
+@dataclass
+class LearnerConfig:
+    """How the learner turns groups of imagined rollouts into policy updates.
+
+    Attributes:
+        lr_lora: AdamW learning rate of the LoRA adapters (World-Env: 1e-4).
+        lr_heads: AdamW learning rate of the action and scale heads (World-Env: 1e-5).
+        weight_decay: AdamW decoupled weight decay, both parameter groups.
+        betas: AdamW (beta1, beta2).
+        adam_eps: AdamW epsilon.
+        clip_eps: PPO clip range eps (LOOP: 0.1).
+        ppo_epochs: passes over one batch of trajectories per update call.
+        minibatch_size: trajectories per optimizer step.
+        micro_batch_size: trajectories per forward/backward pass; gradients of
+            minibatch_size / micro_batch_size passes are accumulated before each step.
+        max_grad_norm: gradients are clipped to this global L2 norm before each step.
+        group_size: rollouts per initial state (N in RLOO); every group in a batch must hold
+            exactly this many trajectories.
+        skip_constant_groups: drop groups whose rewards are all equal (zero advantage),
+            "dynamic sampling" of RIPT-VLA.
+        constant_reward_atol: rewards within this spread count as equal.
+        num_learners: learner workers; only 1 (no data parallelism) is implemented.
+    """
+
+    lr_lora: float = 1e-4
+    lr_heads: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    clip_eps: float = 0.1
+    ppo_epochs: int = 1
+    minibatch_size: int = 8
+    micro_batch_size: int = 8
+    max_grad_norm: float = 1.0
+    group_size: int = 8
+    skip_constant_groups: bool = True
+    constant_reward_atol: float = 1e-6
+    num_learners: int = 1
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
+        require(self.lr_lora >= 0, f"lr_lora must be >= 0, got {self.lr_lora}")
+        require(self.lr_heads >= 0, f"lr_heads must be >= 0, got {self.lr_heads}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"betas must be two numbers in [0, 1), got {self.betas}",
+        )
+        require(self.adam_eps > 0, f"adam_eps must be > 0, got {self.adam_eps}")
+        require(0.0 < self.clip_eps < 1.0, f"clip_eps must be in (0, 1), got {self.clip_eps}")
+        require(self.ppo_epochs >= 1, f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        require(self.minibatch_size >= 1, f"minibatch_size must be >= 1, got {self.minibatch_size}")
+        require(
+            self.micro_batch_size >= 1,
+            f"micro_batch_size must be >= 1, got {self.micro_batch_size}",
+        )
+        require(
+            self.minibatch_size % self.micro_batch_size == 0,
+            f"minibatch_size ({self.minibatch_size}) must be a multiple of micro_batch_size "
+            f"({self.micro_batch_size})",
+        )
+        require(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        require(
+            self.group_size >= 2,
+            f"group_size must be >= 2 (RLOO's baseline is the mean of the other rollouts), "
+            f"got {self.group_size}",
+        )
+        require(
+            self.constant_reward_atol >= 0,
+            f"constant_reward_atol must be >= 0, got {self.constant_reward_atol}",
+        )
+        require(
+            self.num_learners == 1,
+            f"num_learners must be 1: data-parallel learners are not implemented yet, "
+            f"got {self.num_learners}",
+        )

@@ -1,0 +1,323 @@
+"""The learner: LOOP updates (RLOO advantages + PPO-clip) of a policy's LoRA adapters and heads.
+
+Plain PyTorch, no Ray: a Ray actor wraps this class elsewhere. One ``update`` call takes a batch
+of imagined trajectories grouped by initial state, computes RLOO advantages per group, drops
+groups with all-equal rewards (optional dynamic sampling), and runs PPO epochs over minibatches
+of trajectories with gradient accumulation and clipping. An optimizer step whose loss or
+gradients are not finite is never applied; it is counted in ``learner/skipped_updates``.
+``publish`` hands out the trainable weights with a new version number for rollout workers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from learner.batch import TrajectoryBatch
+from learner.config import LearnerConfig
+from learner.loop import (
+    laplace_entropy,
+    nonconstant_group_mask,
+    ppo_clip_loss,
+    rloo_advantages,
+    termination_mask,
+)
+
+PARAM_GROUPS = ("lora", "heads")
+_STAT_KEYS = ("loss", "approx_kl", "clip_frac", "ratio_mean", "entropy")
+
+
+class TrainablePolicy(Protocol):
+    """What the learner needs from a policy (``policy.policy.Policy`` implements it).
+
+    ``param_groups`` returns {"lora": [...], "heads": [...]} (a group may be empty or absent),
+    every parameter trainable and in one group only. ``log_prob(obs, actions,
+    return_log_scale=True)`` scores N action chunks: ``obs`` is the batch's obs dict with
+    leading dim N instead of (B, T), ``actions`` is (N, chunk, A); it returns log-probs (N,)
+    summed over chunk and action dims, and the Laplace log_scale (broadcastable to
+    (N, chunk, A)) for the entropy metric. It must be deterministic (dropout off) so that the
+    first PPO ratio is exactly 1. ``trainable_state_dict`` returns the trainable weights
+    (LoRA + heads) by name.
+    """
+
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+
+    def log_prob(
+        self, obs: dict[str, torch.Tensor], actions: torch.Tensor, *, return_log_scale: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+class Learner:
+    """AdamW on two parameter groups (LoRA at ``lr_lora``, heads at ``lr_heads``) with LOOP.
+
+    Args:
+        policy: the policy to train, see ``TrainablePolicy``.
+        config: the learner config.
+        seed: seed of the minibatch shuffling.
+    Attributes:
+        version: weights version of the last ``publish`` (0 before the first).
+        skipped_updates: optimizer steps skipped for non-finite loss or gradients, in total.
+        optimizer_steps: optimizer steps applied, in total.
+    """
+
+    def __init__(self, policy: TrainablePolicy, config: LearnerConfig, *, seed: int = 0) -> None:
+        self.policy = policy
+        self.config = config
+        groups = policy.param_groups()
+        unknown = sorted(set(groups) - set(PARAM_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"policy.param_groups() returned unknown group(s) {unknown}; "
+                f"expected keys among {list(PARAM_GROUPS)}"
+            )
+        seen: set[int] = set()
+        self._params: list[torch.nn.Parameter] = []
+        opt_groups: list[dict[str, Any]] = []
+        for name in PARAM_GROUPS:
+            params = list(groups.get(name, []))
+            for p in params:
+                if not p.requires_grad:
+                    raise ValueError(f"policy.param_groups()[{name!r}] holds a frozen parameter")
+                if id(p) in seen:
+                    raise ValueError(
+                        f"a parameter appears twice in policy.param_groups() ({name!r})"
+                    )
+                seen.add(id(p))
+            self._params.extend(params)
+            if params:
+                opt_groups.append({"params": params, "name": name})
+        if not opt_groups:
+            raise ValueError("policy.param_groups() holds no parameters: nothing to train")
+        self.device = self._params[0].device
+        self.optimizer = torch.optim.AdamW(opt_groups, lr=config.lr_lora)
+        self._apply_hyperparameters()
+        self.version = 0
+        self.skipped_updates = 0
+        self.optimizer_steps = 0
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def _apply_hyperparameters(self) -> None:
+        """Set each group's AdamW settings from the config (the one place they live)."""
+        lrs = {"lora": self.config.lr_lora, "heads": self.config.lr_heads}
+        for group in self.optimizer.param_groups:
+            group["lr"] = lrs[group["name"]]
+            group["betas"] = tuple(self.config.betas)
+            group["eps"] = self.config.adam_eps
+            group["weight_decay"] = self.config.weight_decay
+
+    def advantages(self, batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """RLOO advantages per group and which trajectories to train on.
+
+        Args:
+            batch: B trajectories in groups of ``config.group_size`` (any order).
+        Returns:
+            advantages: (B,) A_n = R_n - mean of the other rewards of its group.
+            keep: (B,) bool, False for trajectories of all-equal-reward groups when
+                ``config.skip_constant_groups`` is on.
+        Raises:
+            ValueError: if a group does not hold exactly ``config.group_size`` trajectories.
+        """
+        gids, inverse, counts = torch.unique(
+            batch.group_ids, return_inverse=True, return_counts=True
+        )
+        bad = (counts != self.config.group_size).nonzero().flatten()
+        if len(bad) > 0:
+            i = int(bad[0])
+            raise ValueError(
+                f"group {int(gids[i])} holds {int(counts[i])} trajectories, but "
+                f"learner.group_size is {self.config.group_size}: every initial state needs "
+                f"exactly group_size rollouts"
+            )
+        order = torch.argsort(inverse, stable=True)  # (B,): trajectories grouped together
+        rewards = batch.rewards[order].reshape(len(gids), self.config.group_size)  # (G, N)
+        advantages = torch.empty_like(batch.rewards)
+        advantages[order] = rloo_advantages(rewards).flatten()
+        if self.config.skip_constant_groups:
+            keep_group = nonconstant_group_mask(rewards, self.config.constant_reward_atol)  # (G,)
+        else:
+            keep_group = torch.ones(len(gids), dtype=torch.bool, device=rewards.device)
+        return advantages, keep_group[inverse]
+
+    def update(self, batch: TrajectoryBatch, *, progress: bool = False) -> dict[str, float]:
+        """Run ``ppo_epochs`` epochs of PPO-clip over the batch.
+
+        Args:
+            batch: the trajectories, collected by policy versions <= ``self.version``.
+            progress: show a tqdm bar over optimizer steps.
+        Returns:
+            metrics: ``learner/loss``, ``approx_kl``, ``clip_frac``, ``ratio_mean``,
+                ``grad_norm`` (before clipping) and ``entropy`` (Laplace, per action chunk):
+                means over the applied optimizer steps (NaN when none was applied);
+                ``skipped_updates`` and ``optimizer_steps`` in this call;
+                ``kept_trajectories``, ``dropped_constant_groups``, ``reward_mean``,
+                ``advantage_abs_mean`` (over kept trajectories) and ``staleness`` (mean of
+                version - policy_version).
+        """
+        batch = batch.to(self.device)
+        advantages, keep = self.advantages(batch)  # (B,), (B,)
+        mask = termination_mask(batch.done)  # (B, T)
+        kept = keep.nonzero().flatten()  # (K,)
+        mb = self.config.minibatch_size
+        num_steps = self.config.ppo_epochs * math.ceil(len(kept) / mb)
+        sums = dict.fromkeys((*_STAT_KEYS, "grad_norm"), 0.0)
+        applied = skipped = 0
+        bar = tqdm(total=num_steps, desc="learner", disable=not progress, leave=False)
+        for _ in range(self.config.ppo_epochs):
+            perm = torch.randperm(len(kept), generator=self._generator).to(kept.device)
+            for start in range(0, len(kept), mb):
+                idx = kept[perm[start : start + mb]]  # (<= minibatch_size,)
+                stats = self._optimizer_step(batch, mask, advantages, idx=idx)
+                bar.update(1)
+                if stats is None:
+                    skipped += 1
+                    continue
+                applied += 1
+                for k, v in stats.items():
+                    sums[k] += v
+        bar.close()
+        self.skipped_updates += skipped
+        self.optimizer_steps += applied
+        metrics = {f"learner/{k}": (v / applied if applied else math.nan) for k, v in sums.items()}
+        num_groups = len(torch.unique(batch.group_ids))
+        metrics.update(
+            {
+                "learner/skipped_updates": float(skipped),
+                "learner/optimizer_steps": float(applied),
+                "learner/kept_trajectories": float(len(kept)),
+                "learner/dropped_constant_groups": float(
+                    num_groups - len(kept) // self.config.group_size
+                ),
+                "learner/reward_mean": batch.rewards.mean().item(),
+                "learner/advantage_abs_mean": (
+                    advantages[kept].abs().mean().item() if len(kept) else 0.0
+                ),
+                "learner/staleness": (self.version - batch.policy_version).float().mean().item(),
+            }
+        )
+        return metrics
+
+    def _optimizer_step(
+        self,
+        batch: TrajectoryBatch,
+        mask: torch.Tensor,
+        advantages: torch.Tensor,
+        *,
+        idx: torch.Tensor,
+    ) -> dict[str, float] | None:
+        """Accumulate gradients over micro-batches of ``idx``, clip, and step if all finite.
+
+        Each micro-batch loss is weighted by its share of the minibatch's trajectories, so the
+        accumulated gradient is that of the per-trajectory mean over the whole minibatch; the
+        per-step stats are weighted by its share of valid steps. Returns the step's stats, or
+        None when the step was skipped (non-finite).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        num_steps = mask[idx].sum()  # valid steps in the minibatch
+        for start in range(0, len(idx), self.config.micro_batch_size):
+            micro = idx[start : start + self.config.micro_batch_size]  # (M,)
+            traj_share = len(micro) / len(idx)
+            step_share = mask[micro].sum() / num_steps
+            loss, stats = self._micro_loss(batch.index(micro), mask[micro], advantages[micro])
+            (loss * traj_share).backward()
+            totals["loss"] = totals.get("loss", 0.0) + loss.detach() * traj_share
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v * step_share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
+        values = {k: float(v) for k, v in totals.items()}
+        if not (math.isfinite(values["loss"]) and math.isfinite(float(grad_norm))):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        values["grad_norm"] = float(grad_norm)
+        return values
+
+    def _micro_loss(
+        self, batch: TrajectoryBatch, mask: torch.Tensor, advantages: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """PPO-clip loss of a few trajectories: score their valid steps in one policy call."""
+        b_idx, t_idx = mask.nonzero(as_tuple=True)  # (N,), (N,) valid steps
+        obs = {k: v[b_idx, t_idx] for k, v in batch.obs.items()}  # (N, ...)
+        actions = batch.actions[b_idx, t_idx]  # (N, chunk, A)
+        lp, log_scale = self.policy.log_prob(obs, actions, return_log_scale=True)
+        if lp.shape != (len(b_idx),):
+            raise ValueError(
+                f"policy.log_prob returned shape {tuple(lp.shape)} for {len(b_idx)} action "
+                f"chunks; expected ({len(b_idx)},)"
+            )
+        log_probs = torch.zeros(mask.shape, dtype=torch.float32, device=lp.device)
+        log_probs = log_probs.index_put((b_idx, t_idx), lp.float())  # (B, T)
+        loss, stats = ppo_clip_loss(
+            log_probs,
+            batch.old_log_probs.float(),
+            advantages.float(),
+            mask,
+            self.config.clip_eps,
+        )
+        log_scale = log_scale.detach().float().expand(actions.shape)  # (N, chunk, A)
+        stats["entropy"] = laplace_entropy(log_scale).sum(dim=-1).mean()
+        return loss, stats
+
+    def publish(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """Bump the weights version and return it with a CPU copy of the trainable weights.
+
+        Returns:
+            version: the new version number (1 after the first publish).
+            weights: the policy's ``trainable_state_dict`` (LoRA + heads), detached CPU copies.
+        """
+        self.version += 1
+        weights = {
+            k: v.detach().to("cpu", copy=True)
+            for k, v in self.policy.trainable_state_dict().items()
+        }
+        return self.version, weights
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learner state for checkpoints: optimizer, counters, shuffling RNG.
+
+        The policy's trainable weights are not included; save them with the policy.
+        """
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "version": self.version,
+            "skipped_updates": self.skipped_updates,
+            "optimizer_steps": self.optimizer_steps,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output. AdamW settings stay those of the current config.
+
+        Raises:
+            ValueError: if keys are missing or the optimizer state does not match this
+                policy's parameter groups.
+        """
+        missing = [k for k in self.state_dict() if k not in state]
+        if missing:
+            raise ValueError(f"learner checkpoint is missing key(s) {missing}")
+        saved = [g.get("name") for g in state["optimizer"].get("param_groups", [])]
+        current = [g["name"] for g in self.optimizer.param_groups]
+        if saved != current:
+            raise ValueError(
+                f"learner checkpoint has parameter groups {saved}, this policy has {current}"
+            )
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"learner checkpoint does not match this policy's trainable parameters: {e}"
+            ) from None
+        self._apply_hyperparameters()
+        self.version = int(state["version"])
+        self.skipped_updates = int(state["skipped_updates"])
+        self.optimizer_steps = int(state["optimizer_steps"])
+        self._generator.set_state(state["generator"])
+
+
+__all__ = ["Learner", "TrainablePolicy", "PARAM_GROUPS"]

@@ -1,0 +1,326 @@
+"""The Learner with a tiny linear Laplace policy defined here (LoRA-like trunk + heads)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from cluster.configlib import ConfigError, from_dict
+from learner import Learner, LearnerConfig, TrajectoryBatch
+from learner.loop import laplace_entropy, laplace_log_prob
+
+OBS_DIM, CHUNK, ACTION_DIM = 4, 2, 3
+
+
+class LinearLaplacePolicy(nn.Module):
+    """obs["state"] -> tanh(lora) -> heads -> Laplace(loc, exp(log_scale)) per chunk step."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lora = nn.Linear(OBS_DIM, 8)
+        self.heads = nn.Linear(8, CHUNK * ACTION_DIM * 2)
+        self.calls: list[int] = []  # number of chunks scored per log_prob call
+
+    def dist(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.heads(torch.tanh(self.lora(state)))  # (..., CHUNK * A * 2)
+        out = out.reshape(*state.shape[:-1], CHUNK, ACTION_DIM, 2)
+        return out[..., 0], out[..., 1].clamp(-2.0, 0.5)  # loc, log_scale (..., CHUNK, A)
+
+    def log_prob(self, obs, actions, *, return_log_scale=False):
+        self.calls.append(actions.shape[0])
+        loc, log_scale = self.dist(obs["state"])
+        lp = laplace_log_prob(actions, loc, log_scale).sum(-1)
+        return (lp, log_scale) if return_log_scale else lp
+
+    def param_groups(self):
+        return {"lora": list(self.lora.parameters()), "heads": list(self.heads.parameters())}
+
+    def trainable_state_dict(self):
+        return self.state_dict()
+
+
+def make_batch(
+    policy: LinearLaplacePolicy,
+    rewards: list[float],
+    *,
+    group_size: int,
+    horizon: int = 3,
+    seed: int = 0,
+) -> TrajectoryBatch:
+    """Sample action chunks from the policy for random states; terminate some early."""
+    g = torch.Generator().manual_seed(seed)
+    b = len(rewards)
+    state = torch.randn(b, horizon, OBS_DIM, generator=g)  # (B, T, obs)
+    with torch.no_grad():
+        loc, log_scale = policy.dist(state)
+        actions = torch.distributions.Laplace(loc, log_scale.exp()).sample()  # (B, T, C, A)
+        old_log_probs = laplace_log_prob(actions, loc, log_scale).sum(-1)  # (B, T)
+    done = torch.zeros(b, horizon, dtype=torch.bool)
+    done[::2, 1] = True  # every other trajectory stops after 2 steps
+    return TrajectoryBatch(
+        obs={"state": state},
+        actions=actions,
+        old_log_probs=old_log_probs,
+        rewards=torch.tensor(rewards),
+        done=done,
+        group_ids=torch.arange(b) // group_size,
+        policy_version=torch.zeros(b, dtype=torch.long),
+    )
+
+
+def config(**kw) -> LearnerConfig:
+    base = dict(group_size=2, minibatch_size=4, micro_batch_size=4, lr_lora=1e-2, lr_heads=1e-3)
+    base.update(kw)
+    return LearnerConfig(**base)
+
+
+def params_of(policy: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+
+def test_positive_advantage_raises_log_prob_of_its_actions() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    learner = Learner(policy, config(ppo_epochs=3))
+    metrics = learner.update(batch)
+    with torch.no_grad():
+        loc, log_scale = policy.dist(batch.obs["state"])
+        new_lp = laplace_log_prob(batch.actions, loc, log_scale).sum(-1)  # (B, T)
+    first = (new_lp - batch.old_log_probs)[:, 0]  # step 0 is valid in every trajectory
+    assert first[0] > 0 and first[3] > 0  # advantage +1
+    assert first[1] < 0 and first[2] < 0  # advantage -1
+    assert metrics["learner/optimizer_steps"] == 3 and metrics["learner/skipped_updates"] == 0
+    for key in ("loss", "approx_kl", "clip_frac", "grad_norm", "entropy", "ratio_mean"):
+        assert torch.isfinite(torch.tensor(metrics[f"learner/{key}"])), key
+    assert (
+        metrics["learner/kept_trajectories"] == 4
+        and metrics["learner/dropped_constant_groups"] == 0
+    )
+
+
+def test_first_step_ratio_is_one_and_only_valid_steps_are_scored() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    metrics = Learner(policy, config()).update(batch)  # one minibatch, one step
+    assert metrics["learner/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["learner/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["learner/clip_frac"] == 0.0
+    assert policy.calls == [2 + 3 + 2 + 3]  # trajectories 0 and 2 end after 2 of 3 steps
+
+
+def test_entropy_metric_is_the_mean_laplace_entropy_of_valid_steps() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    mask = ~torch.tensor([[False, False, True], [False] * 3] * 2)  # step 2 padded in 0 and 2
+    with torch.no_grad():
+        _, log_scale = policy.dist(batch.obs["state"])
+        expected = laplace_entropy(log_scale).sum(-1)[mask].mean().item()
+    metrics = Learner(policy, config()).update(batch)
+    assert metrics["learner/entropy"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_padding_garbage_does_not_reach_the_update() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    batch.obs["state"][0, 2] = float("nan")  # after trajectory 0's done
+    batch.old_log_probs[2, 2] = float("inf")
+    batch.actions[0, 2] = float("nan")
+    metrics = Learner(policy, config()).update(batch)
+    assert metrics["learner/skipped_updates"] == 0
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+
+def test_nan_reward_update_is_skipped_and_counted() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, float("nan"), 0.0, 1.0], group_size=2)
+    before = params_of(policy)
+    learner = Learner(policy, config(minibatch_size=2, micro_batch_size=1, ppo_epochs=2))
+    metrics = learner.update(batch)
+    # Group 0 (NaN) poisons every minibatch that holds one of its trajectories.
+    assert metrics["learner/skipped_updates"] >= 1
+    assert learner.skipped_updates == metrics["learner/skipped_updates"]
+    assert metrics["learner/skipped_updates"] + metrics["learner/optimizer_steps"] == 4
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+    policy_all_nan = LinearLaplacePolicy()
+    batch = make_batch(policy_all_nan, [float("nan")] * 4, group_size=2)
+    before = params_of(policy_all_nan)
+    learner = Learner(policy_all_nan, config())
+    metrics = learner.update(batch)
+    assert metrics["learner/skipped_updates"] == 1 and metrics["learner/optimizer_steps"] == 0
+    assert metrics["learner/loss"] != metrics["learner/loss"]  # NaN: nothing applied
+    for k, v in params_of(policy_all_nan).items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert not learner.optimizer.state  # AdamW never stepped
+
+
+def test_param_groups_get_their_learning_rates() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    learner = Learner(policy, config(lr_lora=1e-2, lr_heads=1e-4, max_grad_norm=1e6))
+    lrs = {g["name"]: g["lr"] for g in learner.optimizer.param_groups}
+    assert lrs == {"lora": 1e-2, "heads": 1e-4}
+    lora_ids = {id(p) for p in policy.lora.parameters()}
+    for g in learner.optimizer.param_groups:
+        assert all((id(p) in lora_ids) == (g["name"] == "lora") for p in g["params"])
+    before = params_of(policy)
+    learner.update(batch)
+    # AdamW's first step moves each weight by about lr (|m / sqrt(v)| = 1).
+    lora_step = (policy.lora.weight.detach() - before["lora.weight"]).abs().max().item()
+    head_step = (policy.heads.weight.detach() - before["heads.weight"]).abs().max().item()
+    assert lora_step == pytest.approx(1e-2, rel=1e-3)
+    assert head_step == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_gradient_accumulation_matches_one_big_pass() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [0.9, 0.1, 0.2, 0.7, 0.5, 0.0, 1.0, 0.3], group_size=4, horizon=4)
+    twin = copy.deepcopy(policy)
+    cfg = dict(group_size=4, minibatch_size=8, ppo_epochs=2)  # epoch 2 sees ratios != 1
+    whole = Learner(policy, config(micro_batch_size=8, **cfg))
+    split = Learner(twin, config(micro_batch_size=2, **cfg))
+    m_whole, m_split = whole.update(batch), split.update(batch)
+    for name in ("grad_norm", "loss", "approx_kl", "ratio_mean", "entropy"):
+        key = f"learner/{name}"
+        assert m_split[key] == pytest.approx(m_whole[key], rel=1e-5, abs=1e-7), key
+    assert len(policy.calls) == 2 and len(twin.calls) == 8  # 4 micro-batches of 2 per epoch
+    assert m_whole["learner/approx_kl"] > 0
+    twin_params = twin.state_dict()
+    for k, v in policy.state_dict().items():
+        torch.testing.assert_close(v, twin_params[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_constant_groups_are_skipped_when_asked() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 1.0, 0.0, 1.0, 0.0, 0.0], group_size=2)
+    learner = Learner(policy, config())
+    metrics = learner.update(batch)
+    assert metrics["learner/kept_trajectories"] == 2
+    assert metrics["learner/dropped_constant_groups"] == 2
+    assert policy.calls == [2 + 3]  # only group 1 (trajectories 2 and 3) is scored
+
+    kept_all = Learner(LinearLaplacePolicy(), config(skip_constant_groups=False)).update(batch)
+    assert kept_all["learner/kept_trajectories"] == 6
+
+    policy = LinearLaplacePolicy()
+    before = params_of(policy)
+    metrics = Learner(policy, config()).update(make_batch(policy, [1.0] * 4, group_size=2))
+    assert metrics["learner/optimizer_steps"] == 0 and metrics["learner/skipped_updates"] == 0
+    for k, v in params_of(policy).items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+def test_groups_must_have_group_size_trajectories() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    batch.group_ids = torch.tensor([0, 0, 0, 1])
+    with pytest.raises(ValueError, match="group 0 holds 3 trajectories"):
+        Learner(policy, config()).update(batch)
+
+
+def test_rloo_advantages_follow_group_ids_in_any_order() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.5, 0.25], group_size=2)
+    batch.group_ids = torch.tensor([7, 3, 7, 3])
+    advantages, keep = Learner(policy, config()).advantages(batch)
+    torch.testing.assert_close(advantages, torch.tensor([0.5, -0.25, -0.5, 0.25]))
+    assert keep.all()
+
+
+def test_state_dict_round_trip_resumes_identically() -> None:
+    policy = LinearLaplacePolicy()
+    cfg = config(minibatch_size=2, micro_batch_size=1, ppo_epochs=2)
+    learner = Learner(policy, cfg, seed=3)
+    learner.update(make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2, seed=1))
+    learner.publish()
+    state = copy.deepcopy(learner.state_dict())
+    twin = copy.deepcopy(policy)
+    resumed = Learner(twin, cfg, seed=99)
+    resumed.load_state_dict(state)
+    assert resumed.version == 1 and resumed.optimizer_steps == learner.optimizer_steps
+    batch = make_batch(policy, [0.0, 1.0, 1.0, 0.2], group_size=2, seed=2)
+    learner.update(batch)
+    resumed.update(batch)
+    twin_params = twin.state_dict()
+    for k, v in policy.state_dict().items():
+        torch.testing.assert_close(v, twin_params[k], rtol=0, atol=0, msg=k)
+
+
+def test_load_state_dict_rejects_mismatched_checkpoints() -> None:
+    learner = Learner(LinearLaplacePolicy(), config())
+    state = learner.state_dict()
+    with pytest.raises(ValueError, match="missing key"):
+        learner.load_state_dict({"optimizer": state["optimizer"]})
+
+    class HeadsOnly(LinearLaplacePolicy):
+        def param_groups(self):
+            return {"heads": list(self.heads.parameters())}
+
+    other = Learner(HeadsOnly(), config())
+    with pytest.raises(ValueError, match="parameter groups"):
+        other.load_state_dict(state)
+
+    # AdamW settings come from the current config, not from the checkpoint.
+    changed = Learner(LinearLaplacePolicy(), config(lr_lora=3e-5, weight_decay=0.1))
+    changed.load_state_dict(state)
+    groups = {g["name"]: g for g in changed.optimizer.param_groups}
+    assert groups["lora"]["lr"] == 3e-5 and groups["heads"]["weight_decay"] == 0.1
+
+
+def test_publish_bumps_version_and_copies_weights() -> None:
+    policy = LinearLaplacePolicy()
+    learner = Learner(policy, config())
+    version, weights = learner.publish()
+    assert version == 1 and set(weights) == set(policy.state_dict())
+    with torch.no_grad():
+        policy.heads.weight.add_(1.0)
+    assert not torch.equal(weights["heads.weight"], policy.heads.weight)
+    assert learner.publish()[0] == 2
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    assert learner.update(batch)["learner/staleness"] == 2.0
+
+
+def test_bad_param_groups_are_rejected() -> None:
+    class Bad(LinearLaplacePolicy):
+        def param_groups(self):
+            return {"backbone": list(self.lora.parameters())}
+
+    with pytest.raises(ValueError, match="unknown group"):
+        Learner(Bad(), config())
+
+    class Twice(LinearLaplacePolicy):
+        def param_groups(self):
+            return {"lora": list(self.parameters()), "heads": list(self.heads.parameters())}
+
+    with pytest.raises(ValueError, match="twice"):
+        Learner(Twice(), config())
+
+
+def test_config_validation_and_yaml_loading() -> None:
+    cfg = from_dict(LearnerConfig, {"betas": [0.9, 0.95], "clip_eps": 0.2})
+    assert cfg.betas == (0.9, 0.95) and cfg.clip_eps == 0.2
+    assert LearnerConfig().lr_lora == 1e-4 and LearnerConfig().lr_heads == 1e-5
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        from_dict(LearnerConfig, {"minibatch_size": 6, "micro_batch_size": 4})
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        LearnerConfig(group_size=1)
+    with pytest.raises(ValueError, match="num_learners"):
+        LearnerConfig(num_learners=2)
+    with pytest.raises(ConfigError, match="did you mean 'clip_eps'"):
+        from_dict(LearnerConfig, {"clip_epsilon": 0.1})
+
+
+def test_trajectory_batch_checks_shapes() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0], group_size=2)
+    fields = dict(batch.__dict__)
+    with pytest.raises(ValueError, match=r"actions must have shape \(B, T, chunk, A\)"):
+        TrajectoryBatch(**{**fields, "actions": batch.actions[:, :, 0]})
+    with pytest.raises(ValueError, match=r"obs\['state'\]"):
+        TrajectoryBatch(**{**fields, "obs": {"state": batch.obs["state"][:, :2]}})
+    with pytest.raises(ValueError, match="rewards"):
+        TrajectoryBatch(**{**fields, "rewards": torch.zeros(3)})

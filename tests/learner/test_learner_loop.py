@@ -1,0 +1,177 @@
+"""LOOP math against plain Python loops: Laplace log-prob, RLOO, masks, PPO-clip loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from learner.loop import (
+    laplace_entropy,
+    laplace_log_prob,
+    nonconstant_group_mask,
+    ppo_clip_loss,
+    rloo_advantages,
+    termination_mask,
+)
+
+
+def test_laplace_log_prob_matches_loop_and_broadcasts() -> None:
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)  # (B, T, A)
+    loc = torch.randn(3, 4, generator=g, dtype=torch.float64)  # broadcast over B
+    log_scale = torch.randn(4, generator=g, dtype=torch.float64)  # broadcast over B, T
+    out = laplace_log_prob(actions, loc, log_scale)
+    assert out.shape == (2, 3)
+    for b in range(2):
+        for t in range(3):
+            total = 0.0
+            for i in range(4):
+                scale = math.exp(log_scale[i].item())
+                diff = abs(actions[b, t, i].item() - loc[t, i].item())
+                total += -diff / scale - math.log(2 * scale)
+            assert out[b, t].item() == pytest.approx(total, rel=1e-12)
+    ref = torch.distributions.Laplace(loc, log_scale.exp()).log_prob(actions).sum(-1)
+    torch.testing.assert_close(out, ref)
+
+
+def test_laplace_entropy_matches_torch_distributions() -> None:
+    log_scale = torch.tensor([[-3.0, -2.0, 0.5], [0.0, 1.0, -1.0]], dtype=torch.float64)
+    ref = torch.distributions.Laplace(torch.zeros_like(log_scale), log_scale.exp()).entropy()
+    torch.testing.assert_close(laplace_entropy(log_scale), ref.sum(-1))
+
+
+def test_rloo_advantages_match_loop() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.2, 0.9, 0.4, 0.4], [0.3, 0.3, 0.3, 0.3]])
+    adv = rloo_advantages(rewards)
+    for gi, row in enumerate(rewards.tolist()):
+        for n, r in enumerate(row):
+            others = [x for m, x in enumerate(row) if m != n]
+            assert adv[gi, n].item() == pytest.approx(r - sum(others) / len(others), abs=1e-6)
+    assert torch.all(adv[2] == 0)  # all-equal group: zero advantage
+
+
+def test_rloo_advantages_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        rloo_advantages(torch.ones(3, 1))
+    with pytest.raises(ValueError, match="num_groups, group_size"):
+        rloo_advantages(torch.ones(8))
+
+
+def test_nonconstant_group_mask() -> None:
+    rewards = torch.tensor(
+        [
+            [1.0, 1.0, 1.0],  # all equal
+            [0.0, 1.0, 0.0],  # varies
+            [0.5, 0.5 + 1e-9, 0.5],  # equal within atol
+            [0.5, float("nan"), 0.5],  # NaN is kept so the learner sees it
+        ],
+        dtype=torch.float64,
+    )
+    mask = nonconstant_group_mask(rewards, atol=1e-6)
+    assert mask.tolist() == [False, True, False, True]
+    assert nonconstant_group_mask(rewards, atol=0.0)[2].item() is True
+
+
+def test_termination_mask_matches_loop() -> None:
+    g = torch.Generator().manual_seed(1)
+    done = torch.rand(6, 7, generator=g) < 0.3  # (B, T)
+    done[0] = False  # never terminates: all valid
+    done[1] = False
+    done[1, 0] = True  # terminates at the first step
+    mask = termination_mask(done)
+    for b in range(6):
+        seen_done = False
+        for t in range(7):
+            assert mask[b, t].item() == (not seen_done)
+            seen_done = seen_done or bool(done[b, t])
+    assert mask[0].all() and mask[1].tolist() == [True] + [False] * 6
+    torch.testing.assert_close(termination_mask(done.long()), mask)
+
+
+def _ppo_loss_loop(lp, old, adv, mask, eps):
+    """Plain-Python PPO-clip loss with per-trajectory length normalization."""
+    per_traj = []
+    for b in range(len(lp)):
+        terms = []
+        for t in range(len(lp[b])):
+            if mask[b][t]:
+                r = math.exp(lp[b][t] - old[b][t])
+                clipped = min(max(r, 1 - eps), 1 + eps)
+                terms.append(-min(r * adv[b], clipped * adv[b]))
+        if terms:
+            per_traj.append(sum(terms) / len(terms))
+    return sum(per_traj) / len(per_traj) if per_traj else 0.0
+
+
+def test_ppo_clip_loss_matches_loop_with_masking() -> None:
+    g = torch.Generator().manual_seed(2)
+    b, t, eps = 5, 6, 0.1
+    old = torch.randn(b, t, generator=g, dtype=torch.float64)
+    lp = old + 0.3 * torch.randn(b, t, generator=g, dtype=torch.float64)  # ratios inside/outside
+    adv = torch.randn(b, generator=g, dtype=torch.float64)
+    done = torch.zeros(b, t, dtype=torch.bool)
+    done[0, 2] = done[1, 0] = done[3, 5] = True
+    mask = termination_mask(done)
+    # Padding may hold garbage: it must not reach the loss.
+    lp_padded = torch.where(mask, lp, torch.tensor(float("nan"), dtype=torch.float64))
+    old_padded = torch.where(mask, old, torch.tensor(float("inf"), dtype=torch.float64))
+    loss, stats = ppo_clip_loss(lp_padded, old_padded, adv, mask, eps)
+    ref = _ppo_loss_loop(lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), eps)
+    assert loss.item() == pytest.approx(ref, rel=1e-10)
+
+    ratios = [
+        math.exp(lp[i, j].item() - old[i, j].item())
+        for i in range(b)
+        for j in range(t)
+        if mask[i, j]
+    ]
+    kl = sum((r - 1) - math.log(r) for r in ratios) / len(ratios)
+    frac = sum(abs(r - 1) > eps for r in ratios) / len(ratios)
+    assert stats["approx_kl"].item() == pytest.approx(kl, rel=1e-10)
+    assert stats["clip_frac"].item() == pytest.approx(frac)
+    assert stats["ratio_mean"].item() == pytest.approx(sum(ratios) / len(ratios), rel=1e-10)
+    assert 0 < frac < 1  # the test covers both regions
+
+
+def test_ppo_clip_loss_ignores_trajectories_without_valid_steps() -> None:
+    lp = torch.zeros(2, 3)
+    adv = torch.tensor([1.0, 5.0])
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    loss, stats = ppo_clip_loss(lp, lp, adv, mask, 0.1)
+    assert loss.item() == pytest.approx(-1.0)  # only trajectory 0, ratio 1
+    assert stats["approx_kl"].item() == 0.0 and stats["ratio_mean"].item() == 1.0
+    loss0, _ = ppo_clip_loss(lp, lp, adv, torch.zeros(2, 3, dtype=torch.bool), 0.1)
+    assert loss0.item() == 0.0
+
+
+def test_ppo_clip_loss_gradient_zero_in_clipped_region() -> None:
+    eps = 0.1
+    # Columns: ratio 1.3 (above 1 + eps), 0.7 (below 1 - eps), 1.05 (inside), masked.
+    log_ratio = torch.log(torch.tensor([[1.3, 0.7, 1.05, 1.0], [1.3, 0.7, 1.05, 1.0]]))
+    old = torch.zeros(2, 4)
+    lp = log_ratio.clone().requires_grad_(True)
+    adv = torch.tensor([2.0, -3.0])  # trajectory 0 positive, trajectory 1 negative
+    mask = torch.tensor([[True, True, True, False], [True, True, True, False]])
+    loss, _ = ppo_clip_loss(lp, old, adv, mask, eps)
+    loss.backward()
+    grad = lp.grad
+    n_traj, length = 2, 3
+    r = log_ratio.exp()
+    # A > 0: clipped above 1 + eps -> 0; below 1 - eps the unclipped term is the min -> -A r.
+    assert grad[0, 0].item() == 0.0
+    assert grad[0, 1].item() == pytest.approx(-2.0 * r[0, 1].item() / (length * n_traj))
+    assert grad[0, 2].item() == pytest.approx(-2.0 * r[0, 2].item() / (length * n_traj))
+    # A < 0: clipped below 1 - eps -> 0; above 1 + eps the unclipped term is the min.
+    assert grad[1, 1].item() == 0.0
+    assert grad[1, 0].item() == pytest.approx(3.0 * r[1, 0].item() / (length * n_traj))
+    assert grad[1, 2].item() == pytest.approx(3.0 * r[1, 2].item() / (length * n_traj))
+    assert torch.all(grad[:, 3] == 0)  # masked steps
+
+
+def test_ppo_clip_loss_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="same"):
+        ppo_clip_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.ones(2, 3), 0.1)
+    with pytest.raises(ValueError, match="advantages"):
+        ppo_clip_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3), 0.1)
