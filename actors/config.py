@@ -31,3 +31,40 @@ class CollectConfig:
         require(self.exploration_gripper_scale >= 0, "collect.exploration_gripper_scale must be >= 0")
         require(self.episodes_per_task >= 1, "collect.episodes_per_task must be >= 1")
         require(self.episodes_per_part >= 1, "collect.episodes_per_part must be >= 1")
+
+
+@dataclass
+class RolloutConfig:
+    """Imagined rollouts (rollout workers) and real-env evaluation.
+
+    Attributes:
+        group_size: N rollouts per initial state (RLOO group).
+        groups_per_worker: groups each rollout worker runs per iteration.
+        max_policy_steps: policy calls (action chunks) per imagined episode at most.
+        execute_steps: actions of each chunk executed before the policy acts again (<= chunk).
+        eta: reflector termination threshold (terminate when R > eta).
+        keyframes: start from keyframes inside real episodes (WoVR) as well as from step 0.
+        context_frames: real frames before the start given as history.
+        eval_episodes: real-env episodes per evaluation.
+        eval_max_steps: real-env step limit in evaluation (0: the env's own).
+    """
+
+    group_size: int = 8
+    groups_per_worker: int = 1
+    max_policy_steps: int = 6
+    execute_steps: int = 8
+    eta: float = 0.5
+    keyframes: bool = True
+    context_frames: int = 1
+    eval_episodes: int = 100
+    eval_max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.group_size >= 2, f"rollout.group_size must be >= 2 (RLOO), got {self.group_size}")
+        require(self.groups_per_worker >= 1, "rollout.groups_per_worker must be >= 1")
+        require(self.max_policy_steps >= 1, "rollout.max_policy_steps must be >= 1")
+        require(self.execute_steps >= 1, "rollout.execute_steps must be >= 1")
+        require(0.0 < self.eta < 1.0, f"rollout.eta must be in (0, 1), got {self.eta}")
+        require(self.context_frames >= 1, "rollout.context_frames must be >= 1")
+        require(self.eval_episodes >= 1, "rollout.eval_episodes must be >= 1")
+        require(self.eval_max_steps >= 0, "rollout.eval_max_steps must be >= 0")

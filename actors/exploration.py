@@ -110,7 +110,5 @@ def store_meta(env: Env, env_cfg: Any) -> dict[str, Any]:
         "action_dim": 7,
         "proprio_dim": 8,
     }
-    limits = getattr(env, "limits", None)
-    if limits is not None:
-        meta["controller"] = limits.to_dict()
+    meta["controller"] = env.limits.to_dict()
     return meta

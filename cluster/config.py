@@ -9,9 +9,112 @@ from typing import Any
 import yaml
 
 from cluster.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
-from actors.config import CollectConfig
+from actors.config import CollectConfig, RolloutConfig
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
+
+
+@dataclass
+class ReplicaConfig:
+    """A replicated model service (world simulator or reflector).
+
+    Attributes:
+        replicas: number of actor replicas.
+        num_gpus: GPUs per replica (a fraction shares a GPU; 0 on CPU).
+        num_cpus: CPUs reserved per replica.
+        max_batch_size: environments per model call at most (dynamic batching).
+        max_wait_ms: how long a request may wait for others to fill a batch.
+        max_restarts: times Ray restarts a dead replica.
+    """
+
+    replicas: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        require(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}")
+        require(self.num_gpus >= 0 and self.num_cpus >= 0, "num_gpus and num_cpus must be >= 0")
+        require(self.max_batch_size >= 1, "max_batch_size must be >= 1")
+        require(self.max_wait_ms >= 0, "max_wait_ms must be >= 0")
+        require(self.max_restarts >= 0, "max_restarts must be >= 0")
+
+
+@dataclass
+class ClusterConfig:
+    """Where every role runs. Roles never pick devices themselves: this section places them.
+
+    Attributes:
+        address: Ray cluster to join ("auto", "ray://...", an IP:port); None starts a local
+            Ray in-process unless RAY_ADDRESS is set.
+        num_cpus: CPUs of a local in-process Ray (None: all).
+        dashboard: start the dashboard with a local Ray (127.0.0.1:8265).
+        rollout_workers: number of rollout workers.
+        rollout_worker_gpus / rollout_worker_cpus: resources per rollout worker (policy copy).
+        learner_gpus / learner_cpus: resources of the learner.
+        simulator / reflector: the replicated model services.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    dashboard: bool = False
+    rollout_workers: int = 2
+    rollout_worker_gpus: float = 0.0
+    rollout_worker_cpus: float = 1.0
+    learner_gpus: float = 0.0
+    learner_cpus: float = 1.0
+    simulator: ReplicaConfig = field(default_factory=ReplicaConfig)
+    reflector: ReplicaConfig = field(default_factory=ReplicaConfig)
+
+    def __post_init__(self) -> None:
+        require(self.rollout_workers >= 1, f"rollout_workers must be >= 1, got {self.rollout_workers}")
+        require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus must be >= 1")
+        for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0")
+
+    def gpus_needed(self) -> float:
+        """GPUs the placement asks for in total."""
+        return (self.rollout_workers * self.rollout_worker_gpus + self.learner_gpus
+                + self.simulator.replicas * self.simulator.num_gpus
+                + self.reflector.replicas * self.reflector.num_gpus)
+
+
+@dataclass
+class PostTrainConfig:
+    """The LOOP post-training run (``rehearse post-train``).
+
+    Attributes:
+        policy: SFT policy checkpoint folder to start from.
+        simulator: world simulator checkpoint folder, or "fake" (orchestration tests).
+        reflector: reflector checkpoint folder, or "fake".
+        data: episode stores whose real frames give the initial states.
+        iterations: LOOP iterations (rollouts -> update -> weight broadcast).
+        checkpoint_every: save trainable weights, optimizer, RNG and data cursor every K
+            iterations (and at the end).
+        run_dir: where checkpoints, metrics and videos go ({name} is the experiment name).
+        video_every: save a video of imagined rollouts every K iterations (0: never).
+        tensorboard: also write the scalars as TensorBoard events.
+        fake_latency_ms: fixed per-call latency of the fake simulator / reflector.
+    """
+
+    policy: str = ""
+    simulator: str = "fake"
+    reflector: str = "fake"
+    data: list[str] = field(default_factory=list)
+    iterations: int = 10
+    checkpoint_every: int = 5
+    run_dir: str = "runs/{name}"
+    video_every: int = 0
+    tensorboard: bool = True
+    fake_latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.iterations >= 1, f"post_train.iterations must be >= 1, got {self.iterations}")
+        require(self.checkpoint_every >= 1, "post_train.checkpoint_every must be >= 1")
+        require(self.video_every >= 0, "post_train.video_every must be >= 0")
+        require(self.fake_latency_ms >= 0, "post_train.fake_latency_ms must be >= 0")
 
 
 @dataclass
@@ -24,6 +127,9 @@ class ExperimentConfig:
         env: the real environment.
         collect: real-environment data collection.
         learner: LOOP updates (optimizer, PPO clip, RLOO groups).
+        rollout: imagined rollouts and real-env evaluation.
+        cluster: placement of every role on the Ray cluster.
+        post_train: the LOOP post-training run.
     """
 
     name: str = "experiment"
@@ -31,9 +137,17 @@ class ExperimentConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    post_train: PostTrainConfig = field(default_factory=PostTrainConfig)
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        require(
+            self.rollout.group_size == self.learner.group_size,
+            f"rollout.group_size ({self.rollout.group_size}) and learner.group_size "
+            f"({self.learner.group_size}) must be equal",
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:

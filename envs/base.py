@@ -110,6 +110,7 @@ class Env(Protocol):
     camera: Camera
     max_steps: int
     action_dim: int
+    limits: Any  # controller limits (scales of the normalized actions), with ``to_dict()``
 
     @property
     def task_names(self) -> list[str]: ...

@@ -1,0 +1,37 @@
+"""Build the configured real environment."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from envs.base import Env
+from envs.config import EnvConfig
+
+
+def make_env(cfg: EnvConfig, *, seed: int = 0) -> Env:
+    """The environment named by ``cfg.name``.
+
+    Args:
+        cfg: the env section of the experiment config.
+        seed: seeds the env's own generator (episode seeds drawn when ``reset`` gets none).
+    Raises:
+        ValueError: for "libero" (not installed, or not implemented yet) or an unknown name.
+    """
+    if cfg.name == "tabletop":
+        from envs.tabletop import TabletopEnv
+
+        return TabletopEnv(cfg, seed=seed)
+    if cfg.name == "libero":
+        if importlib.util.find_spec("libero") is None:
+            raise ValueError(
+                "env.name='libero' needs the libero extra, which is not installed "
+                "(pip install 'rehearse[libero]'); or use env.name=tabletop"
+            )
+        raise ValueError(
+            "env.name='libero': the LIBERO environment wrapper is not implemented yet in this "
+            "build; use env.name=tabletop"
+        )
+    raise ValueError(f"unknown env.name {cfg.name!r}; valid names: tabletop, libero")
+
+
+__all__ = ["make_env"]

@@ -1,0 +1,72 @@
+"""`rehearse collect` end to end through the CLI, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cluster.cli import main
+from trajectories.store import EpisodeStore
+
+
+def test_collect_expert_and_exploration(tmp_path, capsys):
+    out = tmp_path / "demos"
+    rc = main(["collect", "--env", "tabletop", "--source", "expert", "--episodes-per-task", "2",
+               "--tasks", "place_red_on_blue,lift_yellow", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "collected 4 expert episodes" in printed and "success rate 1.000" in printed
+    store = EpisodeStore(out)
+    assert len(store) == 4 and all(e["success"] for e in store.episode_info)
+    assert store.meta["camera"]["height"] == 32 and "controller" in store.meta
+    ep = store.load_episode(store.episode_ids[0])
+    assert ep.images.shape[1:] == (32, 32, 3) and ep.success[-1] and not ep.success[0]
+
+    rc = main(["collect", "--source", "exploration", "--episodes-per-task", "3", "--tasks", "lift_red",
+               "--noise-scale", "0.5", "--out", str(tmp_path / "explore"), "--no-progress",
+               "--set", "env.image_size=64"])
+    assert rc == 0
+    store = EpisodeStore(tmp_path / "explore")
+    assert {e["source"] for e in store.episode_info} == {"exploration"}
+    assert store.meta["image_size"] == 64
+
+
+def test_existing_output_refused(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = ["collect", "--source", "expert", "--episodes-per-task", "1", "--tasks", "lift_red",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["collect", "--source", "expert", "--tasks", "fly_to_moon", "--out",
+                 str(tmp_path / "x"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task(s) ['fly_to_moon']" in err and "place_red_on_blue" in err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("env:\n  imgae_size: 64\n")
+    assert main(["collect", "--source", "expert", "--config", str(cfg), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'env.imgae_size'" in err and str(cfg) in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.ray
+def test_collect_over_ray_workers(tmp_path, ray_cluster):
+    assert main(["collect", "--source", "expert", "--episodes-per-task", "2", "--tasks",
+                 "lift_red,stack_red_on_yellow", "--workers", "2", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    store = EpisodeStore(tmp_path / "r")
+    assert sorted(store.episode_ids) == sorted(
+        f"expert-{t}-{s}" for t, base in (("lift_red", 0), ("stack_red_on_yellow", 100000))
+        for s in (base, base + 1))
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "collect" in out.stdout
