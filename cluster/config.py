@@ -12,6 +12,7 @@ from cluster.configlib import ConfigError, apply_overrides, from_dict, require, 
 from actors.config import CollectConfig, RolloutConfig
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
+from policy.config import PolicyConfig, SFTConfig
 
 
 @dataclass
@@ -126,6 +127,8 @@ class ExperimentConfig:
         seed: base seed; workers use seed + worker index.
         env: the real environment.
         collect: real-environment data collection.
+        policy: the VLA policy (preset, LoRA, heads).
+        sft: supervised fine-tuning on few demos.
         learner: LOOP updates (optimizer, PPO clip, RLOO groups).
         rollout: imagined rollouts and real-env evaluation.
         cluster: placement of every role on the Ray cluster.
@@ -136,6 +139,8 @@ class ExperimentConfig:
     seed: int = 0
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

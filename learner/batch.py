@@ -103,3 +103,56 @@ class TrajectoryBatch:
             group_ids=self.group_ids[idx],
             policy_version=self.policy_version[idx],
         )
+
+
+def _pad_time(x: torch.Tensor, t: int, *, dim: int = 1) -> torch.Tensor:
+    """Pad ``x`` along ``dim`` to length ``t`` by repeating its last slice (padding is masked)."""
+    short = t - x.shape[dim]
+    if short <= 0:
+        return x
+    last = x.narrow(dim, x.shape[dim] - 1, 1)
+    return torch.cat([x, last.expand(*[short if d == dim else -1 for d in range(x.ndim)])], dim=dim)
+
+
+def _pad_last(x: torch.Tensor, n: int, value: int) -> torch.Tensor:
+    """Pad the last dim of an integer tensor to ``n`` with ``value`` (token padding)."""
+    short = n - x.shape[-1]
+    if short <= 0:
+        return x
+    return torch.nn.functional.pad(x, (0, short), value=value)
+
+
+def concat_batches(batches: list[TrajectoryBatch], *, pad_ids: dict[str, int] | None = None
+                   ) -> TrajectoryBatch:
+    """Join batches from several rollout workers into one (B = sum of Bs, T = max of Ts).
+
+    Shorter batches are padded along T after their trajectories' ``done`` step (padding is
+    masked by the learner). Integer observation tensors named in ``pad_ids`` (token ids) are
+    also padded along their last dim with the given id.
+    """
+    if not batches:
+        raise ValueError("concat_batches needs at least one batch")
+    keys = set(batches[0].obs)
+    for b in batches[1:]:
+        if set(b.obs) != keys:
+            raise ValueError(f"batches have different observation keys: {sorted(keys)} vs {sorted(b.obs)}")
+    t = max(b.old_log_probs.shape[1] for b in batches)
+    pad_ids = pad_ids or {}
+    obs = {}
+    for k in keys:
+        parts = [_pad_time(b.obs[k], t) for b in batches]
+        if k in pad_ids:
+            width = max(p.shape[-1] for p in parts)
+            parts = [_pad_last(p, width, pad_ids[k]) for p in parts]
+        obs[k] = torch.cat(parts)
+    done = [b.done.bool() for b in batches]
+    done = [torch.cat([d, d.new_zeros(d.shape[0], t - d.shape[1])], dim=1) for d in done]
+    return TrajectoryBatch(
+        obs=obs,
+        actions=torch.cat([_pad_time(b.actions, t) for b in batches]),
+        old_log_probs=torch.cat([_pad_time(b.old_log_probs, t) for b in batches]),
+        rewards=torch.cat([b.rewards for b in batches]),
+        done=torch.cat(done),
+        group_ids=torch.cat([b.group_ids for b in batches]),
+        policy_version=torch.cat([b.policy_version for b in batches]),
+    )

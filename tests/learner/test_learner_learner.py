@@ -324,3 +324,24 @@ def test_trajectory_batch_checks_shapes() -> None:
         TrajectoryBatch(**{**fields, "obs": {"state": batch.obs["state"][:, :2]}})
     with pytest.raises(ValueError, match="rewards"):
         TrajectoryBatch(**{**fields, "rewards": torch.zeros(3)})
+
+
+def test_concat_batches_pads_time_and_tokens():
+    from learner.batch import TrajectoryBatch, concat_batches
+
+    def make(b, t, length, gid):
+        done = torch.zeros(b, t, dtype=torch.bool)
+        done[:, -1] = True
+        return TrajectoryBatch(
+            obs={"x": torch.randn(b, t, 3), "input_ids": torch.ones(b, t, length, dtype=torch.long)},
+            actions=torch.randn(b, t, 2, 7), old_log_probs=torch.randn(b, t),
+            rewards=torch.rand(b), done=done, group_ids=torch.full((b,), gid),
+            policy_version=torch.zeros(b, dtype=torch.long))
+
+    joined = concat_batches([make(2, 3, 4, 0), make(3, 1, 6, 1)], pad_ids={"input_ids": 0})
+    assert joined.old_log_probs.shape == (5, 3)
+    assert joined.obs["input_ids"].shape == (5, 3, 6)
+    assert joined.obs["input_ids"][0, 0, 4:].tolist() == [0, 0]
+    # each trajectory still terminates exactly once, at its own step
+    assert joined.done.sum(1).tolist() == [1, 1, 1, 1, 1]
+    assert joined.done[2:, 0].all() and joined.done[:2, 2].all()

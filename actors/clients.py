@@ -1,0 +1,154 @@
+"""Clients through which a rollout worker reaches the world simulator and the reflector.
+
+``Local*Client`` call a backend in the same process (tests, single-process runs). ``Ray*Client``
+call service replicas: a group is pinned to one replica (by a stable hash of its key), and when
+that replica dies the client waits for Ray to restart it, re-sends the group's context (its
+first frame and the latest imagined frames for the simulator, every frame so far for the
+reflector) and retries the request.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+
+
+class LocalSimulatorClient:
+    """In-process client over a keyed simulator backend."""
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.recoveries = 0  # in-process: nothing to recover from
+
+    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+        self.backend.reset(key, frames, proprio)
+
+    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
+        return self.backend.step_batch([(key, next_proprio)])[0]
+
+    def release(self, key: str) -> None:
+        self.backend.release(key)
+
+
+class LocalReflectorClient:
+    """In-process client over a keyed reflector backend."""
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.recoveries = 0  # in-process: nothing to recover from
+
+    def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
+        return self.backend.reset(key, instructions, frames)
+
+    def score(self, key: str, frames: np.ndarray) -> np.ndarray:
+        return self.backend.score_batch([(key, frames)])[0]
+
+    def release(self, key: str) -> None:
+        self.backend.release(key)
+
+
+def _replica(key: str, n: int) -> int:
+    return zlib.crc32(key.encode()) % n
+
+
+class _RayClient:
+    """Pinning and retry shared by both Ray clients."""
+
+    def __init__(self, handles: list[Any], *, retries: int = 3, retry_wait_s: float = 1.0):
+        if not handles:
+            raise ValueError("a Ray client needs at least one service replica")
+        self.handles = handles
+        self.retries = retries
+        self.retry_wait_s = retry_wait_s
+        self.recoveries = 0
+
+    def _handle(self, key: str) -> Any:
+        return self.handles[_replica(key, len(self.handles))]
+
+    def _call(self, key: str, method: str, *args: Any, recover=None) -> Any:
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        for attempt in range(self.retries + 1):
+            try:
+                return ray.get(getattr(self._handle(key), method).remote(*args))
+            except (RayActorError, ActorDiedError, ActorUnavailableError):
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.retry_wait_s * (attempt + 1))
+                if recover is not None:
+                    self.recoveries += 1
+                    try:
+                        recover()
+                    except (RayActorError, ActorDiedError, ActorUnavailableError):
+                        continue
+        raise AssertionError("unreachable")
+
+
+class RaySimulatorClient(_RayClient):
+    """Client of simulator replicas, with recovery after a replica restart."""
+
+    def __init__(self, handles: list[Any], *, context_frames: int = 4, **kw: Any):
+        super().__init__(handles, **kw)
+        self.context_frames = context_frames
+        self._groups: dict[str, dict[str, Any]] = {}
+
+    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+        self._groups[key] = {"first": frames[:, :1], "recent": list(frames.transpose(1, 0, 2, 3, 4)),
+                             "proprio": proprio}
+        self._call(key, "reset", key, frames, proprio)
+
+    def _recover(self, key: str) -> None:
+        g = self._groups[key]
+        recent = g["recent"][-(self.context_frames - 1):] if self.context_frames > 1 else []
+        ctx = np.concatenate([g["first"], np.stack(recent, axis=1)], axis=1) if recent else g["first"]
+        import ray
+
+        ray.get(self._handle(key).reset.remote(key, ctx, g["proprio"]))
+
+    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
+        frames = self._call(key, "step", key, next_proprio, recover=lambda: self._recover(key))
+        g = self._groups[key]
+        g["recent"] = (g["recent"] + [frames])[-self.context_frames:]
+        g["proprio"] = next_proprio
+        return frames
+
+    def release(self, key: str) -> None:
+        self._groups.pop(key, None)
+        try:
+            self._call(key, "release", key)
+        except Exception:  # a dead replica holds nothing to release
+            pass
+
+
+class RayReflectorClient(_RayClient):
+    """Client of reflector replicas, with recovery after a replica restart."""
+
+    def __init__(self, handles: list[Any], **kw: Any):
+        super().__init__(handles, **kw)
+        self._groups: dict[str, dict[str, Any]] = {}
+
+    def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
+        self._groups[key] = {"instructions": instructions, "frames": [frames]}
+        return self._call(key, "reset", key, instructions, frames)
+
+    def _recover(self, key: str) -> None:
+        import ray
+
+        g = self._groups[key]
+        ray.get(self._handle(key).reset.remote(key, g["instructions"], np.concatenate(g["frames"], axis=1)))
+
+    def score(self, key: str, frames: np.ndarray) -> np.ndarray:
+        out = self._call(key, "score", key, frames, recover=lambda: self._recover(key))
+        self._groups[key]["frames"].append(frames[:, None])
+        return out
+
+    def release(self, key: str) -> None:
+        self._groups.pop(key, None)
+        try:
+            self._call(key, "release", key)
+        except Exception:
+            pass

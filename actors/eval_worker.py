@@ -1,0 +1,41 @@
+"""Evaluation worker: a policy copy and real environments, for success rates.
+
+Wrap with ``ray.remote(**resources)(EvalWorker)`` where it is created (``cluster/evaluate.py``).
+Seeds of evaluation episodes are offset from training seeds (``EVAL_SEED_OFFSET``) so no
+evaluation episode reuses a start that data collection saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from actors.evaluation import EvalJob, evaluate_jobs
+
+EVAL_SEED_OFFSET = 10_000_000
+
+
+class EvalWorker:
+    """Runs evaluation episodes of one policy.
+
+    Args:
+        policy_factory: builds the policy.
+        env_factory: builds one real env.
+        reflector_factory: builds a keyed reflector backend (for reflector termination), or None.
+    """
+
+    def __init__(self, policy_factory: Callable[[], Any], env_factory: Callable[[], Any],
+                 reflector_factory: Callable[[], Any] | None = None):
+        torch.set_num_threads(1)
+        self.policy = policy_factory().eval()
+        self.env_factory = env_factory
+        self.reflector = reflector_factory() if reflector_factory is not None else None
+
+    def evaluate(self, jobs: list[EvalJob], *, use_reflector: bool = False, **kwargs: Any
+                 ) -> list[dict[str, Any]]:
+        if use_reflector and self.reflector is None:
+            raise ValueError("reflector termination asked for, but no reflector was given")
+        return evaluate_jobs(self.policy, self.env_factory, jobs,
+                             reflector=self.reflector if use_reflector else None, **kwargs)

@@ -1,0 +1,221 @@
+"""Imagined rollouts of one RLOO group: policy -> kinematics -> world simulator -> reflector.
+
+Plain Python over two small client interfaces, so the same loop runs against in-process models
+(tests, ``--workers 0``) and against Ray service replicas (``actors/rollout_worker.py``).
+One policy step is one action chunk; ``execute_steps`` actions of it are executed (each one an
+imagined frame and a reflector score) before the policy acts again. An environment terminates
+when the reflector's reward exceeds eta; its trajectory reward is R at termination (or at the
+last step) and the steps after termination are padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from envs.kinematics import next_proprio
+from trajectories.initial_states import InitialState
+
+
+class SimulatorClient(Protocol):
+    """A world simulator holding the imagined state of named groups of environments."""
+
+    recoveries: int  # times a group's state was re-sent after a replica restart
+
+    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+        """frames: (N, T0, H, W, 3) uint8 context (last = current); proprio: (N, 8)."""
+        ...
+
+    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
+        """next_proprio: (N, 8) -> next frames (N, H, W, 3) uint8."""
+        ...
+
+    def release(self, key: str) -> None: ...
+
+
+class ReflectorClient(Protocol):
+    """A reflector scoring named groups of environments incrementally."""
+
+    recoveries: int
+
+    def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
+        """Start N episodes from context frames (N, T0, H, W, 3); returns rewards (N,) now."""
+        ...
+
+    def score(self, key: str, frames: np.ndarray) -> np.ndarray:
+        """Add one frame per environment (N, H, W, 3); returns rewards (N,) in [0, 1]."""
+        ...
+
+    def release(self, key: str) -> None: ...
+
+
+@dataclass
+class GroupResult:
+    """N imagined trajectories of one group, T policy steps each (padded after ``done``).
+
+    Attributes:
+        images: (N, T, H, W, 3) uint8 observation at each policy step.
+        proprio: (N, T, 8).
+        actions: (N, T, chunk, A) normalized action chunks taken.
+        old_log_probs: (N, T) log p of those chunks under the acting policy.
+        done: (N, T) bool, True at the step where a trajectory ended.
+        rewards: (N,) reflector reward at termination (or at the last step).
+        terminated: (N,) bool, the reflector stopped the episode (R > eta).
+        frames: (N, T0 + S, H, W, 3) the context then every imagined frame (videos), or None.
+    """
+
+    key: str
+    group_id: int
+    policy_version: int
+    init: InitialState
+    images: np.ndarray
+    proprio: np.ndarray
+    actions: np.ndarray
+    old_log_probs: np.ndarray
+    done: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    env_steps: int
+    frames: np.ndarray | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) policy steps until termination, inclusive."""
+        return self.done.argmax(axis=1) + 1
+
+
+def rollout_group(
+    policy: Any,
+    sim: SimulatorClient,
+    reflector: ReflectorClient,
+    init: InitialState,
+    *,
+    key: str,
+    group_id: int,
+    group_size: int,
+    max_policy_steps: int,
+    execute_steps: int,
+    eta: float,
+    policy_version: int,
+    generator: torch.Generator | None = None,
+    limits: Any = None,
+    keep_frames: bool = False,
+) -> GroupResult:
+    """Run ``group_size`` imagined rollouts from one initial state.
+
+    Args:
+        policy: ``act(batch, generator=...) -> (actions, log_probs, mu, log_scale)`` and
+            ``to_env_actions``; see ``policy.policy.Policy``.
+        sim, reflector: clients of the world simulator and the reflector.
+        init: the shared initial state.
+        key: name of this group at the services (unique while it runs).
+        execute_steps: actions of each chunk executed before acting again (<= chunk).
+        limits: controller limits for the kinematics (None: the tabletop defaults).
+    """
+    n = group_size
+    frames0 = np.repeat(init.frames[None], n, axis=0)  # (N, T0, H, W, 3)
+    proprio = np.repeat(init.proprio[None].astype(np.float32), n, axis=0)  # (N, 8)
+    instructions = [init.instruction] * n
+    sim.reset(key, frames0, proprio)
+    rewards = np.asarray(reflector.reset(key, instructions, frames0), dtype=np.float64)
+    image = frames0[:, -1]
+    active = np.ones(n, dtype=bool)
+    images, proprios, actions, logps, dones = [], [], [], [], []
+    video = [image] if keep_frames else []
+    env_steps = 0
+    try:
+        for t in range(max_policy_steps):
+            batch = {"image": image, "proprio": proprio, "instruction": instructions}
+            a, logp, _mu, _log_scale = policy.act(batch, generator=generator)
+            env_a = policy.to_env_actions(a)  # (N, chunk, 7)
+            images.append(image)
+            proprios.append(proprio)
+            actions.append(a.float().cpu().numpy())
+            logps.append(logp.float().cpu().numpy())
+            done_now = np.zeros(n, dtype=bool)
+            for k in range(min(execute_steps, env_a.shape[1])):
+                proprio = next_proprio(proprio, env_a[:, k], limits=limits).astype(np.float32)
+                image = sim.step(key, proprio)
+                r = np.asarray(reflector.score(key, image), dtype=np.float64)
+                if not np.all(np.isfinite(r)):
+                    raise FloatingPointError(f"reflector returned non-finite rewards for group {key}")
+                env_steps += int(active.sum())
+                rewards = np.where(active, r, rewards)
+                stop = active & (r > eta)
+                done_now |= stop
+                active &= ~stop
+                if keep_frames:
+                    video.append(image)
+                if not active.any():
+                    break
+            if t == max_policy_steps - 1:
+                done_now |= active
+                active[:] = False
+            dones.append(done_now)
+            if not active.any():
+                break
+    finally:
+        sim.release(key)
+        reflector.release(key)
+    done = np.stack(dones, axis=1)  # (N, T)
+    # each trajectory is done exactly once: keep only the first True per row
+    first = done.argmax(axis=1)
+    done = np.zeros_like(done)
+    done[np.arange(n), first] = True
+    terminated = rewards > eta
+    return GroupResult(
+        key=key,
+        group_id=group_id,
+        policy_version=policy_version,
+        init=init,
+        images=np.stack(images, axis=1),
+        proprio=np.stack(proprios, axis=1),
+        actions=np.stack(actions, axis=1),
+        old_log_probs=np.stack(logps, axis=1),
+        done=done,
+        rewards=rewards.astype(np.float32),
+        terminated=terminated,
+        env_steps=env_steps,
+        frames=np.concatenate([frames0[:, :-1], np.stack(video, axis=1)], axis=1) if keep_frames else None,
+    )
+
+
+def to_trajectory_batch(results: list[GroupResult], policy: Any) -> Any:
+    """The learner's ``TrajectoryBatch`` of some groups (tokenized instructions included).
+
+    Observations: "image" (B, T, H, W, 3) uint8, "proprio" (B, T, 8), "input_ids" (B, T, L)
+    and "lengths" (B, T), which is what ``policy.log_prob`` reads.
+    """
+    from learner.batch import TrajectoryBatch
+
+    if not results:
+        raise ValueError("no groups to batch")
+    t = max(r.old_log_probs.shape[1] for r in results)
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        short = t - x.shape[1]
+        return x if short == 0 else np.concatenate([x, np.repeat(x[:, -1:], short, axis=1)], axis=1)
+
+    instructions = [r.init.instruction for r in results for _ in range(len(r.rewards))]
+    ids, lengths = policy.tokenize(instructions)  # (B, L), (B,)
+    b = len(instructions)
+    done = [np.concatenate([r.done, np.zeros((len(r.done), t - r.done.shape[1]), bool)], axis=1)
+            for r in results]
+    return TrajectoryBatch(
+        obs={
+            "image": torch.from_numpy(np.concatenate([pad(r.images) for r in results])),
+            "proprio": torch.from_numpy(np.concatenate([pad(r.proprio) for r in results])),
+            "input_ids": ids[:, None].expand(b, t, ids.shape[1]).contiguous(),
+            "lengths": lengths[:, None].expand(b, t).contiguous(),
+        },
+        actions=torch.from_numpy(np.concatenate([pad(r.actions) for r in results])),
+        old_log_probs=torch.from_numpy(np.concatenate([pad(r.old_log_probs) for r in results])),
+        rewards=torch.from_numpy(np.concatenate([r.rewards for r in results])),
+        done=torch.from_numpy(np.concatenate(done)),
+        group_ids=torch.from_numpy(np.concatenate([np.full(len(r.rewards), r.group_id) for r in results])),
+        policy_version=torch.from_numpy(
+            np.concatenate([np.full(len(r.rewards), r.policy_version) for r in results])),
+    )

@@ -1,0 +1,106 @@
+"""Rollout worker: an inference copy of the policy driving imagined rollouts through the services.
+
+Wrap with ``ray.remote(**resources)(RolloutWorker)`` where it is created (``cluster/placement``).
+The worker holds no training state: the learner publishes trainable weights (LoRA + heads)
+with a version, the worker copies them in place before its next rollouts, and every trajectory
+records the version it came from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from actors.clients import RayReflectorClient, RaySimulatorClient
+from actors.config import RolloutConfig
+from actors.rollout import (
+    GroupResult,
+    ReflectorClient,
+    SimulatorClient,
+    rollout_group,
+    to_trajectory_batch,
+)
+from trajectories.initial_states import InitialState
+
+
+class RolloutWorker:
+    """Runs RLOO groups of imagined rollouts.
+
+    Args:
+        policy_factory: builds the policy (in this process, on this worker's device).
+        sim, reflector: service clients, or lists of Ray actor handles (replicas).
+        rollout: rollout settings (group size, steps, eta).
+        worker_index: this worker's index (seeds: base seed + index).
+        seed: base seed.
+        limits: controller limits for the kinematics (None: tabletop defaults).
+    """
+
+    def __init__(self, policy_factory: Callable[[], Any], *, sim: SimulatorClient | list[Any],
+                 reflector: ReflectorClient | list[Any], rollout: RolloutConfig, worker_index: int,
+                 seed: int = 0, limits: Any = None):
+        torch.set_num_threads(1)
+        self.policy = policy_factory()
+        self.policy.eval()
+        self.sim = RaySimulatorClient(sim) if isinstance(sim, list) else sim
+        self.reflector = RayReflectorClient(reflector) if isinstance(reflector, list) else reflector
+        self.cfg = rollout
+        self.index = worker_index
+        self.limits = limits
+        self.version = 0
+        self.generator = torch.Generator().manual_seed(seed + worker_index)
+        self._groups_run = 0
+
+    def load_weights(self, published: tuple[int, dict[str, torch.Tensor]]) -> int:
+        """Copy published (version, trainable weights) into the policy in place; returns the version."""
+        version, state = published
+        self.policy.load_trainable_state_dict(state)
+        self.version = int(version)
+        return self.version
+
+    def run_groups(self, inits: list[InitialState], group_ids: list[int], *,
+                   keep_frames: bool = False) -> list[GroupResult]:
+        """Run one group per initial state."""
+        results = []
+        for init, gid in zip(inits, group_ids):
+            key = f"w{self.index}-g{gid}-{self._groups_run}"
+            self._groups_run += 1
+            results.append(rollout_group(
+                self.policy, self.sim, self.reflector, init,
+                key=key, group_id=gid, group_size=self.cfg.group_size,
+                max_policy_steps=self.cfg.max_policy_steps, execute_steps=self.cfg.execute_steps,
+                eta=self.cfg.eta, policy_version=self.version, generator=self.generator,
+                limits=self.limits, keep_frames=keep_frames and not results,
+            ))
+        return results
+
+    def rollout(self, inits: list[InitialState], group_ids: list[int], *,
+                keep_frames: bool = False) -> tuple[Any, dict[str, Any]]:
+        """Run groups and return (the learner's TrajectoryBatch, a small summary).
+
+        Called with ``num_returns=2`` so the driver fetches only the summary while the batch
+        goes to the learner by reference. With ``keep_frames`` the summary carries the first
+        group's imagined frames (N, S, H, W, 3) for a video.
+        """
+        t0 = time.perf_counter()
+        results = self.run_groups(inits, group_ids, keep_frames=keep_frames)
+        batch = to_trajectory_batch(results, self.policy)
+        summary = {
+            "worker": self.index,
+            "rollout_s": time.perf_counter() - t0,
+            "env_steps": sum(r.env_steps for r in results),
+            "rewards": np.concatenate([r.rewards for r in results]),
+            "terminated": np.concatenate([r.terminated for r in results]),
+            "lengths": np.concatenate([r.lengths for r in results]),
+            "versions": [r.policy_version for r in results],
+            "tasks": [r.init.task_id for r in results],
+            "frames": results[0].frames if keep_frames else None,
+            "recoveries": self.sim.recoveries + self.reflector.recoveries,
+        }
+        return batch, summary
+
+    def ping(self) -> int:
+        return self.version

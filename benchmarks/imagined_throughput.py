@@ -1,0 +1,146 @@
+"""Imagined env-steps/s of the rollout system, printed as JSON.
+
+Three measurements, each with the real tiny policy and the service actors on a local Ray:
+- ``workers``: env-steps/s versus the number of rollout workers, with a fake world model and
+  reflector of fixed latency per batched call (an accelerator whose cost does not grow with
+  the batch), so the figure shows what dynamic batching across workers buys;
+- ``overhead``: per imagined step, measured time versus the ideal (sim + reflector latency per
+  step of a group, plus the policy's share), i.e. the orchestration overhead;
+- ``batch``: env-steps/s versus environments per group (one worker).
+
+Usage: python benchmarks/imagined_throughput.py [--latency-ms 50] [--workers 1 2 4 8]
+       [--group-sizes 2 4 8 16] [--steps 8] [--world-model fake|CKPT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_assets(root: Path) -> tuple[str, str]:
+    from actors.config import CollectConfig
+    from cluster.collect import collect, episode_specs
+    from envs.config import EnvConfig
+    from policy.checkpoint import build_policy, save_policy
+    from policy.config import PolicyConfig
+    from policy.normalization import statistics_from_store
+    from trajectories.store import EpisodeStore
+
+    collect(EnvConfig(image_size=32), CollectConfig(), episode_specs(["lift_red"], 2, seed=0, source="expert"),
+            root / "demos", progress=False)
+    store = EpisodeStore(root / "demos")
+    stats = statistics_from_store(store, dataset_name="tabletop")["tabletop"]
+    policy = build_policy(PolicyConfig(), instructions=[e["instruction"] for e in store.episode_info],
+                          stats=stats)
+    save_policy(policy, root / "policy")
+    return str(root / "policy"), str(root / "demos")
+
+
+def measure(policy: str, demos: str, *, workers: int, group_size: int, steps: int, latency_ms: float,
+            world_model: str, repeats: int = 2) -> dict:
+    import ray
+
+    from actors.config import RolloutConfig
+    from actors.rollout_worker import RolloutWorker
+    from cluster.backends import PolicyFactory, ReflectorFactory, SimulatorFactory
+    from cluster.config import ReplicaConfig
+    from cluster.placement import start_actor, start_replicas
+    from reflector_service.service import ReflectorService
+    from simulator_service.service import SimulatorService
+    from trajectories.initial_states import InitialStateSampler
+    from trajectories.store import EpisodeStore
+
+    store = EpisodeStore(demos)
+    rc = ReplicaConfig(num_cpus=0, max_batch_size=256, max_wait_ms=max(1.0, latency_ms / 10))
+    sims = start_replicas(SimulatorService, rc, SimulatorFactory(world_model, store.camera().to_dict(),
+                          fake_latency_ms=latency_ms), name=f"bench-sim-{time.time_ns()}")
+    refls = start_replicas(ReflectorService, rc, ReflectorFactory("fake", fake_latency_ms=latency_ms),
+                           name=f"bench-refl-{time.time_ns()}")
+    rollout = RolloutConfig(group_size=group_size, max_policy_steps=steps // 8 or 1, execute_steps=8,
+                            eta=0.999)
+    ws = [start_actor(RolloutWorker, PolicyFactory(policy), sim=sims, reflector=refls, rollout=rollout,
+                      worker_index=i, num_gpus=0, num_cpus=0, name=f"bench-w{i}-{time.time_ns()}")
+          for i in range(workers)]
+    sampler = InitialStateSampler([store], keyframes=False, seed=0)
+    ray.get([w.ping.remote() for w in ws])
+    # warm-up, then timed rounds
+    ray.get([w.run_groups.remote(sampler.sample(1), [0]) for w in ws])
+    t0 = time.perf_counter()
+    steps_done = 0
+    for r in range(repeats):
+        outs = ray.get([w.run_groups.remote(sampler.sample(1), [r]) for w in ws])
+        steps_done += sum(g.env_steps for groups in outs for g in groups)
+    dt = time.perf_counter() - t0
+    stats = ray.get(sims[0].stats.remote())
+    for a in [*ws, *sims, *refls]:
+        ray.kill(a)
+    per_group_steps = steps_done / (workers * repeats * group_size)
+    return {"env_steps_per_s": steps_done / dt, "seconds_per_group_step": dt / (repeats * per_group_steps),
+            "sim_mean_batch_size": stats["mean_batch_size"]}
+
+
+def policy_step_ms(policy: str, group_size: int) -> float:
+    """Time of one policy call (a chunk of 8 actions) for a group, in this process."""
+    import torch
+
+    from policy.checkpoint import load_policy
+
+    torch.set_num_threads(1)
+    p = load_policy(policy).eval()
+    batch = {"image": np.zeros((group_size, 32, 32, 3), np.uint8), "proprio": np.zeros((group_size, 8), np.float32),
+             "instruction": ["lift the red block"] * group_size}
+    p.act(batch)
+    t = time.perf_counter()
+    for _ in range(5):
+        p.act(batch)
+    return 1000 * (time.perf_counter() - t) / 5
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--group-sizes", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--steps", type=int, default=8, help="imagined steps per rollout")
+    ap.add_argument("--world-model", default="fake", help="'fake' or a simulator checkpoint")
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from cluster.ray_session import init_ray
+
+    init_ray(num_cpus=os.cpu_count())
+    with tempfile.TemporaryDirectory() as tmp:
+        policy, demos = build_assets(Path(tmp))
+        out: dict = {"latency_ms": args.latency_ms, "cpus": os.cpu_count(), "world_model": args.world_model}
+        base = None
+        out["workers"] = {}
+        for w in args.workers:
+            m = measure(policy, demos, workers=w, group_size=8, steps=args.steps,
+                        latency_ms=args.latency_ms, world_model=args.world_model)
+            base = base or m["env_steps_per_s"]
+            m["speedup_vs_1"] = m["env_steps_per_s"] / base
+            out["workers"][str(w)] = m
+        pol_ms = policy_step_ms(policy, 8)
+        m1 = out["workers"][str(args.workers[0])]
+        ideal = 2 * args.latency_ms + pol_ms / 8
+        out["overhead"] = {"policy_ms_per_chunk": pol_ms, "ideal_ms_per_step": ideal,
+                           "measured_ms_per_step": 1000 * m1["seconds_per_group_step"],
+                           "overhead_ms_per_step": 1000 * m1["seconds_per_group_step"] - ideal}
+        out["batch"] = {}
+        for g in args.group_sizes:
+            out["batch"][str(g)] = measure(policy, demos, workers=1, group_size=g, steps=args.steps,
+                                           latency_ms=args.latency_ms, world_model=args.world_model)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

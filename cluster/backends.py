@@ -1,0 +1,85 @@
+"""Picklable factories that build each role's model inside its actor (on its own device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envs.base import Camera
+
+
+def _check_folder(path: str, what: str, key: str) -> None:
+    if not path:
+        raise ValueError(f"post_train.{key} is empty: name the {what} checkpoint folder")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{what} checkpoint {path} (post_train.{key}) does not exist")
+
+
+@dataclass
+class PolicyFactory:
+    """Loads the policy checkpoint folder on the actor's device."""
+
+    path: str
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_folder(self.path, "policy", "policy")
+
+    def __call__(self) -> Any:
+        from cluster.placement import device_for
+        from policy.checkpoint import load_policy
+
+        return load_policy(self.path, device=device_for(self.num_gpus))
+
+
+@dataclass
+class SimulatorFactory:
+    """Builds the keyed simulator backend: a trained world model, or the fake one ("fake")."""
+
+    path: str
+    camera: dict
+    num_gpus: float = 0.0
+    seed: int = 0
+    fake_latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.path != "fake":
+            _check_folder(self.path, "world simulator", "simulator")
+
+    def __call__(self) -> Any:
+        camera = Camera.from_dict(self.camera)
+        if self.path == "fake":
+            from simulator_service.fake import FakeWorldSimulator
+
+            return FakeWorldSimulator(camera, latency_s=self.fake_latency_ms / 1000)
+        from cluster.placement import device_for
+        from simulator_service.checkpoint import load_world_model
+        from simulator_service.keyed import KeyedWorldSimulator
+
+        model = load_world_model(self.path).to(device_for(self.num_gpus))
+        return KeyedWorldSimulator(model, camera, seed=self.seed)
+
+
+@dataclass
+class ReflectorFactory:
+    """Builds the keyed reflector backend: a trained reflector, or the fake one ("fake")."""
+
+    path: str
+    num_gpus: float = 0.0
+    fake_latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.path != "fake":
+            _check_folder(self.path, "reflector", "reflector")
+
+    def __call__(self) -> Any:
+        if self.path == "fake":
+            from reflector_service.fake import FakeReflector
+
+            return FakeReflector(latency_s=self.fake_latency_ms / 1000)
+        from cluster.placement import device_for
+        from reflector_service.checkpoint import load_checkpoint
+        from reflector_service.keyed import KeyedReflector
+
+        return KeyedReflector(load_checkpoint(self.path, device=device_for(self.num_gpus)))

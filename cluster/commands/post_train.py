@@ -1,0 +1,42 @@
+"""``rehearse post-train``: LOOP post-training on a Ray cluster (or a local one)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "post-train a policy with LOOP in the world simulator, on Ray (local or --address / RAY_ADDRESS)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: cluster.address, "
+                   "then RAY_ADDRESS, else a local Ray started in-process)")
+    p.add_argument("--policy", default=None, help="SFT policy checkpoint (post_train.policy)")
+    p.add_argument("--simulator", default=None, help="world simulator checkpoint or 'fake'")
+    p.add_argument("--reflector", default=None, help="reflector checkpoint or 'fake'")
+    p.add_argument("--data", action="append", default=None, help="episode store(s) of initial states")
+    p.add_argument("--iterations", type=int, default=None, help="LOOP iterations")
+    p.add_argument("--run-dir", default=None, help="run folder (post_train.run_dir)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from cluster.config import load_config
+    from cluster.driver import post_train
+
+    cfg = load_config(args.config, args.set)
+    pt = cfg.post_train
+    changes = {k: v for k, v in {
+        "policy": args.policy, "simulator": args.simulator, "reflector": args.reflector,
+        "data": args.data, "iterations": args.iterations, "run_dir": args.run_dir}.items()
+        if v is not None}
+    if changes:
+        cfg = dataclasses.replace(cfg, post_train=dataclasses.replace(pt, **changes))
+    if args.address:
+        cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, address=args.address))
+    summary = post_train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+    return 0

@@ -1,0 +1,209 @@
+"""The driver behind ``rehearse post-train``: places every role and runs LOOP iterations.
+
+One iteration: sample initial states (real frames, keyframes) -> every rollout worker runs its
+RLOO groups through the simulator and reflector replicas -> the learner joins the batches (by
+reference, never through the driver) and runs LOOP -> the new trainable weights are published
+with a version and every worker copies them in before its next rollouts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from actors.rollout_worker import RolloutWorker
+from cluster.backends import PolicyFactory, ReflectorFactory, SimulatorFactory
+from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
+from cluster.config import ExperimentConfig, dump_config
+from cluster.configlib import ConfigError
+from cluster.metrics import MetricsLogger
+from cluster.placement import check_resources, start_actor, start_replicas
+from cluster.ray_session import init_ray
+from learner.worker import LearnerWorker
+from reflector_service.service import ReflectorService
+from simulator_service.service import SimulatorService
+from trajectories.initial_states import InitialStateSampler
+from trajectories.store import EpisodeStore
+
+
+def run_dir_of(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.post_train.run_dir.format(name=cfg.name))
+
+
+def _controller_limits(meta: dict[str, Any]) -> Any:
+    from envs.kinematics import ControllerLimits
+
+    if "controller" not in meta:
+        return None
+    return ControllerLimits.from_dict(meta["controller"])
+
+
+def _service_delta(before: list[dict], after: list[dict]) -> dict[str, float]:
+    """Mean batch size and compute time of the model calls made between two snapshots."""
+    batches = sum(a["batches"] - b["batches"] for a, b in zip(after, before))
+    items = sum(a["items"] - b["items"] for a, b in zip(after, before))
+    compute = sum(a["mean_compute_ms"] * a["batches"] - b["mean_compute_ms"] * b["batches"]
+                  for a, b in zip(after, before))
+    return {
+        "mean_batch_size": items / max(1, batches),
+        "calls": float(batches),
+        "mean_call_ms": compute / max(1, batches),
+        "queue_depth": float(sum(a["queue_depth"] for a in after)),
+    }
+
+
+def _save_video(frames: np.ndarray, path: Path) -> None:
+    """frames: (N, S, H, W, 3) uint8 -> a GIF with the N rollouts side by side."""
+    import imageio.v2 as imageio
+
+    n, s, h, w, _ = frames.shape
+    strip = frames.transpose(1, 2, 0, 3, 4).reshape(s, h, n * w, 3)
+    scale = max(1, 128 // h)
+    strip = strip.repeat(scale, axis=1).repeat(scale, axis=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, list(strip), duration=0.15, loop=0)
+
+
+def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True,
+               config_path: str | None = None) -> dict[str, Any]:
+    """Run LOOP post-training on a Ray cluster as the config places it.
+
+    Returns:
+        a summary: iterations run, final version, the exported policy folder, last metrics.
+    """
+    import ray
+
+    pt, cc, rc = cfg.post_train, cfg.cluster, cfg.rollout
+    run_dir = run_dir_of(cfg)
+    if not pt.data:
+        raise ConfigError("post_train.data is empty: name the episode stores whose real frames "
+                          "start the imagined rollouts (e.g. the expert demos)")
+    stores = [EpisodeStore(p) for p in pt.data]
+    camera = stores[0].camera()
+    limits = _controller_limits(stores[0].meta)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise FileExistsError(f"run folder {run_dir} already holds checkpoints: pass --resume to "
+                              "continue it, or set post_train.run_dir / name to start another run")
+    if resume and ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
+    policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
+    policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
+    sim_f = SimulatorFactory(pt.simulator, camera.to_dict(), cc.simulator.num_gpus, seed=cfg.seed,
+                             fake_latency_ms=pt.fake_latency_ms)
+    refl_f = ReflectorFactory(pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms)
+    sampler = InitialStateSampler(stores, keyframes=rc.keyframes, context_frames=rc.context_frames,
+                                  seed=cfg.seed, sources=("expert",))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+
+    init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
+    check_resources(cc)
+    tag = f"{cfg.name}-{int(time.time()) % 100000}"
+    sims = start_replicas(SimulatorService, cc.simulator, sim_f, name=f"{tag}-sim")
+    refls = start_replicas(ReflectorService, cc.reflector, refl_f, name=f"{tag}-reflector")
+    learner = start_actor(LearnerWorker, policy_l, cfg.learner, seed=cfg.seed,
+                          num_gpus=cc.learner_gpus, num_cpus=cc.learner_cpus, name=f"{tag}-learner")
+    workers = [
+        start_actor(RolloutWorker, policy_w, sim=sims, reflector=refls, rollout=rc, worker_index=i,
+                    seed=cfg.seed, limits=limits, num_gpus=cc.rollout_worker_gpus,
+                    num_cpus=cc.rollout_worker_cpus, name=f"{tag}-rollout-{i}")
+        for i in range(cc.rollout_workers)
+    ]
+    logger = MetricsLogger(run_dir, tensorboard=pt.tensorboard)
+    start = 0
+    try:
+        if resume:
+            learner_state, driver_state = load_run_checkpoint(ckpt)
+            ray.get(learner.restore.remote(learner_state))
+            sampler.cursor = int(driver_state["sampler_cursor"])
+            start = int(driver_state["iteration"])
+        trainable_bytes = ray.get(learner.trainable_bytes.remote())
+        current = learner.current.remote()
+        ray.get([w.load_weights.remote(current) for w in workers])
+        version = ray.get(learner.version.remote())  # 0 = the SFT weights
+        last: dict[str, float] = {}
+        bar = tqdm(range(start, pt.iterations), desc="post-train", unit="it", disable=not progress,
+                   initial=start, total=pt.iterations)
+        for it in bar:
+            t_it = time.perf_counter()
+            g = rc.groups_per_worker
+            inits = sampler.sample(len(workers) * g)
+            video = pt.video_every > 0 and (it + 1) % pt.video_every == 0
+            sim_before = ray.get([s.stats.remote() for s in sims])
+            refl_before = ray.get([s.stats.remote() for s in refls])
+            pairs = [
+                w.rollout.options(num_returns=2).remote(
+                    inits[i * g:(i + 1) * g],
+                    [it * len(workers) * g + i * g + j for j in range(g)],
+                    keep_frames=video and i == 0)
+                for i, w in enumerate(workers)
+            ]
+            summaries = ray.get([p[1] for p in pairs])
+            t_roll = time.perf_counter() - t_it
+            metrics = ray.get(learner.update.remote(*[p[0] for p in pairs]))
+            t_pub = time.perf_counter()
+            published = learner.publish.remote()
+            versions = ray.get([w.load_weights.remote(published) for w in workers])
+            broadcast_s = time.perf_counter() - t_pub
+            version = versions[0]
+            rewards = np.concatenate([s["rewards"] for s in summaries])
+            env_steps = sum(s["env_steps"] for s in summaries)
+            sim_stats = _service_delta(sim_before, ray.get([s.stats.remote() for s in sims]))
+            refl_stats = _service_delta(refl_before, ray.get([s.stats.remote() for s in refls]))
+            metrics.update({
+                "rollout/reward_mean": float(rewards.mean()),
+                "rollout/imagined_success": float(np.concatenate([s["terminated"] for s in summaries]).mean()),
+                "rollout/episode_policy_steps": float(np.concatenate([s["lengths"] for s in summaries]).mean()),
+                "rollout/behaviour_version": float(min(min(s["versions"]) for s in summaries)),
+                "rollout/recoveries": float(sum(s["recoveries"] for s in summaries)),
+                "throughput/env_steps_per_s": env_steps / max(t_roll, 1e-9),
+                "timers/rollout_s": t_roll,
+                "timers/iteration_s": time.perf_counter() - t_it,
+                "broadcast/time_s": broadcast_s,
+                "broadcast/bytes": float(trainable_bytes),
+                "broadcast/version": float(version),
+                **{f"sim/{k}": v for k, v in sim_stats.items()},
+                **{f"reflector/{k}": v for k, v in refl_stats.items()},
+            })
+            logger.log(it + 1, metrics)
+            last = metrics
+            bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
+                            kl=f"{metrics.get('learner/approx_kl', float('nan')):.4f}")
+            if video and summaries[0]["frames"] is not None:
+                _save_video(summaries[0]["frames"], run_dir / "videos" / f"imagined_iter_{it + 1:04d}.gif")
+            if (it + 1) % pt.checkpoint_every == 0 or it + 1 == pt.iterations:
+                save_run_checkpoint(run_dir, it + 1, ray.get(learner.checkpoint_state.remote()),
+                                    {"sampler_cursor": sampler.cursor, "version": version, "seed": cfg.seed})
+        bar.close()
+        files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
+        export = _write_files(run_dir / "policy", files)
+        summary = {"run_dir": str(run_dir), "iterations": pt.iterations, "version": version,
+                   "policy": str(export), "last": last}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+        return summary
+    finally:
+        logger.close()
+        for a in [*workers, learner, *sims, *refls]:
+            ray.kill(a)
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> Path:
+    """Write a folder of files atomically (staging folder, then rename)."""
+    import shutil
+    import uuid
+
+    stage = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
+    for rel, data in files.items():
+        p = stage / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    if folder.exists():
+        shutil.rmtree(folder)
+    stage.rename(folder)
+    return folder

@@ -1,0 +1,134 @@
+"""Driver of ``rehearse evaluate``: real-env success rates over Ray evaluation workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from actors.eval_worker import EVAL_SEED_OFFSET, EvalWorker
+from actors.evaluation import EvalJob, summarize
+from cluster.backends import PolicyFactory, ReflectorFactory
+from envs.config import EnvConfig
+
+
+class EnvFactory:
+    """Picklable builder of the real env."""
+
+    def __init__(self, cfg: EnvConfig):
+        self.cfg = cfg
+
+    def __call__(self) -> Any:
+        from envs.factory import make_env
+
+        return make_env(self.cfg)
+
+
+def eval_jobs(tasks: list[str], episodes_per_task: int, *, seed: int) -> list[EvalJob]:
+    """Episode i of task k uses seed ``EVAL_SEED_OFFSET + seed + 100000 k + i``: the same
+    starts for every policy evaluated with the same seed."""
+    base = EVAL_SEED_OFFSET + seed
+    return [EvalJob(t, base + 100_000 * k + i) for k, t in enumerate(tasks) for i in range(episodes_per_task)]
+
+
+def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | None = None,
+                    episodes_per_task: int = 10, seed: int = 0, workers: int = 0,
+                    reflector_path: str | None = None, modes: tuple[str, ...] = ("ground_truth",),
+                    eta: float = 0.5, execute_steps: int = 0, max_steps: int = 0,
+                    videos: int = 0, out: str | Path | None = None, progress: bool = True
+                    ) -> dict[str, Any]:
+    """Success of a policy checkpoint in the real env, per termination mode.
+
+    Args:
+        modes: "ground_truth" (env success ends an episode) and/or "reflector" (R > eta does).
+        workers: Ray evaluation workers (0: in this process).
+        videos: GIFs of this many episodes per mode, written under ``out/videos``.
+        out: folder for ``report.json`` and videos (None: nothing written).
+    Returns:
+        {mode: summary} with success rate, 95% interval, per task and how episodes ended.
+    """
+    from envs.factory import make_env
+
+    env = make_env(env_cfg)
+    tasks = tasks or env.task_names
+    unknown = sorted(set(tasks) - set(env.task_names))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(env.task_names)}")
+    if "reflector" in modes and not reflector_path:
+        raise ValueError("reflector termination needs a reflector checkpoint (--reflector)")
+    jobs = eval_jobs(tasks, episodes_per_task, seed=seed)
+    pf = PolicyFactory(policy_path)
+    rf = ReflectorFactory(reflector_path) if reflector_path else None
+    ef = EnvFactory(env_cfg)
+    kw = {"execute_steps": execute_steps, "max_steps": max_steps, "eta": eta}
+    report: dict[str, Any] = {"policy": policy_path, "tasks": tasks, "episodes_per_task": episodes_per_task,
+                              "seed": seed}
+    for mode in modes:
+        use_refl = mode == "reflector"
+        records = _run(pf, ef, rf, jobs, workers=workers, use_reflector=use_refl, videos=videos,
+                       progress=progress, desc=f"evaluate ({mode})", **kw)
+        report[mode] = summarize(records)
+        if out is not None and videos:
+            _write_videos(records, Path(out) / "videos", prefix=mode)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        tmp = Path(out) / ".report.json.tmp"
+        tmp.write_text(json.dumps(report, indent=1))
+        tmp.replace(Path(out) / "report.json")
+    return report
+
+
+def _run(pf, ef, rf, jobs: list[EvalJob], *, workers: int, use_reflector: bool, videos: int,
+         progress: bool, desc: str, **kw: Any) -> list[dict[str, Any]]:
+    chunk = 16
+    parts = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+    bar = tqdm(total=len(jobs), desc=desc, unit="ep", disable=not progress)
+    records: list[dict[str, Any]] = []
+    if workers <= 0:
+        worker = EvalWorker(pf, ef, rf if use_reflector else None)
+        for pi, part in enumerate(parts):
+            records += worker.evaluate(part, use_reflector=use_reflector,
+                                       keep_frames=videos if pi == 0 else 0, **kw)
+            bar.update(len(part))
+    else:
+        import ray
+
+        from cluster.ray_session import init_ray
+
+        init_ray()
+        actors = [ray.remote(EvalWorker).options(num_cpus=1).remote(pf, ef, rf if use_reflector else None)
+                  for _ in range(min(workers, len(parts)))]
+        pending = {}
+        for pi, part in enumerate(parts):
+            a = actors[pi % len(actors)]
+            pending[a.evaluate.remote(part, use_reflector=use_reflector,
+                                      keep_frames=videos if pi == 0 else 0, **kw)] = pi
+        results: dict[int, list] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            pi = pending.pop(ready[0])
+            results[pi] = ray.get(ready[0])
+            bar.update(len(results[pi]))
+        for pi in sorted(results):
+            records += results[pi]
+        for a in actors:
+            ray.kill(a)
+    bar.close()
+    return records
+
+
+def _write_videos(records: list[dict[str, Any]], folder: Path, *, prefix: str) -> None:
+    import imageio.v2 as imageio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        if "frames" not in r:
+            continue
+        f = r["frames"]
+        scale = max(1, 128 // f.shape[1])
+        f = f.repeat(scale, axis=1).repeat(scale, axis=2)
+        tag = "success" if r["success"] else "failure"
+        imageio.mimsave(folder / f"{prefix}_{r['task']}_{r['seed']}_{tag}.gif", list(f), duration=0.1, loop=0)
+        r.pop("frames")

@@ -1,0 +1,81 @@
+"""Metrics of a run: JSON lines on disk, TensorBoard events, and Ray metrics for the dashboard.
+
+Keys are grouped as in STYLE.md (``rollout/``, ``sim/``, ``reflector/``, ``learner/``,
+``timers/``, ``throughput/``, ``broadcast/``). Ray metrics are exported as gauges named
+``rehearse_<group>_<name>`` so they show in the Ray dashboard's metrics view (Prometheus).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+
+def _ray_name(key: str) -> str:
+    return "rehearse_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+class MetricsLogger:
+    """Writes one record per iteration to ``metrics.jsonl`` (+ TensorBoard, + Ray gauges).
+
+    Args:
+        run_dir: the run folder.
+        tensorboard: also write TensorBoard events under ``run_dir/tensorboard``.
+        ray_metrics: also set Ray gauges (inside a Ray driver or actor).
+    """
+
+    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, ray_metrics: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self._ray = ray_metrics
+        self._gauges: dict[str, Any] = {}
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"iteration": step, **{k: (None if not math.isfinite(v) else v)
+                                                      for k, v in clean.items()}}) + "\n")
+        if self._tb is not None:
+            for k, v in clean.items():
+                if math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+        if self._ray:
+            self._set_gauges(clean)
+
+    def _set_gauges(self, metrics: dict[str, float]) -> None:
+        try:
+            from ray.util import metrics as ray_metrics
+        except ImportError:
+            return
+        for k, v in metrics.items():
+            if not math.isfinite(v):
+                continue
+            g = self._gauges.get(k)
+            if g is None:
+                try:
+                    g = self._gauges[k] = ray_metrics.Gauge(_ray_name(k), description=k)
+                except Exception:  # not inside Ray
+                    self._ray = False
+                    return
+            g.set(v)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` (empty when the run has none yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

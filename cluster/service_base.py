@@ -1,0 +1,90 @@
+"""The shared body of the model service actors: dynamic batching, metrics, health.
+
+``simulator_service/service.py`` and ``reflector_service/service.py`` subclass this with their
+request types. An instance lives inside an async Ray actor; the backend (the model, keyed by
+episode group) is built inside the actor from a picklable factory, so the heavy model is
+created where its resources are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cluster.batcher import DynamicBatcher
+
+
+class BatchedService:
+    """Serves ``backend.<batch_method>(requests)`` through a dynamic batcher.
+
+    Args:
+        backend_factory: builds the backend in the actor process.
+        batch_method: name of the backend's batched method (list of requests -> results).
+        name: metric name prefix ("sim" or "reflector").
+        max_batch_size, max_wait_ms: dynamic batching limits (environments, milliseconds).
+    """
+
+    def __init__(self, backend_factory: Callable[[], Any], *, batch_method: str, name: str,
+                 max_batch_size: int, max_wait_ms: float):
+        self.backend = backend_factory()
+        self.name = name
+        self.batcher = DynamicBatcher(
+            getattr(self.backend, batch_method),
+            size_of=lambda req: len(req[1]),
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_ms / 1000.0,
+        )
+        self._metrics = _ServiceMetrics(name)
+        self.started = time.time()
+
+    async def _submit(self, key: str, payload: Any) -> Any:
+        t = time.perf_counter()
+        out = await self.batcher.submit((key, payload))
+        self._metrics.observe(latency_ms=1000 * (time.perf_counter() - t),
+                              batch_size=self.batcher.stats.last_batch_size,
+                              queue_depth=self.batcher.queue_depth)
+        return out
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def release(self, key: str) -> None:
+        self.backend.release(key)
+
+    def stats(self) -> dict[str, float]:
+        s = self.batcher.stats.summary()
+        s["queue_depth"] = self.batcher.queue_depth
+        s["uptime_s"] = time.time() - self.started
+        return s
+
+    def ping(self) -> str:
+        return "ok"
+
+
+class _ServiceMetrics:
+    """Ray metrics of a service (shown by the Ray dashboard / Prometheus); no-ops without Ray."""
+
+    def __init__(self, name: str):
+        try:
+            from ray.util import metrics
+
+            self.latency = metrics.Histogram(
+                f"rehearse_{name}_request_latency_ms",
+                description=f"{name} request latency including batching wait",
+                boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+            )
+            self.batch = metrics.Gauge(f"rehearse_{name}_batch_size",
+                                       description=f"{name} environments per model call")
+            self.queue = metrics.Gauge(f"rehearse_{name}_queue_depth",
+                                       description=f"{name} requests waiting")
+        except Exception:  # outside a Ray process
+            self.latency = self.batch = self.queue = None
+
+    def observe(self, *, latency_ms: float, batch_size: int, queue_depth: int) -> None:
+        if self.latency is None:
+            return
+        self.latency.observe(latency_ms)
+        self.batch.set(batch_size)
+        self.queue.set(queue_depth)

@@ -1,0 +1,96 @@
+"""The learner role: a policy, its ``Learner``, and checkpoints, as one object an actor wraps.
+
+Wrap with ``ray.remote(**resources)(LearnerWorker)`` where it is created (``cluster/``).
+Rollout workers send ``TrajectoryBatch`` pieces; ``update`` joins them, runs LOOP, and
+``publish`` hands out the new trainable weights with their version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learner.batch import TrajectoryBatch, concat_batches
+from learner.config import LearnerConfig
+from learner.learner import Learner
+
+
+class LearnerWorker:
+    """Holds the training copy of the policy.
+
+    Args:
+        policy_factory: builds the policy (on this role's device).
+        config: learner settings.
+        seed: seed of the minibatch shuffling.
+        pad_id: token id used to pad instruction ids when joining batches.
+    """
+
+    def __init__(self, policy_factory: Callable[[], Any], config: LearnerConfig, *, seed: int = 0,
+                 pad_id: int = 0):
+        self.policy = policy_factory()
+        self.policy.eval()  # no dropout: log-probs must match the acting copies
+        self.learner = Learner(self.policy, config, seed=seed)
+        self.pad_id = pad_id
+
+    def update(self, *batches: TrajectoryBatch) -> dict[str, float]:
+        """Run LOOP on the joined batches; returns ``learner/*`` metrics (+ update time)."""
+        t = time.perf_counter()
+        batch = concat_batches(list(batches), pad_ids={"input_ids": self.pad_id})
+        metrics = self.learner.update(batch)
+        metrics["timers/learner_update_s"] = time.perf_counter() - t
+        return metrics
+
+    def publish(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, trainable weights) after bumping the version."""
+        return self.learner.publish()
+
+    def current(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, trainable weights) without bumping: what workers load at (re)start."""
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.trainable_state_dict().items()}
+        return self.learner.version, weights
+
+    def version(self) -> int:
+        return self.learner.version
+
+    def trainable_bytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self.policy.trainable_state_dict().values())
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint needs from the learner: trainable weights and learner state.
+
+        Returned (not written) so the driver saves it on its own filesystem whatever node
+        the learner runs on.
+        """
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.policy.trainable_state_dict().items()}
+        return {"trainable": weights, "learner": self.learner.state_dict()}
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Load ``checkpoint_state()`` output; returns the restored weights version."""
+        missing = [k for k in ("trainable", "learner") if k not in state]
+        if missing:
+            raise ValueError(f"learner checkpoint lacks {missing}")
+        self.policy.load_trainable_state_dict(state["trainable"])
+        self.learner.load_state_dict(state["learner"])
+        return self.learner.version
+
+    def export_policy(self, base: str) -> dict[str, bytes]:
+        """The files of a policy checkpoint folder holding the trainable part on top of the
+        base checkpoint ``base`` (path as seen by whoever loads it), as {relative path: bytes}."""
+        import dataclasses
+        import tempfile
+
+        from policy.checkpoint import save_policy
+
+        cfg = self.policy.cfg
+        self.policy.cfg = dataclasses.replace(cfg, checkpoint=str(base))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "policy"
+                save_policy(self.policy, out, include_base=False)
+                return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        finally:
+            self.policy.cfg = cfg

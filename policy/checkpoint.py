@@ -1,0 +1,173 @@
+"""Policy checkpoints: a folder with safetensors weights, a stock peft adapter folder, the
+tokenizer, ``dataset_statistics.json`` and the config.
+
+Layout of ``save_policy(policy, out)``::
+
+    out/config.yaml                the PolicyConfig
+    out/model.safetensors          every weight (include_base=True), or
+    out/trainable.safetensors      LoRA + heads only, on top of config.checkpoint (the base)
+    out/adapter/                   adapter_config.json + adapter_model.safetensors (stock peft)
+    out/tokenizer/                 tokenizer.json, ...
+    out/dataset_statistics.json    OFT layout
+
+Folders are written under a temporary name and moved into place, never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from cluster.configlib import ConfigError, from_dict, to_dict
+from policy.config import PolicyConfig
+from policy.normalization import STATS_FILE, Normalizer, load_statistics, save_statistics
+from policy.policy import Policy
+from policy.tokenizer import build_word_tokenizer, load_tokenizer
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def build_policy(cfg: PolicyConfig, *, instructions: list[str], stats: dict[str, Any],
+                 tokenizer=None) -> Policy:
+    """A freshly initialized policy (tiny: word-level tokenizer from ``instructions``).
+
+    Args:
+        cfg: policy config.
+        instructions: every task instruction (vocabulary of the tiny tokenizer).
+        stats: OFT-layout statistics of one dataset (``{"action": ..., "proprio": ...}``).
+        tokenizer: use this tokenizer instead of building one.
+    """
+    tok = tokenizer if tokenizer is not None else build_word_tokenizer(instructions)
+    return Policy(cfg, tokenizer=tok, normalizer=Normalizer(stats))
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *,
+                     what: str) -> None:
+    """Raise ValueError listing missing / unexpected keys and shape mismatches."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{k} {tuple(found[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in found and tuple(found[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        def short(xs: list[str]) -> str:
+            return ", ".join(xs[:20]) + (f" ... ({len(xs)} in all)" if len(xs) > 20 else "")
+        raise ValueError(f"{what} does not fit the policy: missing keys [{short(missing)}], "
+                         f"unexpected keys [{short(unexpected)}], wrong shapes [{short(wrong)}]")
+
+
+def _write_folder(out: Path, fill) -> None:
+    """Run ``fill(tmp_folder)`` then move the folder to ``out`` (replacing an old one)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    old = out.with_name(out.name + ".old")
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_policy(policy: Policy, out: str | Path, *, include_base: bool = True) -> Path:
+    """Save a policy checkpoint folder (see the module docstring).
+
+    Args:
+        policy: the policy.
+        out: destination folder (replaced atomically if it exists).
+        include_base: write every weight; False writes the trainable part only and records
+            ``policy.cfg.checkpoint`` as the base to load first.
+    Returns:
+        the folder.
+    """
+    from safetensors.torch import save_file
+
+    cfg = policy.cfg
+    if not include_base and not cfg.checkpoint:
+        raise ValueError("save_policy(include_base=False) needs a base checkpoint in "
+                         "policy.checkpoint to load the frozen weights from")
+
+    def fill(tmp: Path) -> None:
+        data = to_dict(cfg)
+        if include_base:
+            data.update(checkpoint="", checkpoint_format="rehearse")
+            state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+            save_file(state, str(tmp / MODEL_FILE))
+        else:
+            state = {k: v.contiguous().cpu() for k, v in policy.trainable_state_dict().items()}
+            save_file(state, str(tmp / TRAINABLE_FILE))
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+        policy.vla.llm.save_pretrained(str(tmp / "adapter"))
+        policy.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        name = cfg.unnorm_key or "dataset"
+        save_statistics({name: policy.normalizer.stats}, tmp)
+
+    _write_folder(Path(out), fill)
+    return Path(out)
+
+
+def read_config(folder: str | Path) -> PolicyConfig:
+    """The PolicyConfig stored in a checkpoint folder."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a policy checkpoint: no {CONFIG_FILE}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return from_dict(PolicyConfig, data, source=str(path))
+
+
+def load_policy(folder: str | Path, *, device: str | torch.device = "cpu") -> Policy:
+    """Load a checkpoint written by ``save_policy`` (strict: missing/unexpected keys raise)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"policy checkpoint {folder} does not exist")
+    cfg = read_config(folder)
+    if (folder / MODEL_FILE).is_file():
+        if not (folder / STATS_FILE).is_file():
+            raise FileNotFoundError(f"{folder} lacks {STATS_FILE} (action statistics)")
+        policy = Policy(cfg, tokenizer=load_tokenizer(folder / "tokenizer"),
+                        normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key))
+        state = load_file(str(folder / MODEL_FILE))
+        check_state_dict(policy.state_dict(), state, what=str(folder / MODEL_FILE))
+        policy.load_state_dict(state, strict=True)
+    elif (folder / TRAINABLE_FILE).is_file():
+        policy = load_base(cfg, device=device)
+        state = load_file(str(folder / TRAINABLE_FILE))
+        policy.load_trainable_state_dict(state)
+    else:
+        raise FileNotFoundError(f"{folder} holds neither {MODEL_FILE} nor {TRAINABLE_FILE}")
+    return policy.to(device)
+
+
+def load_base(cfg: PolicyConfig, *, device: str | torch.device = "cpu") -> Policy:
+    """The policy named by ``cfg.checkpoint`` in ``cfg.checkpoint_format``."""
+    if not cfg.checkpoint:
+        raise ValueError("policy.checkpoint is empty: nothing to load")
+    if cfg.checkpoint_format == "oft":
+        from policy.oft_import import import_oft
+
+        return import_oft(cfg.checkpoint, cfg).to(device)
+    return load_policy(cfg.checkpoint, device=device)
+
+
+__all__ = ["build_policy", "save_policy", "load_policy", "load_base", "read_config",
+           "check_state_dict", "load_statistics"]

@@ -1,0 +1,174 @@
+"""Config of the OpenVLA-OFT-compatible policy and of its supervised fine-tuning (SFT).
+
+``PolicyConfig.preset`` picks the architecture sizes (``PRESETS``): ``tiny`` runs on a CPU in
+tests and the demo, ``oft-7b`` has the published OpenVLA-OFT sizes (SigLIP so400m/14 + DINOv2
+ViT-L/14 with registers at 224 px, Llama-2 7B). Fields set to 0 take the preset's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cluster.configlib import require
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Resolved architecture sizes of one preset (not a config section: derived)."""
+
+    image_size: int
+    patch_size: int
+    dino_width: int
+    dino_layers: int
+    dino_heads: int
+    dino_mlp_ratio: int
+    dino_registers: int
+    siglip_width: int
+    siglip_layers: int
+    siglip_heads: int
+    siglip_mlp: int
+    llm_width: int
+    llm_layers: int
+    llm_heads: int
+    llm_mlp: int
+    llm_vocab: int  # 0: the tokenizer's size (tiny word-level tokenizer)
+    rms_norm_eps: float
+    scale_head_width: int
+
+
+PRESETS: dict[str, Arch] = {
+    "tiny": Arch(
+        image_size=64, patch_size=8,
+        dino_width=64, dino_layers=2, dino_heads=4, dino_mlp_ratio=2, dino_registers=4,
+        siglip_width=48, siglip_layers=2, siglip_heads=4, siglip_mlp=96,
+        llm_width=64, llm_layers=2, llm_heads=4, llm_mlp=128, llm_vocab=0, rms_norm_eps=1e-6,
+        scale_head_width=64,
+    ),
+    "oft-7b": Arch(
+        image_size=224, patch_size=14,
+        dino_width=1024, dino_layers=24, dino_heads=16, dino_mlp_ratio=4, dino_registers=4,
+        siglip_width=1152, siglip_layers=27, siglip_heads=16, siglip_mlp=4304,
+        llm_width=4096, llm_layers=32, llm_heads=32, llm_mlp=11008, llm_vocab=32064,
+        rms_norm_eps=1e-5, scale_head_width=1024,
+    ),
+}
+
+
+@dataclass
+class PolicyConfig:
+    """The VLA policy.
+
+    Attributes:
+        preset: architecture sizes, "tiny" or "oft-7b".
+        checkpoint: folder to load ("" = random init; the tiny tokenizer is then built from the
+            task vocabulary).
+        checkpoint_format: "rehearse" (``policy.checkpoint.save_policy``) or "oft" (an
+            OpenVLA-OFT folder: HF Prismatic model + action_head/proprio_projector .pt files).
+        num_images: 1 (third-person) or 2 (+ wrist image), as OFT's LIBERO setting.
+        use_proprio: append the proprio token (OFT's proprio projector).
+        chunk: actions per chunk (parallel decoding), action_dim: per action, proprio_dim.
+        lora_rank, lora_alpha, lora_dropout: LoRA on the LLM (peft).
+        lora_target_modules: module names (suffixes) of the LLM, or ["all-linear"].
+        train_proprio_projector: include the proprio projector in the trainable part.
+        scale_head_width: hidden width of the Laplace scale head (0 = preset).
+        scale_head_blocks: residual blocks of the scale head.
+        scale_bias_init: initial bias of the scale head's last layer (small initial scale).
+        log_scale_min, log_scale_max: clip range of the Laplace log-scale.
+        unnorm_key: dataset key in dataset_statistics.json ("" = the only one).
+        dtype: dtype of the frozen backbone ("bfloat16" on GPUs); trainable heads stay float32.
+    """
+
+    preset: Literal["tiny", "oft-7b"] = "tiny"
+    checkpoint: str = ""
+    checkpoint_format: Literal["rehearse", "oft"] = "rehearse"
+    num_images: int = 1
+    use_proprio: bool = True
+    chunk: int = 8
+    action_dim: int = 7
+    proprio_dim: int = 8
+    lora_rank: int = 32
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    train_proprio_projector: bool = False
+    scale_head_width: int = 0
+    scale_head_blocks: int = 2
+    scale_bias_init: float = -3.0
+    log_scale_min: float = -2.0
+    log_scale_max: float = 0.5
+    unnorm_key: str = ""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    def __post_init__(self) -> None:
+        require(self.num_images in (1, 2), f"policy.num_images must be 1 or 2, got {self.num_images}")
+        require(self.chunk >= 1, f"policy.chunk must be >= 1, got {self.chunk}")
+        require(self.action_dim >= 2, f"policy.action_dim must be >= 2 (pose + gripper), got "
+                f"{self.action_dim}")
+        require(self.proprio_dim >= 1, f"policy.proprio_dim must be >= 1, got {self.proprio_dim}")
+        require(self.lora_rank >= 1, f"policy.lora_rank must be >= 1, got {self.lora_rank}")
+        require(self.lora_alpha > 0, f"policy.lora_alpha must be > 0, got {self.lora_alpha}")
+        require(0.0 <= self.lora_dropout < 1.0,
+                f"policy.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        require(len(self.lora_target_modules) > 0,
+                "policy.lora_target_modules must name at least one module, e.g. ['all-linear']")
+        require(self.scale_head_width >= 0,
+                f"policy.scale_head_width must be >= 0 (0 = preset), got {self.scale_head_width}")
+        require(self.scale_head_blocks >= 0,
+                f"policy.scale_head_blocks must be >= 0, got {self.scale_head_blocks}")
+        require(self.log_scale_min < self.log_scale_max,
+                f"policy.log_scale_min ({self.log_scale_min}) must be below log_scale_max "
+                f"({self.log_scale_max})")
+        require(self.checkpoint_format == "rehearse" or self.checkpoint != "",
+                "policy.checkpoint_format 'oft' needs policy.checkpoint (the OFT folder)")
+
+    @property
+    def arch(self) -> Arch:
+        """The preset's sizes with this config's overrides applied."""
+        a = PRESETS[self.preset]
+        if self.scale_head_width:
+            a = Arch(**{**a.__dict__, "scale_head_width": self.scale_head_width})
+        return a
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on few demos: L1 on action chunks, then the scale head by NLL.
+
+    Attributes:
+        steps: optimizer steps of the L1 stage.
+        scale_steps: optimizer steps of the scale-head stage (mu held fixed).
+        batch_size: windows per step.
+        lr: AdamW learning rate of the L1 stage; scale_lr of the scale stage.
+        weight_decay: AdamW weight decay.
+        train_backbone: also train the vision towers, projector and LLM base weights in the L1
+            stage (the tiny policy has no pretrained weights); False trains LoRA + heads +
+            proprio projector as OFT's LoRA fine-tuning does.
+        val_fraction: fraction of the demos of each task held out for validation (>= 1 demo
+            per task when a task has at least 2).
+        val_every: steps between validation passes.
+        augment_shift: random image shift in pixels (0 = off), a cheap augmentation.
+        seed: seed of initialization, splits and batches.
+    """
+
+    steps: int = 2000
+    scale_steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-4
+    scale_lr: float = 1e-3
+    weight_decay: float = 0.0
+    train_backbone: bool = True
+    val_fraction: float = 0.2
+    val_every: int = 200
+    augment_shift: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, f"sft.steps must be >= 1, got {self.steps}")
+        require(self.scale_steps >= 0, f"sft.scale_steps must be >= 0, got {self.scale_steps}")
+        require(self.batch_size >= 1, f"sft.batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0 and self.scale_lr > 0, "sft.lr and sft.scale_lr must be > 0")
+        require(0.0 <= self.val_fraction < 1.0,
+                f"sft.val_fraction must be in [0, 1), got {self.val_fraction}")
+        require(self.val_every >= 1, f"sft.val_every must be >= 1, got {self.val_every}")
+        require(self.augment_shift >= 0, f"sft.augment_shift must be >= 0, got {self.augment_shift}")

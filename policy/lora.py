@@ -1,0 +1,46 @@
+"""LoRA adapters on the LLM through peft, with a clear error for target names that match nothing."""
+
+from __future__ import annotations
+
+from torch import nn
+
+import cluster.compat  # noqa: F401  (torchvision fix before transformers/peft)
+
+ADAPTER_NAME = "default"
+
+
+def lora_config(*, rank: int, alpha: int, dropout: float, target_modules: list[str]):
+    """The peft ``LoraConfig`` (``["all-linear"]`` = every Linear of the LLM but lm_head)."""
+    from peft import LoraConfig
+
+    targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                      bias="none")
+
+
+def check_targets(model: nn.Module, target_modules: list[str]) -> None:
+    """Raise ValueError naming every target that matches no Linear module of ``model``."""
+    if target_modules == ["all-linear"]:
+        return
+    linear_names = {name.split(".")[-1] for name, m in model.named_modules()
+                    if isinstance(m, nn.Linear)}
+    missing = [t for t in target_modules if t not in linear_names]
+    if missing:
+        raise ValueError(
+            f"policy.lora_target_modules {missing} match no Linear module of the LLM; "
+            f"available: {sorted(linear_names)} (or ['all-linear'])"
+        )
+
+
+def add_lora(llm: nn.Module, *, rank: int, alpha: int, dropout: float,
+             target_modules: list[str]) -> nn.Module:
+    """Wrap ``llm`` in a peft model with LoRA adapters; base weights are frozen.
+
+    Returns:
+        the ``PeftModel`` (the adapters are injected into ``llm`` in place).
+    """
+    from peft import get_peft_model
+
+    check_targets(llm, target_modules)
+    cfg = lora_config(rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)
+    return get_peft_model(llm, cfg, adapter_name=ADAPTER_NAME)

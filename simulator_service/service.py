@@ -1,0 +1,33 @@
+"""The world simulator as a Ray actor: many rollout workers' steps batched into one model call.
+
+Wrap with ``ray.remote(**resources)(SimulatorService)`` where the actor is created
+(``cluster/placement.py``); this file defines the methods only. State is kept per episode group
+(memory bank, cached reference features), so a group always talks to the same replica; a
+replica that dies is restarted by Ray and rollout workers re-send the group's context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cluster.service_base import BatchedService
+
+
+class SimulatorService(BatchedService):
+    """Async actor body around a keyed simulator backend (``reset``, ``step_batch``, ``release``)."""
+
+    def __init__(self, backend_factory: Callable[[], Any], *, max_batch_size: int = 32,
+                 max_wait_ms: float = 5.0):
+        super().__init__(backend_factory, batch_method="step_batch", name="sim",
+                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+
+    async def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+        """Start a group: context frames (N, T0, H, W, 3) uint8, proprio (N, 8)."""
+        await self._call(self.backend.reset, key, frames, proprio)
+
+    async def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
+        """Next frames (N, H, W, 3) uint8 of a group given its next proprio states (N, 8)."""
+        return await self._submit(key, np.asarray(next_proprio, dtype=np.float32))

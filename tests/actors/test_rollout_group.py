@@ -1,0 +1,67 @@
+"""Imagined rollouts of one group with the tiny policy, the fake simulator and fake reflector."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from actors.clients import LocalReflectorClient, LocalSimulatorClient
+from actors.rollout import rollout_group
+from envs.config import EnvConfig
+from envs.factory import make_env
+from learner.batch import TrajectoryBatch
+from policy.checkpoint import build_policy
+from policy.config import PolicyConfig
+from policy.normalization import compute_statistics
+from reflector_service.fake import FakeReflector
+from simulator_service.fake import FakeWorldSimulator
+from trajectories.initial_states import InitialState
+
+
+def _setup():
+    env = make_env(EnvConfig(image_size=32))
+    obs = env.reset(env.task_names[0], seed=3)
+    rng = np.random.default_rng(0)
+    acts = rng.uniform(-0.8, 0.8, (200, 7)).astype(np.float32)
+    acts[:, -1] = np.sign(acts[:, -1])
+    stats = compute_statistics(acts, rng.normal(size=(200, 8)), num_trajectories=4)
+    policy = build_policy(PolicyConfig(), instructions=[obs.instruction], stats=stats).eval()
+    init = InitialState(episode_id="e", start=0, task_id=env.task_names[0], instruction=obs.instruction,
+                        frames=obs.image[None], proprio=obs.proprio)
+    sim = FakeWorldSimulator(env.camera)
+    refl = FakeReflector()
+    return policy, LocalSimulatorClient(sim), LocalReflectorClient(refl), init, sim, refl
+
+
+def test_group_shapes_masks_and_release():
+    policy, sim, refl, init, sim_backend, refl_backend = _setup()
+    res = rollout_group(policy, sim, refl, init, key="g0", group_id=5, group_size=4,
+                        max_policy_steps=3, execute_steps=2, eta=0.99, policy_version=7,
+                        generator=torch.Generator().manual_seed(0), keep_frames=True)
+    n, t = res.old_log_probs.shape
+    assert n == 4 and t == 3  # the fake reward never exceeds eta: runs to the step limit
+    assert res.images.shape == (4, 3, 32, 32, 3) and res.actions.shape[:2] == (4, 3)
+    assert res.done.sum(axis=1).tolist() == [1, 1, 1, 1] and res.done[:, -1].all()
+    assert not res.terminated.any() and res.env_steps == 4 * 3 * 2
+    assert res.frames.shape == (4, 1 + 6, 32, 32, 3)
+    assert np.all((res.rewards >= 0) & (res.rewards <= 1))
+    assert sim_backend._start == {} and refl_backend._first == {}  # released
+    # the recorded log-probs are the policy's: recomputing them gives the same numbers
+    obs = {"image": res.images.reshape(-1, 32, 32, 3), "proprio": res.proprio.reshape(-1, 8),
+           "instruction": [init.instruction] * (n * t)}
+    lp = policy.log_prob(obs, torch.from_numpy(res.actions.reshape(n * t, *res.actions.shape[2:])))
+    np.testing.assert_allclose(lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3)
+    TrajectoryBatch(
+        obs={"image": torch.from_numpy(res.images), "proprio": torch.from_numpy(res.proprio)},
+        actions=torch.from_numpy(res.actions), old_log_probs=torch.from_numpy(res.old_log_probs),
+        rewards=torch.from_numpy(res.rewards), done=torch.from_numpy(res.done),
+        group_ids=torch.full((n,), res.group_id), policy_version=torch.full((n,), res.policy_version))
+
+
+def test_reflector_termination_stops_early():
+    policy, sim, refl, init, _, _ = _setup()
+    res = rollout_group(policy, sim, refl, init, key="g1", group_id=0, group_size=3,
+                        max_policy_steps=4, execute_steps=4, eta=1e-6, policy_version=0)
+    assert res.old_log_probs.shape == (3, 1)
+    assert res.terminated.all() and res.done[:, 0].all()
+    assert res.env_steps == 3  # one imagined step each, then R > eta stops them

@@ -1,0 +1,118 @@
+"""SFT on a tiny tabletop demo store: chunks, loss decrease, checkpoint, rollout helper, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from envs.config import EnvConfig
+from envs.tabletop import TabletopEnv
+from envs.tabletop_expert import expert_action
+from policy.checkpoint import load_policy
+from policy.config import PolicyConfig, SFTConfig
+from policy.rollout import evaluate_expert, evaluate_policy
+from policy.sft import chunk_targets, run_sft
+from trajectories.episode import Episode
+from trajectories.store import EpisodeStore, write_episodes
+
+TASKS = 2
+
+
+def _demo_store(path, *, per_task: int = 3):
+    env = TabletopEnv(EnvConfig(image_size=32))
+    episodes = []
+    for task in env.task_names[:TASKS]:
+        for i in range(per_task):
+            obs = env.reset(task, seed=i)
+            images, proprio, actions, success = [obs.image], [obs.proprio], [], [False]
+            while True:
+                a = expert_action(env)
+                res = env.step(a)
+                actions.append(a)
+                images.append(res.obs.image)
+                proprio.append(res.obs.proprio)
+                success.append(res.success)
+                if res.done:
+                    break
+            actions.append(np.zeros(7))
+            episodes.append(Episode(
+                episode_id=f"{task}-{i}", task_id=task, instruction=env.instruction(task),
+                images=np.stack(images), proprio=np.stack(proprio), actions=np.stack(actions),
+                success=np.array(success)))
+    write_episodes(path, episodes, env.meta())
+    return EpisodeStore(path)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return _demo_store(tmp_path_factory.mktemp("demos") / "store")
+
+
+def test_chunk_targets_mask_the_end():
+    actions = np.arange(12, dtype=np.float32).reshape(4, 3)
+    chunks, mask = chunk_targets(actions, 3)
+    assert chunks.shape == (4, 3, 3)
+    np.testing.assert_array_equal(chunks[1], actions[1:4])
+    np.testing.assert_array_equal(mask[2], [True, True, False])
+    np.testing.assert_array_equal(chunks[3, 1:], 0.0)
+
+
+def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
+    sft = SFTConfig(steps=12, scale_steps=8, batch_size=8, lr=1e-3, scale_lr=3e-3,
+                    val_every=12, augment_shift=0)
+    policy, metrics = run_sft(store, policy_cfg=PolicyConfig(chunk=4), sft_cfg=sft,
+                              demos_per_task=2, out=tmp_path / "ck", progress=False)
+    assert metrics["train_episodes"] == 2 * TASKS and metrics["val_episodes"] == TASKS
+    assert np.mean(metrics["l1"][-3:]) < 0.8 * np.mean(metrics["l1"][:3])
+    assert metrics["nll_after"] < metrics["nll_before"]
+    assert len(metrics["val_l1"]) == 1 and np.isfinite(metrics["val_nll"])
+    for name in ("model.safetensors", "adapter", "tokenizer", "dataset_statistics.json",
+                 "config.yaml", "sft_metrics.json"):
+        assert (tmp_path / "ck" / name).exists(), name
+    loaded = load_policy(tmp_path / "ck")
+    batch = {"image": store.load_episode(store.episode_ids[0]).images[:2],
+             "proprio": store.load_episode(store.episode_ids[0]).proprio[:2],
+             "instruction": [store.episode_info[0]["instruction"]] * 2}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch)[0], policy(batch)[0])
+    # only the trainable part is left requiring gradients after SFT
+    assert {id(p) for p in policy.parameters() if p.requires_grad} == {
+        id(p) for g in policy.param_groups().values() for p in g}
+
+
+def test_too_few_demos_is_a_clear_error(store, tmp_path):
+    with pytest.raises(ValueError, match="has 3 expert demos.*asks for 9"):
+        run_sft(store, policy_cfg=PolicyConfig(), sft_cfg=SFTConfig(steps=1),
+                demos_per_task=9, out=tmp_path / "ck", progress=False)
+
+
+def test_rollout_helper_runs_policy_and_expert(make_policy):
+    policy = make_policy()
+    env_cfg = EnvConfig(image_size=32, max_steps=6)
+    tasks = TabletopEnv(env_cfg).task_names[:2]
+    result = evaluate_policy(policy, lambda: TabletopEnv(env_cfg), tasks=tasks,
+                             episodes_per_task=2, execute_steps=4, progress=False)
+    assert result["episodes"] == 4 and 0.0 <= result["success_rate"] <= 1.0
+    assert result["mean_length"] == 6  # nothing succeeds in 6 steps: every episode times out
+    full = EnvConfig(image_size=32)
+    expert = evaluate_expert(lambda: TabletopEnv(full), expert_action, tasks=tasks,
+                             episodes_per_task=2)
+    assert expert["success_rate"] == 1.0
+
+
+def test_sft_command_end_to_end(store, tmp_path, capsys):
+    from cluster.cli import main
+
+    rc = main(["sft", "--data", str(store.path), "--demos-per-task", "2", "--out",
+               str(tmp_path / "ck"), "--steps", "2", "--scale-steps", "1", "--batch-size", "2",
+               "--no-progress"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_episodes"] == 2 * TASKS
+    assert (tmp_path / "ck" / "model.safetensors").is_file()
+    rc = main(["sft", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
