@@ -15,14 +15,15 @@ class CollectConfig:
         exploration_scale: Laplace scale b of the arm dimensions for ``--source exploration``
             (normalized action units; 0 reproduces the mean policy).
         exploration_gripper_scale: Laplace scale of the gripper dimension.
-        stop_on_success: end an episode at the first success (else at the step limit).
+        steps_after_success: steps recorded after the first success (0: end there). Frames
+            after success teach the reflector that a finished task stays finished.
         episodes_per_task: default for ``--episodes-per-task``.
         episodes_per_part: episodes per Parquet part file.
     """
 
     exploration_scale: float = 0.3
     exploration_gripper_scale: float = 0.3
-    stop_on_success: bool = True
+    steps_after_success: int = 0
     episodes_per_task: int = 5
     episodes_per_part: int = 64
 
@@ -30,6 +31,7 @@ class CollectConfig:
         require(self.exploration_scale >= 0, "collect.exploration_scale must be >= 0")
         require(self.exploration_gripper_scale >= 0, "collect.exploration_gripper_scale must be >= 0")
         require(self.episodes_per_task >= 1, "collect.episodes_per_task must be >= 1")
+        require(self.steps_after_success >= 0, "collect.steps_after_success must be >= 0")
         require(self.episodes_per_part >= 1, "collect.episodes_per_part must be >= 1")
 
 

@@ -60,7 +60,7 @@ def laplace_perturbed(mean_fn: ActionFn, scale: float, *, gripper_scale: float |
 
 
 def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionFn, *, max_steps: int | None = None,
-                stop_on_success: bool = True) -> Episode:
+                steps_after_success: int = 0) -> Episode:
     """Roll out one episode in a real env and record it in the step schema.
 
     Args:
@@ -68,21 +68,26 @@ def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionFn, *, max_steps: 
         spec: task, seed (env reset and action noise) and source label.
         action_fn: (env, obs, rng) -> (7,) action.
         max_steps: step limit (default: the env's).
-        stop_on_success: end when the env reports success (else run until done).
+        steps_after_success: keep acting this many steps after the first success (the env
+            keeps stepping past its own done), so frames after success carry their labels:
+            what a reflector must learn to keep recognizing. 0 ends at the first success.
     """
     rng = np.random.default_rng([spec.seed, 7919])
     obs = env.reset(spec.task, seed=spec.seed)
     images, wrists, proprio, actions, success = [obs.image], [obs.wrist_image], [obs.proprio], [], [False]
     limit = max_steps or env.max_steps
-    for _ in range(limit):
+    first_success = None
+    for t in range(limit):
         a = np.asarray(action_fn(env, obs, rng), dtype=np.float32)
-        obs, ok, done, _info = env.step(a)
+        obs, ok, _done, _info = env.step(a)
         actions.append(a)
         images.append(obs.image)
         wrists.append(obs.wrist_image)
         proprio.append(obs.proprio)
         success.append(bool(ok))
-        if done or (ok and stop_on_success):
+        if ok and first_success is None:
+            first_success = t
+        if first_success is not None and t - first_success >= steps_after_success:
             break
     actions.append(np.zeros(7, dtype=np.float32))
     has_wrist = all(w is not None for w in wrists)

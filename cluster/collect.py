@@ -37,7 +37,7 @@ def collect_chunk(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequenc
         else:
             fn = laplace_perturbed(expert, collect_cfg.exploration_scale,
                                    gripper_scale=collect_cfg.exploration_gripper_scale)
-        out.append(run_episode(env, spec, fn, stop_on_success=collect_cfg.stop_on_success))
+        out.append(run_episode(env, spec, fn, steps_after_success=collect_cfg.steps_after_success))
     return out
 
 

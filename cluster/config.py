@@ -13,6 +13,7 @@ from actors.config import CollectConfig, RolloutConfig
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
 from policy.config import PolicyConfig, SFTConfig
+from reflector_service.config import ReflectorConfig
 
 
 @dataclass
@@ -129,6 +130,7 @@ class ExperimentConfig:
         collect: real-environment data collection.
         policy: the VLA policy (preset, LoRA, heads).
         sft: supervised fine-tuning on few demos.
+        reflector: the reward model and its training.
         learner: LOOP updates (optimizer, PPO clip, RLOO groups).
         rollout: imagined rollouts and real-env evaluation.
         cluster: placement of every role on the Ray cluster.
@@ -141,6 +143,7 @@ class ExperimentConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
     p.add_argument("--noise-scale", type=float, default=None,
                    help="Laplace scale b for exploration (default: collect.exploration_scale)")
+    p.add_argument("--steps-after-success", type=int, default=None,
+                   help="keep recording this many steps after the first success "
+                        "(default: collect.steps_after_success)")
     p.add_argument("--seed", type=int, default=None, help="base seed (default: the config's seed)")
     p.add_argument("--workers", type=int, default=0, help="Ray workers (0: in this process)")
     p.add_argument("--out", required=True, help="output folder (a new episode store)")
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     collect_cfg = cfg.collect
     if args.noise_scale is not None:
         collect_cfg = dataclasses.replace(collect_cfg, exploration_scale=args.noise_scale)
+    if args.steps_after_success is not None:
+        collect_cfg = dataclasses.replace(collect_cfg, steps_after_success=args.steps_after_success)
     n = args.episodes_per_task or collect_cfg.episodes_per_task
     if n < 1:
         raise ValueError(f"--episodes-per-task must be >= 1, got {n}")

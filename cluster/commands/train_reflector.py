@@ -1,0 +1,40 @@
+"""``rehearse train-reflector``: BCE-train the reflector's projector and head on episode stores."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+HELP = "train the reflector (VLM reward model) on per-frame success labels of episode stores"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True,
+                   help="episode store folders (expert, exploration, failed episodes together)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints best/ and last/, summary.json)")
+    p.add_argument("--max-steps", type=int, default=None, help="override reflector.train.max_steps")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="override reflector.train.time_budget_s (seconds, 0 = none)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reflector_service.train import train_reflector
+
+    from cluster.config import load_config
+
+    cfg = load_config(args.config, args.set).reflector
+    train_cfg = cfg.train
+    if args.max_steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, max_steps=args.max_steps)
+    if args.time_budget is not None:
+        train_cfg = dataclasses.replace(train_cfg, time_budget_s=args.time_budget)
+    for d in args.data:
+        if not Path(d).exists():
+            raise FileNotFoundError(f"--data {d} does not exist")
+    summary = train_reflector(cfg.model, train_cfg, args.data, args.out, progress=not args.no_progress)
+    best = summary["best"] or {}
+    print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; best {best.get('on')} "
+          f"auc {best.get('roc_auc')} at step {best.get('step')}; checkpoints in {args.out}")
+    return 0

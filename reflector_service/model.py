@@ -1,0 +1,374 @@
+"""The reflector: R(o_1..t, g) = sigmoid(head(h_t)) from a frozen vision tower and a frozen LLM.
+
+Sequence read by the causal LLM for one context (see ``context.py`` for which frames):
+
+    [BOS, prompt with the instruction, (right padding)] [v_1 .. v_k, SUM] per context frame
+
+where v_i are the projected, pooled patch features of one frame (k = frame_grid**2) and SUM is a
+learned summary embedding. h_t is the mean of the LLM's last hidden states over the k + 1 tokens
+of frame t (or, with ``pooling: flatten``, their concatenation), so it sees the instruction and
+every earlier context frame through causal attention.
+Padding is masked and positions skip it, so a row's result does not depend on its batch.
+Only the projector (with learned grid-cell embeddings), the summary embedding, the head (and the
+optional pixel adapter) train.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reflector_service.backbones import build_llm, build_vision_tower, patch_grid_features
+from reflector_service.config import ReflectorModelConfig
+from reflector_service.context import Chain, anchors, chains
+
+
+class PixelAdapter(nn.Module):
+    """Small trainable CNN on the normalized pixels: (N, 3, S, S) -> (N, 4 C, g, g).
+
+    Four 3x3 convolutions (two of stride 2, receptive field 15 px) give a (S/4)^2 map, pooled to
+    (2g)^2 and folded 2x2 into channels (pixel unshuffle), so each of the g^2 tokens keeps where
+    inside its cell things are instead of averaging them away.
+    """
+
+    def __init__(self, width: int, grid: int):
+        super().__init__()
+        self.grid = grid
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
+        )
+
+    def forward(self, pix: torch.Tensor) -> torch.Tensor:
+        fmap = F.adaptive_avg_pool2d(self.net(pix), 2 * self.grid)  # (N, C, 2g, 2g)
+        return F.pixel_unshuffle(fmap, 2)  # (N, 4C, g, g)
+
+
+@dataclass
+class ReflectorState:
+    """Incremental scoring state of B rollouts that advance in lockstep.
+
+    Attributes:
+        cache: the LLM's key/value cache (prompt, then the frames in ``cached``).
+        prompt_len: (B,) true prompt lengths; the prompt block is right-padded to ``prompt_width``.
+        prompt_mask: (B, prompt_width) 1 for real prompt tokens.
+        cached: frame indices whose tokens follow the prompt in the cache, in order.
+        tokens: frame index -> (B, k, D) projected tokens of frames that may be needed again.
+        num_frames: frames added so far.
+    """
+
+    cache: object
+    prompt_len: torch.Tensor
+    prompt_mask: torch.Tensor
+    cached: list[int]
+    tokens: dict[int, torch.Tensor]
+    num_frames: int = 0
+
+    @property
+    def prompt_width(self) -> int:
+        return int(self.prompt_mask.shape[1])
+
+
+class Reflector(nn.Module):
+    """The VLM reward model. Build with a config; ``score`` and ``start``/``step`` score frames.
+
+    Attributes:
+        vision_random, llm_random: the frozen towers carry random weights (saved in checkpoints).
+    """
+
+    def __init__(self, cfg: ReflectorModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision, self.vision_size, vision_width, self.vision_random = build_vision_tower(cfg)
+        self.llm, self.tokenizer, self.llm_random = build_llm(cfg)
+        width = int(self.llm.config.hidden_size)
+        self.width = width
+        self.adapter = PixelAdapter(cfg.adapter_width, cfg.frame_grid) if cfg.vision_adapter else None
+        in_dim = vision_width + (4 * cfg.adapter_width if cfg.vision_adapter else 0)
+        emb_std = float(self.llm.get_input_embeddings().weight.std())
+        self.projector = nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, width), nn.GELU(), nn.Linear(width, width)
+        )
+        nn.init.normal_(self.projector[-1].weight, std=2 * emb_std / width**0.5)
+        nn.init.zeros_(self.projector[-1].bias)
+        self.summary = nn.Parameter(torch.randn(width) * emb_std)
+        self.cell_embed = nn.Parameter(torch.randn(cfg.frame_grid**2, width) * emb_std)  # (k, D)
+        pooled = width * (cfg.tokens_per_frame if cfg.pooling == "flatten" else 1)
+        self.head = nn.Sequential(
+            nn.LayerNorm(pooled), nn.Linear(pooled, cfg.head_hidden), nn.GELU(),
+            nn.Linear(cfg.head_hidden, 1),
+        )
+        self.register_buffer("pixel_mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)
+        max_pos = int(getattr(self.llm.config, "max_position_embeddings", 0) or 0)
+        longest = 1 + len(self.tokenizer.encode(cfg.prompt.replace("{instruction}", ""))) \
+            + cfg.max_instruction_tokens + cfg.window * cfg.tokens_per_frame
+        if max_pos and longest > max_pos:
+            raise ValueError(
+                f"reflector context of up to {longest} tokens exceeds the LLM's "
+                f"{max_pos} positions; lower window, frame_grid or max_instruction_tokens"
+            )
+
+    # ------------------------------------------------------------------ parts
+
+    def train(self, mode: bool = True) -> Reflector:
+        """Train mode for the trainable parts only; the frozen towers stay in eval mode."""
+        super().train(mode)
+        self.vision.eval()
+        self.llm.eval()
+        return self
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the trainable part: projector, summary, head, adapter."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(("vision.", "llm."))]
+
+    def frozen_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if n.startswith(("vision.", "llm."))]
+
+    @property
+    def device(self) -> torch.device:
+        return self.summary.device
+
+    def pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, 3, S, S) normalized at the tower's input size."""
+        x = frames.to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (self.vision_size, self.vision_size):
+            x = F.interpolate(x, size=(self.vision_size, self.vision_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    @torch.no_grad()
+    def frozen_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Pooled frozen patch features: (N, H, W, 3) uint8 -> (N, k, Dv)."""
+        feats = patch_grid_features(self.vision, self.pixels(frames), kind=self.cfg.vision_model)
+        pooled = F.adaptive_avg_pool2d(feats, self.cfg.frame_grid)  # (N, Dv, g, g)
+        return pooled.flatten(2).transpose(1, 2)
+
+    def frame_tokens(self, frames: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected visual tokens: (N, H, W, 3) uint8 -> (N, k, D).
+
+        Args:
+            frozen: precomputed ``frozen_features(frames)`` (N, k, Dv), if at hand.
+        """
+        feats = self.frozen_features(frames) if frozen is None else frozen.to(self.device)
+        if self.adapter is not None:
+            a = self.adapter(self.pixels(frames)).flatten(2).transpose(1, 2)  # (N, k, C)
+            feats = torch.cat([feats, a], dim=-1)
+        return self.projector(feats) + self.cell_embed
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """Token ids of BOS + prompt; an instruction over ``max_instruction_tokens`` is truncated
+        (with a warning)."""
+        before, after = self.cfg.prompt.split("{instruction}", 1)
+        instr = self.tokenizer.encode(instruction)
+        limit = self.cfg.max_instruction_tokens
+        if len(instr) > limit:
+            warnings.warn(
+                f"reflector: instruction of {len(instr)} tokens truncated to max_instruction_tokens="
+                f"{limit}: {instruction[:60]!r}...", stacklevel=3,
+            )
+            instr = instr[:limit]
+        return [self.tokenizer.bos_token_id] + self.tokenizer.encode(before) + instr \
+            + self.tokenizer.encode(after)
+
+    def _prompt_block(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded prompt embeddings (B, P, D), mask (B, P) and true lengths (B,)."""
+        ids = [self.prompt_ids(s) for s in instructions]
+        lens = torch.tensor([len(i) for i in ids], device=self.device)
+        width = int(lens.max())
+        pad = torch.zeros(len(ids), width, dtype=torch.long, device=self.device)
+        for b, i in enumerate(ids):
+            pad[b, : len(i)] = torch.tensor(i, device=self.device)
+        mask = torch.arange(width, device=self.device)[None] < lens[:, None]
+        emb = self.llm.get_input_embeddings()(pad)
+        return emb, mask.long(), lens
+
+    def _frame_block(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., F, k, D) frame tokens -> (..., F * (k + 1), D) with a summary token per frame."""
+        summary = self.summary.expand(*tokens.shape[:-2], 1, self.width)
+        return torch.cat([tokens, summary], dim=-2).flatten(-3, -2)
+
+    def _pool(self, group: torch.Tensor) -> torch.Tensor:
+        """h_t from the last hidden states of frame t's tokens: (..., k + 1, D) -> (..., P)."""
+        return group.flatten(-2) if self.cfg.pooling == "flatten" else group.mean(dim=-2)
+
+    def _llm(self, embeds, mask, positions, cache=None) -> torch.Tensor:
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+    # ------------------------------------------------------------------ full scoring
+
+    def prefix_logits(self, tokens: Sequence[torch.Tensor], instructions: Sequence[str], *,
+                      rows: Sequence[Sequence[Chain]] | None = None,
+                      rows_per_forward: int = 64) -> list[torch.Tensor]:
+        """Logits of R for every prefix of every episode, from projected frame tokens.
+
+        Args:
+            tokens: per episode b, (T_b, k, D) from ``frame_tokens``.
+            instructions: per episode b, its instruction.
+            rows: per episode, the chains to run (default: all ``chains(T_b, window)``);
+                prefixes outside them get NaN.
+            rows_per_forward: LLM rows per forward pass (memory bound).
+        Returns:
+            per episode b, (T_b,) logits (differentiable w.r.t. the trainable parameters).
+        """
+        if len(tokens) != len(instructions):
+            raise ValueError(f"{len(tokens)} episodes but {len(instructions)} instructions")
+        k1 = self.cfg.tokens_per_frame
+        p_emb, p_mask, p_len = self._prompt_block(instructions)
+        pw = p_emb.shape[1]
+        work = []  # (episode, chain)
+        for b, tok in enumerate(tokens):
+            for ch in (chains(len(tok), self.cfg.window) if rows is None else rows[b]):
+                work.append((b, ch))
+        outs = [torch.full((len(t),), float("nan"), device=self.device) for t in tokens]
+        for lo in range(0, len(work), rows_per_forward):
+            part = work[lo: lo + rows_per_forward]
+            nf = max(len(ch.frames) for _, ch in part)
+            emb = torch.zeros(len(part), pw + nf * k1, self.width, device=self.device)
+            mask = torch.zeros(len(part), pw + nf * k1, dtype=torch.long, device=self.device)
+            for r, (b, ch) in enumerate(part):
+                emb[r, :pw] = p_emb[b]
+                mask[r, :pw] = p_mask[b]
+                blk = self._frame_block(tokens[b][ch.frames])  # (F * k1, D)
+                emb[r, pw: pw + len(blk)] = blk
+                mask[r, pw: pw + len(blk)] = 1
+            idx = torch.tensor([b for b, _ in part], device=self.device)
+            positions = torch.cat([
+                torch.arange(pw, device=self.device).expand(len(part), pw),
+                p_len[idx, None] + torch.arange(nf * k1, device=self.device)[None],
+            ], dim=1)
+            hidden = self._llm(emb, mask, positions)  # (R, S, D)
+            for r, (b, ch) in enumerate(part):
+                js = sorted(ch.outputs)
+                starts = pw + torch.tensor(js, device=self.device) * k1
+                grp = hidden[r, starts[:, None] + torch.arange(k1, device=self.device)[None]]  # (J, k1, D)
+                logits = self.head(self._pool(grp)).squeeze(-1)  # (J,)
+                ns = torch.tensor([ch.outputs[j] - 1 for j in js], device=self.device)
+                outs[b] = outs[b].index_put((ns,), logits)
+        return outs
+
+    @torch.no_grad()
+    def score(self, frames, instructions: Sequence[str]) -> torch.Tensor:
+        """Rewards R(o_1..t, g) for every prefix.
+
+        Args:
+            frames: (B, T, H, W, 3) uint8 array or tensor (or a list of B (T, H, W, 3) arrays
+                of one shape).
+            instructions: B instructions.
+        Returns:
+            (B, T) float32 rewards in [0, 1].
+        """
+        video = check_frames(frames, instructions)
+        b, t = video.shape[:2]
+        flat = video.reshape(b * t, *video.shape[2:])
+        toks = torch.cat([self.frame_tokens(flat[i: i + 256]) for i in range(0, len(flat), 256)])
+        toks = toks.view(b, t, *toks.shape[1:])
+        logits = self.prefix_logits(list(toks), list(instructions))
+        return torch.sigmoid(torch.stack(logits)).float().cpu()
+
+    # ------------------------------------------------------------------ incremental scoring
+
+    @torch.no_grad()
+    def start(self, instructions: Sequence[str]) -> ReflectorState:
+        """Begin incremental scoring of B rollouts: runs the prompts into a fresh KV cache."""
+        from transformers import DynamicCache
+
+        if len(instructions) == 0:
+            raise ValueError("reflector start needs at least one instruction")
+        emb, mask, lens = self._prompt_block(instructions)
+        cache = DynamicCache()
+        pos = torch.arange(emb.shape[1], device=self.device).expand(len(instructions), -1)
+        self._llm(emb, mask, pos, cache)
+        return ReflectorState(cache=cache, prompt_len=lens, prompt_mask=mask, cached=[], tokens={})
+
+    @torch.no_grad()
+    def step(self, state: ReflectorState, frames) -> torch.Tensor:
+        """Add one frame per rollout and return R for the prefixes so far.
+
+        Only the new frame's tokens run through the LLM (plus, when the window's stride
+        doubles, the surviving anchor frames from their cached tokens).
+
+        Args:
+            state: from ``start`` (updated in place).
+            frames: (B, H, W, 3) uint8, the newest frame of each rollout.
+        Returns:
+            (B,) float32 rewards in [0, 1].
+        """
+        frames = _as_uint8_tensor(frames, "frames")
+        nb = int(state.prompt_len.shape[0])
+        if frames.ndim != 4 or frames.shape[0] != nb or frames.shape[-1] != 3:
+            raise ValueError(f"reflector step expects frames of shape ({nb}, H, W, 3), got "
+                             f"{tuple(frames.shape)}")
+        k1 = self.cfg.tokens_per_frame
+        cur = state.num_frames
+        state.tokens[cur] = self.frame_tokens(frames)
+        state.num_frames = n = cur + 1
+        keep = anchors(n, self.cfg.window)
+        p = 0
+        while p < min(len(keep), len(state.cached)) and keep[p] == state.cached[p]:
+            p += 1
+        excess = (len(state.cached) - p) * k1
+        if excess:
+            state.cache.crop(-excess)
+        new = keep[p:] + [cur]
+        blk = self._frame_block(torch.stack([state.tokens[f] for f in new], dim=1))  # (B, L, D)
+        past = state.prompt_width + p * k1
+        mask = torch.cat([state.prompt_mask, torch.ones(nb, p * k1 + blk.shape[1], dtype=torch.long,
+                                                         device=self.device)], dim=1)
+        pos = state.prompt_len[:, None] + p * k1 + torch.arange(blk.shape[1], device=self.device)[None]
+        if state.cache.get_seq_length() != past:
+            raise RuntimeError(f"reflector KV cache holds {state.cache.get_seq_length()} tokens, "
+                               f"expected {past}")
+        hidden = self._llm(blk, mask, pos, state.cache)
+        h = self._pool(hidden[:, -k1:])
+        state.cached = keep + [cur]
+        state.tokens = {f: v for f, v in state.tokens.items() if f in state.cached}
+        return torch.sigmoid(self.head(h).squeeze(-1)).float().cpu()
+
+
+def _as_uint8_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise ValueError(f"reflector {name} must be uint8 images, got dtype {x.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, torch.Tensor):
+        if x.dtype != torch.uint8:
+            raise ValueError(f"reflector {name} must be uint8 images, got dtype {x.dtype}")
+        return x
+    raise ValueError(f"reflector {name} must be a uint8 numpy array or tensor, got {type(x).__name__}")
+
+
+def check_frames(frames, instructions: Sequence[str]) -> torch.Tensor:
+    """Validate a batch of videos: (B, T, H, W, 3) uint8 with B instructions.
+
+    Raises:
+        ValueError: empty sequences, mismatched frame sizes, wrong dtype or instruction count.
+    """
+    if isinstance(frames, (list, tuple)):
+        if not frames:
+            raise ValueError("reflector score got an empty list of videos")
+        shapes = {tuple(np.shape(f)) for f in frames}
+        if len(shapes) != 1:
+            raise ValueError(f"reflector score got videos of mismatched shapes {sorted(shapes)}; "
+                             "all must be (T, H, W, 3) of one size")
+        frames = np.stack([np.asarray(f) for f in frames])
+    video = _as_uint8_tensor(frames, "frames")
+    if video.ndim != 5 or video.shape[-1] != 3:
+        raise ValueError(f"reflector frames must be (B, T, H, W, 3), got {tuple(video.shape)}")
+    if video.shape[0] == 0 or video.shape[1] == 0:
+        raise ValueError(f"reflector frames must hold at least one frame per video, got "
+                         f"{tuple(video.shape)}")
+    if isinstance(instructions, str) or len(instructions) != video.shape[0]:
+        raise ValueError(f"reflector needs one instruction per video: {video.shape[0]} videos, "
+                         f"got {1 if isinstance(instructions, str) else len(instructions)}")
+    return video

@@ -1,0 +1,272 @@
+"""BCE training of the reflector on per-frame success labels of episode stores.
+
+Every frame of every episode (expert, exploration, failed) is a training example: the label of
+prefix o_1..t is the success label of frame t. Frozen tower features are computed once; each
+step runs the frozen LLM on a few context rows per episode and updates the projector, summary
+embedding and head (and the optional pixel adapter). Positive frames are re-weighted by
+#negatives / #positives (class balancing). Validation on held-out episodes picks the best
+checkpoint; the frozen parameters are checked bit-for-bit unchanged at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cluster.configlib import to_dict
+from reflector_service.checkpoint import save_checkpoint
+from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
+from reflector_service.context import Chain, chains
+from reflector_service.metrics import reflector_metrics
+from reflector_service.model import Reflector
+
+
+@dataclass
+class LabeledEpisode:
+    """Frames and labels of one episode. images: (T, H, W, 3) uint8; labels: (T,) bool."""
+
+    episode_id: str
+    task_id: str
+    instruction: str
+    source: str
+    images: torch.Tensor
+    labels: np.ndarray
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.labels.any())
+
+
+def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True) -> list[LabeledEpisode]:
+    """Every episode of the given episode stores (all sources).
+
+    Raises:
+        FileNotFoundError: a store does not exist.
+        ValueError: stores with different image sizes, or no episodes at all.
+    """
+    from trajectories.store import EpisodeStore
+
+    episodes: list[LabeledEpisode] = []
+    size = None
+    for p in paths:
+        store = EpisodeStore(p)
+        for eid in tqdm(store.episode_ids, desc=f"load {Path(p).name}", disable=not progress):
+            ep = store.load_episode(eid)
+            hw = ep.images.shape[1:3]
+            if size is None:
+                size = (hw, p)
+            elif hw != size[0]:
+                raise ValueError(f"episode store {p} has {hw[0]}x{hw[1]} frames but {size[1]} has "
+                                 f"{size[0][0]}x{size[0][1]}; train on stores of one image size")
+            episodes.append(LabeledEpisode(
+                episode_id=ep.episode_id, task_id=ep.task_id, instruction=ep.instruction,
+                source=ep.source, images=torch.from_numpy(np.ascontiguousarray(ep.images)),
+                labels=np.asarray(ep.success, dtype=bool),
+            ))
+    if not episodes:
+        raise ValueError(f"no episodes in {', '.join(map(str, paths))}")
+    return episodes
+
+
+def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: int
+                   ) -> tuple[list[LabeledEpisode], list[LabeledEpisode]]:
+    """Hold out ``val_fraction`` of the successful and of the failed episodes (by episode)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for group in ([e for e in episodes if e.succeeded], [e for e in episodes if not e.succeeded]):
+        order = rng.permutation(len(group))
+        n_val = int(round(val_fraction * len(group)))
+        val += [group[i] for i in order[:n_val]]
+        train += [group[i] for i in order[n_val:]]
+    return train, val
+
+
+@torch.no_grad()
+def score_episodes(model: Reflector, episodes: Sequence[LabeledEpisode], *, batch: int = 8,
+                   progress: bool = False) -> list[np.ndarray]:
+    """R for every prefix of every episode (full scoring; episodes may differ in length)."""
+    model.eval()
+    out: list[np.ndarray] = []
+    for lo in tqdm(range(0, len(episodes), batch), desc="score", disable=not progress):
+        part = episodes[lo: lo + batch]
+        toks = [model.frame_tokens(e.images) for e in part]
+        logits = model.prefix_logits(toks, [e.instruction for e in part])
+        out += [torch.sigmoid(x).cpu().numpy() for x in logits]
+    return out
+
+
+def frozen_fingerprint(model: Reflector) -> dict[str, str]:
+    """sha1 of every frozen parameter's bytes (to prove training left them unchanged)."""
+    return {n: hashlib.sha1(p.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+            for n, p in model.frozen_named_parameters()}
+
+
+def _precompute(model: Reflector, episodes: Sequence[LabeledEpisode], progress: bool) -> list[torch.Tensor]:
+    feats = []
+    for e in tqdm(episodes, desc="frozen vision features", disable=not progress):
+        feats.append(torch.cat([model.frozen_features(e.images[i: i + 256])
+                                for i in range(0, len(e.images), 256)]))
+    return feats
+
+
+def sample_rows(rows: list[Chain], num_frames: int, k: int, rng: np.random.Generator
+                ) -> tuple[list[Chain], torch.Tensor]:
+    """Pick ``k`` context rows of an episode for one step, with importance weights per prefix.
+
+    The last row (it holds the final frames, where success happens) is always taken; the other
+    k - 1 are drawn uniformly without replacement from the rest and weighted by
+    (#rest) / (k - 1), so the weighted loss is an unbiased estimate of the full-episode loss.
+
+    Returns:
+        the rows, and (T,) weights (0 for prefixes not in the rows).
+    """
+    w = torch.zeros(num_frames)
+    if k == 0 or len(rows) <= k:
+        picked = [(c, 1.0) for c in rows]
+    else:
+        rest = rng.choice(len(rows) - 1, k - 1, replace=False)
+        scale = (len(rows) - 1) / (k - 1)
+        picked = [(rows[j], scale) for j in sorted(rest)] + [(rows[-1], 1.0)]
+    for c, weight in picked:
+        for n in c.outputs.values():
+            w[n - 1] = weight
+    return [c for c, _ in picked], w
+
+
+def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainConfig,
+                    data: Sequence[str | Path], out: str | Path, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> dict:
+    """Train a reflector and write checkpoints ``out/best`` and ``out/last`` plus ``out/summary.json``.
+
+    Args:
+        model_cfg: the model (frozen towers, projector, head).
+        train_cfg: optimizer, budget, validation.
+        data: episode store folders (expert, exploration, ... together).
+        out: output folder.
+        progress: show tqdm bars.
+        log: where one-line progress messages go.
+    Returns:
+        The summary: steps, seconds, pos_weight, best validation metrics, paths.
+    """
+    out = Path(out)
+    t_start = time.monotonic()
+    torch.manual_seed(train_cfg.seed)
+    episodes = load_labeled_episodes(data, progress=progress)
+    train_eps, val_eps = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
+    n_pos = int(sum(e.labels.sum() for e in train_eps))
+    n_all = int(sum(len(e.labels) for e in train_eps))
+    if n_pos == 0 or n_pos == n_all:
+        raise ValueError(f"the training episodes hold {n_pos} success frames out of {n_all}; "
+                         "BCE training needs both successful and unsuccessful frames")
+    pos_weight = train_cfg.pos_weight or (n_all - n_pos) / n_pos
+    log(f"reflector: {len(train_eps)} train / {len(val_eps)} val episodes, {n_all} train frames "
+        f"({n_pos} success), pos_weight {pos_weight:.2f}")
+
+    model = Reflector(model_cfg)
+    before = frozen_fingerprint(model)
+    feats = _precompute(model, train_eps, progress)
+    params = [p for _, p in model.trainable_named_parameters()]
+    opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    pw = torch.tensor(pos_weight)
+    rng = np.random.default_rng(train_cfg.seed)
+    all_rows = [chains(len(e.labels), model_cfg.window) for e in train_eps]
+
+    def validate(step: int) -> dict:
+        probe = val_eps or train_eps[: max(1, len(train_eps) // 5)]
+        rewards = score_episodes(model, probe)
+        labels = [e.labels for e in probe]
+        r = torch.from_numpy(np.concatenate(rewards)).clamp(1e-6, 1 - 1e-6)
+        y = torch.from_numpy(np.concatenate(labels)).float()
+        m = reflector_metrics(rewards, labels, eta=model_cfg.eta)
+        m["loss"] = float(F.binary_cross_entropy(r.double(), y.double()))
+        m["step"] = step
+        m["on"] = "val" if val_eps else "train subset (val_fraction is 0)"
+        return m
+
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    best: dict | None = None
+    t0 = time.monotonic()
+    order: list[int] = []
+    step = 0
+    bar = tqdm(total=train_cfg.max_steps, desc="train reflector", disable=not progress)
+    while step < train_cfg.max_steps:
+        if train_cfg.time_budget_s and time.monotonic() - t0 > train_cfg.time_budget_s:
+            log(f"reflector: time budget {train_cfg.time_budget_s:.0f} s reached at step {step}")
+            break
+        if len(order) < train_cfg.batch_episodes:
+            order += list(rng.permutation(len(train_eps)))
+        batch, order = order[: train_cfg.batch_episodes], order[train_cfg.batch_episodes:]
+        model.train()
+        toks, rows, instr, ys, ws = [], [], [], [], []
+        for i in batch:
+            e = train_eps[i]
+            ch, w = sample_rows(all_rows[i], len(e.labels), train_cfg.rows_per_episode, rng)
+            need = sorted({f for c in ch for f in c.frames})
+            idx = torch.tensor(need)
+            tok = model.frame_tokens(e.images[idx], feats[i][idx])  # (F, k, D)
+            toks.append(torch.zeros(len(e.labels), *tok.shape[1:]).index_put((idx,), tok))
+            rows.append(ch)
+            instr.append(e.instruction)
+            ys.append(torch.from_numpy(e.labels).float())
+            ws.append(w)
+        logits = model.prefix_logits(toks, instr, rows=rows)
+        lg, y, w = torch.cat(logits), torch.cat(ys), torch.cat(ws)
+        keep = w > 0
+        loss = F.binary_cross_entropy_with_logits(
+            lg[keep], y[keep], weight=w[keep], pos_weight=pw, reduction="sum") / len(w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip))
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", gn=f"{grad_norm:.2f}")
+        if step % train_cfg.eval_every == 0 or step == train_cfg.max_steps:
+            best = _evaluate_and_save(model, validate(step), history, best, out, t0, log)
+    bar.close()
+    if not history or history[-1]["step"] != step:
+        best = _evaluate_and_save(model, validate(step), history, best, out, t0, log)
+    changed = [n for n, h in frozen_fingerprint(model).items() if before[n] != h]
+    if changed:
+        raise RuntimeError(f"reflector training changed frozen parameters: {changed[:5]}")
+    summary = {
+        "steps": step, "seconds": time.monotonic() - t0,
+        "total_seconds": time.monotonic() - t_start, "pos_weight": pos_weight,
+        "train_episodes": len(train_eps), "val_episodes": len(val_eps),
+        "val_episode_ids": [e.episode_id for e in val_eps], "frozen_unchanged": True,
+        "best": best, "history": history, "data": [str(p) for p in data],
+        "model": to_dict(model_cfg), "train": to_dict(train_cfg),
+        "checkpoints": {"best": str(out / "best"), "last": str(out / "last")},
+    }
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
+def _evaluate_and_save(model: Reflector, m: dict, history: list[dict], best: dict | None,
+                       out: Path, t0: float, log: Callable[[str], None]) -> dict | None:
+    m["seconds"] = time.monotonic() - t0
+    history.append(m)
+    auc = m["roc_auc"] if m["roc_auc"] is not None else -1.0
+    log(f"reflector step {m['step']}: {m['on']} loss {m['loss']:.4f} auc {auc:.4f} "
+        f"acc {m['frame_accuracy']:.4f} early_term {m['early_termination_rate']} "
+        f"timing {m['timing_error_mean_abs']}")
+    meta = {"step": m["step"], "metrics": m}
+    save_checkpoint(model, out / "last", meta=meta)
+    best_key = (auc, -m["loss"])
+    if best is None or best_key > (best["roc_auc"] if best["roc_auc"] is not None else -1.0, -best["loss"]):
+        save_checkpoint(model, out / "best", meta=meta)
+        return m
+    return best

@@ -1,0 +1,164 @@
+"""Reflector training, checkpoints, metrics and the train/eval commands on synthetic stores."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_reflector_data import write_synthetic_store  # noqa: E402
+
+from reflector_service.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig  # noqa: E402
+from reflector_service.metrics import reflector_metrics  # noqa: E402
+from reflector_service.model import Reflector  # noqa: E402
+from reflector_service.train import (  # noqa: E402
+    frozen_fingerprint,
+    load_labeled_episodes,
+    score_episodes,
+    train_reflector,
+)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refl")
+    return write_synthetic_store(root / "train", episodes=24, seed=0), \
+        write_synthetic_store(root / "test", episodes=12, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(stores, tmp_path_factory):
+    out = tmp_path_factory.mktemp("refl_out")
+    summary = train_reflector(
+        ReflectorModelConfig(window=4),
+        ReflectorTrainConfig(max_steps=40, eval_every=20, batch_episodes=4, rows_per_episode=0, lr=3e-3),
+        [stores[0]], out, progress=False, log=lambda s: None,
+    )
+    return out, summary
+
+
+def test_training_separates_easy_case_and_keeps_frozen_weights(trained, stores):
+    out, summary = trained
+    assert summary["frozen_unchanged"] and summary["steps"] == 40
+    assert summary["pos_weight"] > 1.0  # fewer success frames than failures
+    model = load_checkpoint(out / "best")
+    test = load_labeled_episodes([stores[1]], progress=False)
+    rewards = score_episodes(model, test)
+    m = reflector_metrics(rewards, [e.labels for e in test], eta=0.5)
+    assert m["roc_auc"] > 0.95
+    r, y = np.concatenate(rewards), np.concatenate([e.labels for e in test])
+    assert r[y].mean() - r[~y].mean() > 0.3  # separated, not just ranked
+    assert json.loads((out / "summary.json").read_text())["best"]["roc_auc"] is not None
+
+
+def test_frozen_fingerprint_detects_a_change():
+    torch.manual_seed(0)
+    m = Reflector(ReflectorModelConfig())
+    before = frozen_fingerprint(m)
+    name, param = next(iter(m.llm.named_parameters()))
+    with torch.no_grad():
+        param.add_(1e-6)
+    after = frozen_fingerprint(m)
+    assert [n for n in before if before[n] != after[n]] == [f"llm.{name}"]
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(1)
+    m = Reflector(ReflectorModelConfig(window=3, vision_adapter=True, vision_model="siglip")).eval()
+    with torch.no_grad():
+        m.head[-1].bias.fill_(0.3)
+    save_checkpoint(m, tmp_path / "ck", meta={"step": 7})
+    frames = np.random.default_rng(0).integers(0, 256, (2, 6, 32, 32, 3), dtype=np.uint8)
+    instr = ["lift the red block", "put the red block on the blue plate"]
+    torch.manual_seed(99)  # a different init must be overwritten by the checkpoint
+    loaded = load_checkpoint(tmp_path / "ck")
+    torch.testing.assert_close(loaded.score(frames, instr), m.score(frames, instr), atol=0, rtol=0)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "config.json", "frozen.safetensors", "meta.json", "trainable.safetensors"]
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load_checkpoint(tmp_path / "missing")
+    m = Reflector(ReflectorModelConfig())
+    save_checkpoint(m, tmp_path / "ck")
+    (tmp_path / "ck" / "trainable.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="trainable"):
+        load_checkpoint(tmp_path / "ck")
+    save_checkpoint(m, tmp_path / "ck2")
+    cfg = json.loads((tmp_path / "ck2" / "config.json").read_text())
+    cfg["head_hidden"] = 7
+    (tmp_path / "ck2" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="shape"):
+        load_checkpoint(tmp_path / "ck2")
+
+
+def test_metrics_termination_timing():
+    labels = [np.array([0, 0, 1, 1], bool), np.array([0, 0, 0, 1], bool), np.zeros(4, bool),
+              np.zeros(3, bool)]
+    rewards = [np.array([0.1, 0.2, 0.4, 0.9]),  # stops 1 step late
+               np.array([0.6, 0.1, 0.1, 0.1]),  # stops 3 steps early
+               np.array([0.1, 0.7, 0.1, 0.1]),  # failed but stops: early termination
+               np.array([0.1, 0.2, 0.3])]
+    m = reflector_metrics(rewards, labels, eta=0.5)
+    assert m["timing_error_mean_signed"] == pytest.approx(-1.0)
+    assert m["timing_error_mean_abs"] == pytest.approx(2.0)
+    assert m["premature_rate"] == 0.5 and m["missed_rate"] == 0.0
+    assert m["early_termination_rate"] == 0.5
+    assert m["frame_accuracy"] == pytest.approx(11 / 15)
+    assert 0.0 <= m["roc_auc"] <= 1.0
+
+
+def test_cli_train_and_eval(stores, tmp_path, capsys):
+    from cluster.cli import main
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("reflector:\n  model:\n    window: 4\n  train:\n    batch_episodes: 4\n"
+                   "    rows_per_episode: 2\n    eval_every: 5\n")
+    out = tmp_path / "run"
+    rc = main(["train-reflector", "--config", str(cfg), "--data", str(stores[0]), "--out", str(out),
+               "--max-steps", "6", "--no-progress", "--set", "reflector.train.lr=0.003"])
+    assert rc == 0
+    assert (out / "best" / "trainable.safetensors").is_file() and (out / "last" / "config.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["lr"] == 0.003 and summary["model"]["window"] == 4
+    rc = main(["eval-reflector", "--ckpt", str(out / "best"), "--data", str(stores[1]),
+               "--out", str(tmp_path / "ev"), "--no-progress", "--plot-episodes", "2"])
+    assert rc == 0
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in ("roc_auc", "frame_accuracy", "early_termination_rate", "timing_error_mean_abs"):
+        assert key in report
+    assert report["episodes"] == 12 and (tmp_path / "ev" / "rewards.png").stat().st_size > 1000
+
+
+def test_cli_bad_input(stores, tmp_path, capsys):
+    from cluster.cli import main
+
+    rc = main(["eval-reflector", "--ckpt", str(tmp_path / "none"), "--data", str(stores[1])])
+    assert rc == 2 and "checkpoint" in capsys.readouterr().err
+    rc = main(["train-reflector", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
+               "--set", "reflector.model.window=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "window" in err
+
+
+def test_sample_rows_keeps_last_row_and_is_unbiased():
+    from reflector_service.context import chains
+    from reflector_service.train import sample_rows
+
+    rows = chains(30, 4)
+    rng = np.random.default_rng(0)
+    total = torch.zeros(30)
+    for _ in range(4000):
+        picked, w = sample_rows(rows, 30, 3, rng)
+        assert picked[-1] is rows[-1] and len(picked) == 3 and w[-1] == 1.0
+        total += w
+    torch.testing.assert_close(total / 4000, torch.ones(30), atol=0.25, rtol=0)  # E[w] = 1
