@@ -14,6 +14,7 @@ from envs.config import EnvConfig
 from learner.config import LearnerConfig
 from policy.config import PolicyConfig, SFTConfig
 from reflector_service.config import ReflectorConfig
+from simulator_service.config import SimulatorConfig
 
 
 @dataclass
@@ -130,6 +131,7 @@ class ExperimentConfig:
         collect: real-environment data collection.
         policy: the VLA policy (preset, LoRA, heads).
         sft: supervised fine-tuning on few demos.
+        simulator: the world simulator and its training.
         reflector: the reward model and its training.
         learner: LOOP updates (optimizer, PPO clip, RLOO groups).
         rollout: imagined rollouts and real-env evaluation.
@@ -143,6 +145,7 @@ class ExperimentConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     reflector: ReflectorConfig = field(default_factory=ReflectorConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -1,0 +1,93 @@
+"""The world model behind the simulator service: per-group state, one U-Net call for many groups.
+
+Each episode group (N environments of one rollout worker) keeps its memory bank, its reference
+features (encoded once at reset) and its sampling generator. ``step_batch`` gathers the
+conditioning of every requested group, runs a single ``WorldModel.predict`` over all of their
+environments, and splits the frames back: the batching that makes imagined rollouts cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from envs.base import Camera
+from simulator_service.action_map import render_action_maps
+from simulator_service.conditioning import Features
+from simulator_service.memory_bank import MemoryBank
+from simulator_service.model import WorldModel
+from simulator_service.rollout import frames_to_tensor
+
+
+@dataclass
+class _Group:
+    bank: MemoryBank
+    features: Features
+    size: int
+
+
+class KeyedWorldSimulator:
+    """Keyed, batched simulator backend over a trained ``WorldModel``.
+
+    Args:
+        model: the world model (put in eval mode here).
+        camera: the real env's camera (action maps).
+        seed: seeds the sampling noise (one generator; deterministic for a fixed request order).
+        steps: denoising steps per frame (None: the model config's).
+    """
+
+    def __init__(self, model: WorldModel, camera: Camera, *, seed: int = 0, steps: int | None = None):
+        self.model = model.eval()
+        self.camera = camera
+        self.steps = steps
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = next(model.unet.parameters()).device
+        self._groups: dict[str, _Group] = {}
+
+    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+        """frames: (N, T0, H, W, 3) uint8 context (first = reference, last = current)."""
+        size = self.model.cfg.image_size
+        frames = np.asarray(frames)
+        if frames.ndim != 5:
+            raise ValueError(f"simulator reset needs context frames (N, T0, H, W, 3), got {frames.shape}")
+        n, t0 = frames.shape[:2]
+        x = frames_to_tensor(frames.reshape(n * t0, *frames.shape[2:]), size, "initial frames")
+        x = x.view(n, t0, 3, size, size).to(self.device)
+        n_ref = self.model.cfg.num_reference_frames
+        ref = x[:, np.minimum(np.arange(n_ref), t0 - 1)]
+        with torch.no_grad():
+            features = self.model.encode_reference(ref)
+        bank = MemoryBank(self.model.cfg.history)
+        bank.reset(x)
+        self._groups[key] = _Group(bank=bank, features=features, size=n)
+
+    def release(self, key: str) -> None:
+        self._groups.pop(key, None)
+
+    def step_batch(self, requests: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        """requests: (key, next_proprio (N_i, 8)) -> next frames (N_i, H, W, 3) uint8 each."""
+        groups = []
+        for key, p in requests:
+            if key not in self._groups:
+                raise KeyError(f"simulator has no episode group {key!r} (reset it first)")
+            g = self._groups[key]
+            if np.asarray(p).shape != (g.size, 8):
+                raise ValueError(f"group {key!r} holds {g.size} environments: next proprio must be "
+                                 f"({g.size}, 8), got {np.asarray(p).shape}")
+            groups.append(g)
+        proprio = np.concatenate([np.asarray(p, dtype=np.float32) for _, p in requests])
+        size = self.model.cfg.image_size
+        maps = render_action_maps(proprio, self.camera, self.model.cfg.action_map, size=size)
+        amap = torch.from_numpy(maps).permute(0, 3, 1, 2).to(self.device)
+        history = torch.cat([g.bank.select() for g in groups])
+        features = {k: torch.cat([g.features[k] for g in groups]) for k in groups[0].features}
+        frames = self.model.predict(history, amap, features, steps=self.steps, generator=self.generator)
+        out, start = [], 0
+        for g in groups:
+            f = frames[start : start + g.size]
+            g.bank.append(f)
+            out.append((f.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8))
+            start += g.size
+        return out

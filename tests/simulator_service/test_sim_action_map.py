@@ -1,0 +1,85 @@
+"""Action maps: projection against hand-computed pixels, colors, flip, batching, bad input."""
+
+import numpy as np
+import pytest
+
+from envs.base import Camera
+from simulator_service.action_map import (
+    CLOSED_COLOR,
+    OPEN_COLOR,
+    axis_angle_to_matrix,
+    render_action_maps,
+)
+from simulator_service.config import ActionMapConfig
+
+
+def camera(size=32, flip=False):
+    k = np.array([[40.0, 0, 15.5], [0, 40.0, 15.5], [0, 0, 1]])
+    return Camera(k, np.eye(4), size, size, flip180=flip)  # world = camera frame
+
+
+def proprio(x, y, z, *, opening=0.08, rot=(0, 0, 0)):
+    return np.array([[x, y, z, *rot, opening / 2, -opening / 2]], np.float32)
+
+
+def disk_centroid(img, color):
+    w = np.clip(1 - np.abs(img - color).sum(-1), 0, None)  # weight of disk-colored pixels
+    vv, uu = np.mgrid[: img.shape[0], : img.shape[1]]
+    return (w * uu).sum() / w.sum(), (w * vv).sum() / w.sum()
+
+
+def test_disk_at_hand_computed_projection():
+    cfg = ActionMapConfig(radius=2.0, axis_length=0.0)
+    # u = fx * x / z + cx = 40 * 0.1 / 1 + 15.5 = 19.5 ; v = 40 * -0.05 + 15.5 = 13.5
+    img = render_action_maps(proprio(0.1, -0.05, 1.0), camera(), cfg, size=32)[0]
+    u, v = disk_centroid(img, OPEN_COLOR)
+    assert u == pytest.approx(19.5, abs=0.05) and v == pytest.approx(13.5, abs=0.05)
+    assert img[13, 19] == pytest.approx(OPEN_COLOR)
+    assert img[0, 0].sum() == 0  # black background
+
+
+def test_flip180_and_rescaled_output():
+    cfg = ActionMapConfig(radius=2.0, axis_length=0.0)
+    img = render_action_maps(proprio(0.1, -0.05, 1.0), camera(flip=True), cfg, size=32)[0]
+    u, v = disk_centroid(img, OPEN_COLOR)
+    assert (u, v) == pytest.approx((31 - 19.5, 31 - 13.5), abs=0.05)
+    big = render_action_maps(proprio(0.1, -0.05, 1.0), camera(), cfg, size=64)[0]
+    u, v = disk_centroid(big, OPEN_COLOR)  # pixel centers: u' = (u + 0.5) * 2 - 0.5
+    assert (u, v) == pytest.approx((39.5, 27.5), abs=0.05)
+
+
+def test_gripper_color_and_axes():
+    cfg = ActionMapConfig(radius=1.5, axis_length=0.2, line_width=0.5)
+    closed = render_action_maps(proprio(0, 0, 1, opening=0.0), camera(), cfg, size=32)[0]
+    opened = render_action_maps(proprio(0, 0, 1, opening=0.08), camera(), cfg, size=32)[0]
+    c = (15, 15)
+    assert closed[c] == pytest.approx(CLOSED_COLOR, abs=0.3)
+    assert opened[c] == pytest.approx(OPEN_COLOR, abs=0.3)
+    # EE x axis (identity rotation) points along +u: 40 * 0.2 = 8 px to the right of the center
+    assert closed[15:17, 22, 2].sum() > 0.9 and closed[15:17, 22, 1].sum() < 0.1
+    assert closed[15:17, 8].sum() < 0.1
+    # rotated 90 degrees about z: the x axis now points along +v (down)
+    rot = render_action_maps(proprio(0, 0, 1, rot=(0, 0, np.pi / 2)), camera(), cfg, size=32)[0]
+    assert rot[22, 15:17, 2].sum() > 0.9 and rot[22, 15:17, 1].sum() < 0.1
+    assert rot[15:17, 22].sum() < 0.1
+
+
+def test_batched_deterministic_and_behind_camera():
+    cfg = ActionMapConfig()
+    batch = np.concatenate([proprio(0.1, 0, 1), proprio(-0.1, 0.05, 0.8), proprio(0, 0, -1)])
+    a = render_action_maps(batch, camera(), cfg, size=32)
+    b = render_action_maps(batch, camera(), cfg, size=32)
+    assert a.shape == (3, 32, 32, 3) and a.dtype == np.float32
+    assert np.array_equal(a, b)
+    assert np.array_equal(a[1], render_action_maps(batch[1:2], camera(), cfg, size=32)[0])
+    assert a[2].sum() == 0  # behind the camera: nothing drawn
+    assert 0 <= a.min() and a.max() <= 1
+
+
+def test_rodrigues_and_bad_input():
+    r = axis_angle_to_matrix(np.array([0, 0, np.pi / 2]))
+    assert r @ np.array([1, 0, 0]) == pytest.approx([0, 1, 0], abs=1e-9)
+    with pytest.raises(ValueError, match="proprio of shape"):
+        render_action_maps(np.zeros((2, 7)), camera(), ActionMapConfig(), size=32)
+    with pytest.raises(ValueError, match="non-finite"):
+        render_action_maps(np.full((1, 8), np.nan), camera(), ActionMapConfig(), size=32)

@@ -1,0 +1,155 @@
+"""Training loop, checkpoints (safetensors), resume, config mismatch, CLI commands."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from simulator_service.checkpoint import load_world_model
+from simulator_service.config import SimTrainConfig, SimulatorConfig
+from simulator_service.data import TransitionSampler, load_episodes
+from simulator_service.train import train_world_model
+
+
+def tiny(**train):
+    base = dict(steps=4, batch_size=4, val_every=2, ckpt_every=2, val_fraction=0.2)
+    base.update(train)
+    return SimulatorConfig.preset("tiny", train=SimTrainConfig(**base))
+
+
+def test_mixing_ratio(synthetic_store):
+    import numpy as np
+
+    eps, cam = load_episodes([synthetic_store], tiny(), progress=False)
+    assert cam.width == 16 and len(eps) == 6
+    s = TransitionSampler(eps, k=2, exploration_fraction=0.25)
+    b = s.sample(400, np.random.default_rng(0))
+    frac = np.mean([eps[i].source == "exploration" for i in b["episode"]])
+    assert 0.18 < frac < 0.32
+    assert b["history"].shape == (400, 2, 3, 16, 16) and b["action_map"].shape == (400, 3, 16, 16)
+    only_expert = TransitionSampler(
+        [e for e in eps if e.source == "expert"], k=2, exploration_fraction=0.9
+    )
+    assert len(only_expert.sample(8, np.random.default_rng(0))["episode"]) == 8
+
+
+def test_train_checkpoint_resume_and_load(synthetic_store, tmp_path):
+    out = tmp_path / "run"
+    s1 = train_world_model(tiny(), [synthetic_store], out, progress=False, log=lambda m: None)
+    assert s1["steps"] == 4 and s1["val_loss"] == s1["val_loss"]  # not nan
+    ck = out / "checkpoint"
+    assert {p.name for p in ck.iterdir()} >= {
+        "model.safetensors",
+        "ema.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    }
+    with pytest.raises(FileExistsError):
+        train_world_model(tiny(), [synthetic_store], out, progress=False, log=lambda m: None)
+    s2 = train_world_model(
+        tiny(steps=6), [synthetic_store], out, resume=True, progress=False, log=lambda m: None
+    )
+    assert s2["steps"] == 6
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    model = load_world_model(ck)
+    raw = load_world_model(ck, ema=False)
+    key = "unet.conv_in.weight"
+    assert not torch.equal(model.state_dict()[key], raw.state_dict()[key])  # EMA differs
+    other = dataclasses.replace(tiny(), history=3)
+    with pytest.raises(ValueError, match="history"):
+        load_world_model(ck, cfg=other)
+    with pytest.raises(ValueError, match="another config"):
+        train_world_model(other, [synthetic_store], out, resume=True, progress=False)
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        load_world_model(tmp_path / "broken")
+
+
+def test_wrong_image_size_is_named(synthetic_store, tmp_path):
+    cfg = dataclasses.replace(tiny(), image_size=32)
+    with pytest.raises(ValueError, match="image_size 32"):
+        train_world_model(cfg, [synthetic_store], tmp_path / "x", progress=False)
+
+
+def test_cli_train_and_eval(synthetic_store, tmp_path, capsys):
+    from cluster.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(
+        [
+            "train-simulator",
+            "--preset",
+            "tiny",
+            "--data",
+            str(synthetic_store),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--no-progress",
+            "--set",
+            "simulator.train.batch_size=2",
+        ]
+    )
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+    rc = main(
+        [
+            "eval-simulator",
+            "--checkpoint",
+            str(out / "checkpoint"),
+            "--data",
+            str(synthetic_store),
+            "--out",
+            str(tmp_path / "ev"),
+            "--horizons",
+            "1,3",
+            "--starts",
+            "0,4",
+            "--max-episodes",
+            "2",
+            "--steps",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    rep = json.loads((tmp_path / "ev" / "fidelity.json").read_text())
+    h1 = rep["horizons"]["1"]
+    assert h1["n"] == 4 and set(h1["model"]) >= {"psnr", "ssim", "changed_rmse"}
+    assert h1["copy_last_frame"]["ssim"] is not None
+    assert (tmp_path / "ev" / "rollout.gif").is_file()
+    rc = main(
+        [
+            "train-simulator",
+            "--preset",
+            "tiny",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(
+        [
+            "train-simulator",
+            "--data",
+            str(synthetic_store),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "simulator.histroy=3",
+        ]
+    )
+    assert rc == 2 and "did you mean 'history'" in capsys.readouterr().err
+
+
+def test_store_without_camera_is_refused(tmp_path, make_episodes):
+    from trajectories.store import write_episodes
+
+    write_episodes(tmp_path / "nocam", make_episodes(1, 3), {"env": "synthetic"})
+    with pytest.raises(ValueError, match="no camera"):
+        load_episodes([tmp_path / "nocam"], tiny(), progress=False)
