@@ -17,6 +17,8 @@ class CollectConfig:
         exploration_gripper_scale: Laplace scale of the gripper dimension.
         steps_after_success: steps recorded after the first success (0: end there). Frames
             after success teach the reflector that a finished task stays finished.
+        policy_execute_steps: actions of each sampled chunk executed before the policy acts
+            again, in policy-driven exploration (0: the whole chunk).
         episodes_per_task: default for ``--episodes-per-task``.
         episodes_per_part: episodes per Parquet part file.
     """
@@ -24,6 +26,7 @@ class CollectConfig:
     exploration_scale: float = 0.3
     exploration_gripper_scale: float = 0.3
     steps_after_success: int = 0
+    policy_execute_steps: int = 0
     episodes_per_task: int = 5
     episodes_per_part: int = 64
 
@@ -32,6 +35,7 @@ class CollectConfig:
         require(self.exploration_gripper_scale >= 0, "collect.exploration_gripper_scale must be >= 0")
         require(self.episodes_per_task >= 1, "collect.episodes_per_task must be >= 1")
         require(self.steps_after_success >= 0, "collect.steps_after_success must be >= 0")
+        require(self.policy_execute_steps >= 0, "collect.policy_execute_steps must be >= 0")
         require(self.episodes_per_part >= 1, "collect.episodes_per_part must be >= 1")
 
 

@@ -51,7 +51,7 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any], jobs: list[EvalJob],
         and "frames" (S, H, W, 3) for the kept episodes.
     """
     envs = [make_env() for _ in jobs]
-    obs = [env.reset(j.task, seed=j.seed) for env, j in zip(envs, jobs)]
+    obs = [env.reset(j.task, seed=j.seed) for env, j in zip(envs, jobs, strict=True)]
     limit = max_steps or envs[0].max_steps
     n = len(jobs)
     steps = np.zeros(n, dtype=int)
@@ -130,4 +130,5 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     lo, hi = wilson_interval(wins, n)
     return {"episodes": n, "successes": int(wins), "success_rate": wins / max(1, n),
             "ci95": [lo, hi], "per_task": per_task, "ended_by": ends,
+            "outcomes": [[r["task"], r["seed"], bool(r["success"])] for r in records],
             "mean_steps": float(np.mean([r["steps"] for r in records])) if n else 0.0}

@@ -8,7 +8,6 @@ work out over Ray workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,16 @@ import numpy as np
 from envs.base import Env, Observation
 from trajectories.episode import Episode
 
-ActionFn = Callable[[Env, Observation, np.random.Generator], np.ndarray]  # -> (7,)
+
+class ActionSource:
+    """Chooses actions in a real env: ``begin()`` at each episode start, then one call per step
+    ``(env, obs, rng) -> (7,) action``."""
+
+    def begin(self) -> None:
+        """Forget anything carried over from the previous episode."""
+
+    def __call__(self, env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -29,37 +37,70 @@ class EpisodeSpec:
     source: str = "expert"
 
 
-def expert_action_fn() -> ActionFn:
+class ScriptedExpert(ActionSource):
     """The scripted expert of the built-in tabletop env (reads the env's true state)."""
-    from envs.tabletop_expert import expert_action
 
-    def act(env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
+        from envs.tabletop_expert import expert_action
+
         return expert_action(env)
 
-    return act
 
-
-def laplace_perturbed(mean_fn: ActionFn, scale: float, *, gripper_scale: float | None = None) -> ActionFn:
-    """Wrap an action function: a ~ Laplace(mu, b), clipped to [-1, 1].
+class LaplacePerturbed(ActionSource):
+    """a ~ Laplace(mu, b) around another source's action mu, clipped to [-1, 1].
 
     Args:
-        mean_fn: gives mu (7,) in normalized action units.
+        mean: gives mu (7,) in normalized action units.
         scale: Laplace scale b of the six arm dimensions.
         gripper_scale: scale of the gripper dimension (default: ``scale``).
     """
-    if scale < 0:
-        raise ValueError(f"exploration noise scale must be >= 0, got {scale}")
-    b = np.full(7, scale, dtype=np.float64)
-    b[6] = scale if gripper_scale is None else gripper_scale
 
-    def act(env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
-        mu = np.asarray(mean_fn(env, obs, rng), dtype=np.float64)
-        return np.clip(mu + rng.laplace(0.0, 1.0, size=7) * b, -1.0, 1.0).astype(np.float32)
+    def __init__(self, mean: ActionSource, scale: float, *, gripper_scale: float | None = None):
+        if scale < 0 or (gripper_scale is not None and gripper_scale < 0):
+            raise ValueError(f"exploration noise scales must be >= 0, got {scale}, {gripper_scale}")
+        self.mean = mean
+        self.b = np.full(7, scale, dtype=np.float64)
+        self.b[6] = scale if gripper_scale is None else gripper_scale
 
-    return act
+    def begin(self) -> None:
+        self.mean.begin()
+
+    def __call__(self, env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
+        mu = np.asarray(self.mean(env, obs, rng), dtype=np.float64)
+        return np.clip(mu + rng.laplace(0.0, 1.0, size=7) * self.b, -1.0, 1.0).astype(np.float32)
 
 
-def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionFn, *, max_steps: int | None = None,
+class PolicySampler(ActionSource):
+    """Self-exploration with a learned policy: chunks sampled from its own Laplace(mu, b).
+
+    The policy acts every ``execute_steps`` steps (0: a whole chunk) and the sampled chunk runs
+    open loop, as in imagined rollouts; the sampling noise comes from the episode's ``rng``.
+    """
+
+    def __init__(self, policy: Any, *, execute_steps: int = 0):
+        self.policy = policy
+        self.execute_steps = execute_steps
+        self._queue: list[np.ndarray] = []
+
+    def begin(self) -> None:
+        self._queue.clear()
+
+    def __call__(self, env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
+        import torch
+
+        if not self._queue:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            batch = {"image": obs.image[None], "proprio": obs.proprio[None],
+                     "instruction": [obs.instruction]}
+            if obs.wrist_image is not None:
+                batch["wrist_image"] = obs.wrist_image[None]
+            actions, *_ = self.policy.act(batch, generator=gen)
+            chunk = self.policy.to_env_actions(actions)[0]  # (chunk, 7)
+            self._queue.extend(chunk[: self.execute_steps or len(chunk)])
+        return self._queue.pop(0)
+
+
+def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionSource, *, max_steps: int | None = None,
                 steps_after_success: int = 0) -> Episode:
     """Roll out one episode in a real env and record it in the step schema.
 
@@ -74,6 +115,7 @@ def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionFn, *, max_steps: 
     """
     rng = np.random.default_rng([spec.seed, 7919])
     obs = env.reset(spec.task, seed=spec.seed)
+    action_fn.begin()
     images, wrists, proprio, actions, success = [obs.image], [obs.wrist_image], [obs.proprio], [], [False]
     limit = max_steps or env.max_steps
     first_success = None

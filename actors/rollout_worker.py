@@ -65,7 +65,7 @@ class RolloutWorker:
                    keep_frames: bool = False) -> list[GroupResult]:
         """Run one group per initial state."""
         results = []
-        for init, gid in zip(inits, group_ids):
+        for init, gid in zip(inits, group_ids, strict=True):
             key = f"w{self.index}-g{gid}-{self._groups_run}"
             self._groups_run += 1
             results.append(rollout_group(

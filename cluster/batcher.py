@@ -92,7 +92,7 @@ class DynamicBatcher(Generic[Req, Res]):
             try:
                 item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(
                     self._queue.get(), timeout)
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+            except (TimeoutError, asyncio.QueueEmpty):
                 break
             n = self.size_of(item[0])
             if size + n > self.max_batch_size:
@@ -126,7 +126,7 @@ class DynamicBatcher(Generic[Req, Res]):
             s.last_batch_size = n
             s.compute_s += end - start
             s.wait_s += sum(start - t for _, _, t in batch)
-            for (_, fut, _), res in zip(batch, results):
+            for (_, fut, _), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
 

@@ -9,7 +9,15 @@ from typing import Any
 from tqdm import tqdm
 
 from actors.config import CollectConfig
-from actors.exploration import EpisodeSpec, expert_action_fn, laplace_perturbed, run_episode, store_meta
+from actors.exploration import (
+    ActionSource,
+    EpisodeSpec,
+    LaplacePerturbed,
+    PolicySampler,
+    ScriptedExpert,
+    run_episode,
+    store_meta,
+)
 from envs.config import EnvConfig
 from trajectories.episode import Episode
 from trajectories.store import StoreBuilder
@@ -24,20 +32,38 @@ def episode_specs(tasks: Sequence[str], episodes_per_task: int, *, seed: int, so
     ]
 
 
-def collect_chunk(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[EpisodeSpec]) -> list[Episode]:
+def action_source(source: str, collect_cfg: CollectConfig, policy_path: str | None) -> ActionSource:
+    """expert: the scripted expert; exploration: the policy's own Laplace samples when a policy
+    is given (World-Env's self-exploration), else Laplace noise around the scripted expert."""
+    if source == "expert":
+        if policy_path:
+            raise ValueError("--policy is for --source exploration; expert demos come from the "
+                             "scripted expert")
+        return ScriptedExpert()
+    if policy_path:
+        from policy.checkpoint import load_policy
+
+        return PolicySampler(load_policy(policy_path).eval(), execute_steps=collect_cfg.policy_execute_steps)
+    return LaplacePerturbed(ScriptedExpert(), collect_cfg.exploration_scale,
+                            gripper_scale=collect_cfg.exploration_gripper_scale)
+
+
+def collect_chunk(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[EpisodeSpec],
+                  policy_path: str | None = None) -> list[Episode]:
     """Collect the given episodes in one process (one env instance)."""
+    import torch
+
     from envs.factory import make_env
 
+    torch.set_num_threads(1)
     env = make_env(env_cfg)
-    expert = expert_action_fn()
+    sources: dict[str, ActionSource] = {}
     out = []
     for spec in specs:
-        if spec.source == "expert":
-            fn = expert
-        else:
-            fn = laplace_perturbed(expert, collect_cfg.exploration_scale,
-                                   gripper_scale=collect_cfg.exploration_gripper_scale)
-        out.append(run_episode(env, spec, fn, steps_after_success=collect_cfg.steps_after_success))
+        if spec.source not in sources:
+            sources[spec.source] = action_source(spec.source, collect_cfg, policy_path)
+        out.append(run_episode(env, spec, sources[spec.source],
+                               steps_after_success=collect_cfg.steps_after_success))
     return out
 
 
@@ -47,12 +73,14 @@ def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[EpisodeSpec], out: str | Path, *,
-            workers: int = 0, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            workers: int = 0, overwrite: bool = False, progress: bool = True,
+            policy_path: str | None = None) -> dict[str, Any]:
     """Collect ``specs`` into a new episode store at ``out``; returns a summary.
 
     Args:
         workers: 0 runs in this process; N >= 1 runs N Ray tasks at a time (local Ray started
             in-process unless ``RAY_ADDRESS`` names a cluster).
+        policy_path: a policy checkpoint whose samples drive ``exploration`` episodes.
     Returns:
         {"episodes", "successes", "success_rate", "steps", "per_task": {task: rate}, "out"}.
     """
@@ -60,6 +88,8 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
 
     env = make_env(env_cfg)
     meta = store_meta(env, env_cfg)
+    if policy_path:
+        action_source("exploration", collect_cfg, policy_path)  # fail early on a bad checkpoint
     unknown = sorted({s.task for s in specs} - set(env.task_names))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(env.task_names)}")
@@ -84,7 +114,7 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
 
         if workers <= 0:
             for chunk in _chunks(specs, 8):
-                take(collect_chunk(env_cfg, collect_cfg, chunk))
+                take(collect_chunk(env_cfg, collect_cfg, chunk, policy_path))
         else:
             import ray
 
@@ -97,7 +127,7 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
             running: list[Any] = []
             while todo or running:
                 while todo and len(running) < workers:
-                    running.append(remote.remote(env_cfg, collect_cfg, todo.pop(0)))
+                    running.append(remote.remote(env_cfg, collect_cfg, todo.pop(0), policy_path))
                 ready, running = ray.wait(running, num_returns=1)
                 take(ray.get(ready[0]))
         builder.add(pending)

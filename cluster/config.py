@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from cluster.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
 from actors.config import CollectConfig, RolloutConfig
+from cluster.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
 from policy.config import PolicyConfig, SFTConfig
@@ -121,6 +121,40 @@ class PostTrainConfig:
 
 
 @dataclass
+class DemoConfig:
+    """``rehearse demo``: the whole pipeline on the embedded default (data sizes per stage).
+
+    Attributes:
+        run_dir: the run folder ({name} is the experiment name).
+        sft_demos_per_task: expert demos per task the policy is fine-tuned on (the paper's 5).
+        val_demos_per_task: extra expert demos per task for SFT validation.
+        expert_episodes_per_task: expert episodes for the world model and reflector.
+        exploration_episodes_per_task: Laplace-perturbed expert episodes (failures included).
+        policy_episodes_per_task: self-exploration episodes of the SFT policy.
+        steps_after_success: frames recorded past the first success (reflector labels).
+        eval_episodes_per_task: real-env evaluation episodes per task and policy.
+        video_episodes: real-env GIFs per evaluated policy.
+    """
+
+    run_dir: str = "runs/{name}"
+    sft_demos_per_task: int = 5
+    val_demos_per_task: int = 1
+    expert_episodes_per_task: int = 25
+    exploration_episodes_per_task: int = 25
+    policy_episodes_per_task: int = 10
+    steps_after_success: int = 5
+    eval_episodes_per_task: int = 13
+    video_episodes: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("sft_demos_per_task", "expert_episodes_per_task", "eval_episodes_per_task"):
+            require(getattr(self, name) >= 1, f"demo.{name} must be >= 1")
+        for name in ("val_demos_per_task", "exploration_episodes_per_task", "policy_episodes_per_task",
+                     "steps_after_success", "video_episodes"):
+            require(getattr(self, name) >= 0, f"demo.{name} must be >= 0")
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment. Each section is the config dataclass of one component.
 
@@ -137,6 +171,7 @@ class ExperimentConfig:
         rollout: imagined rollouts and real-env evaluation.
         cluster: placement of every role on the Ray cluster.
         post_train: the LOOP post-training run.
+        demo: data sizes of ``rehearse demo``.
     """
 
     name: str = "experiment"
@@ -151,6 +186,7 @@ class ExperimentConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     post_train: PostTrainConfig = field(default_factory=PostTrainConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")

@@ -73,7 +73,7 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
                 raise ConfigError(
                     f"{_where(key, source)}: expected {len(args)} items, got {len(value)}"
                 )
-            items = [_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))]
+            items = [_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args, strict=True))]
         else:
             elem = args[0] if args else Any
             items = [_convert(v, elem, f"{key}[{i}]", source) for i, v in enumerate(value)]

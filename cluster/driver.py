@@ -45,10 +45,10 @@ def _controller_limits(meta: dict[str, Any]) -> Any:
 
 def _service_delta(before: list[dict], after: list[dict]) -> dict[str, float]:
     """Mean batch size and compute time of the model calls made between two snapshots."""
-    batches = sum(a["batches"] - b["batches"] for a, b in zip(after, before))
-    items = sum(a["items"] - b["items"] for a, b in zip(after, before))
+    batches = sum(a["batches"] - b["batches"] for a, b in zip(after, before, strict=True))
+    items = sum(a["items"] - b["items"] for a, b in zip(after, before, strict=True))
     compute = sum(a["mean_compute_ms"] * a["batches"] - b["mean_compute_ms"] * b["batches"]
-                  for a, b in zip(after, before))
+                  for a, b in zip(after, before, strict=True))
     return {
         "mean_batch_size": items / max(1, batches),
         "calls": float(batches),

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes-per-task", type=int, default=None,
                    help="episodes per task (default: collect.episodes_per_task)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
+    p.add_argument("--policy", default=None,
+                   help="policy checkpoint: --source exploration samples from its Laplace(mu, b)")
     p.add_argument("--noise-scale", type=float, default=None,
                    help="Laplace scale b for exploration (default: collect.exploration_scale)")
     p.add_argument("--steps-after-success", type=int, default=None,
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = env.task_names if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = episode_specs(tasks, n, seed=cfg.seed if args.seed is None else args.seed, source=args.source)
     summary = collect(env_cfg, collect_cfg, specs, args.out, workers=args.workers,
-                      overwrite=args.overwrite, progress=not args.no_progress)
+                      overwrite=args.overwrite, progress=not args.no_progress, policy_path=args.policy)
     print(f"collected {summary['episodes']} {args.source} episodes ({summary['steps']} steps) "
           f"into {summary['out']}; success rate {summary['success_rate']:.3f}")
     print(json.dumps(summary["per_task"], indent=None))

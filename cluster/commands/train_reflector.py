@@ -20,9 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reflector_service.train import train_reflector
-
     from cluster.config import load_config
+    from reflector_service.train import train_reflector
 
     cfg = load_config(args.config, args.set).reflector
     train_cfg = cfg.train

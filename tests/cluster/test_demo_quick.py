@@ -1,0 +1,34 @@
+"""`rehearse demo --quick` end to end through the CLI: every stage, then resume skips them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--quick", "--run-dir", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "# rehearse demo report" in out
+    for stage in ("collect", "sft", "explore", "simulator", "reflector", "post_train", "evaluate", "report"):
+        assert (run / "stages" / f"{stage}.json").is_file(), stage
+    report = json.loads((run / "stages" / "report.json").read_text())
+    for policy in ("sft", "post_trained"):
+        for mode in ("ground_truth", "reflector"):
+            r = report[policy][mode]
+            assert r["episodes"] == 16 and 0.0 <= r["success_rate"] <= 1.0
+            assert r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
+    assert len(report["imagined_success"]) == 2
+    assert (run / "post_train" / "policy" / "trainable.safetensors").is_file()
+    assert (run / "post_train" / "videos" / "imagined_iter_0002.gif").is_file()
+    assert list((run / "eval" / "sft" / "videos").glob("*.gif"))
+    assert (run / "report.md").read_text().startswith("# rehearse demo report")
+    # a rerun resumes: every stage is skipped
+    assert main(["demo", "--quick", "--run-dir", str(run), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 8
