@@ -107,6 +107,21 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any], jobs: list[EvalJob],
     return records
 
 
+def evaluate_expert(make_env: Callable[[], Any], jobs: list[EvalJob], *, max_steps: int = 0
+                    ) -> list[dict[str, Any]]:
+    """The scripted expert (tabletop) on the same jobs: records like ``evaluate_jobs``'s."""
+    from actors.exploration import EpisodeSpec, ScriptedExpert, run_episode
+
+    env = make_env()
+    expert = ScriptedExpert()
+    records = []
+    for j in jobs:
+        ep = run_episode(env, EpisodeSpec(j.task, j.seed), expert, max_steps=max_steps or None)
+        records.append({"task": j.task, "seed": j.seed, "success": bool(ep.success[-1]),
+                        "steps": ep.num_steps, "terminated_by": "success" if ep.success[-1] else "limit"})
+    return records
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a success rate (well-behaved near 0 and 1)."""
     if n == 0:

@@ -21,6 +21,7 @@ from cluster.backends import PolicyFactory, ReflectorFactory, SimulatorFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
 from cluster.config import ExperimentConfig, dump_config
 from cluster.configlib import ConfigError
+from cluster.fsutil import staged_folder
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
@@ -195,15 +196,9 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
 
 def _write_files(folder: Path, files: dict[str, bytes]) -> Path:
     """Write a folder of files atomically (staging folder, then rename)."""
-    import shutil
-    import uuid
-
-    stage = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
-    for rel, data in files.items():
-        p = stage / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    if folder.exists():
-        shutil.rmtree(folder)
-    stage.rename(folder)
+    with staged_folder(folder) as stage:
+        for rel, data in files.items():
+            p = stage / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
     return folder

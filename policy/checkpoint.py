@@ -15,8 +15,6 @@ Folders are written under a temporary name and moved into place, never half-writ
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 import yaml
 
 from cluster.configlib import ConfigError, from_dict, to_dict
+from cluster.fsutil import staged_folder
 from policy.config import PolicyConfig
 from policy.normalization import STATS_FILE, Normalizer, load_statistics, save_statistics
 from policy.policy import Policy
@@ -63,25 +62,9 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
 
 
 def _write_folder(out: Path, fill) -> None:
-    """Run ``fill(tmp_folder)`` then move the folder to ``out`` (replacing an old one)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    old = out.with_name(out.name + ".old")
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    tmp.mkdir()
-    try:
+    """Run ``fill(staging_folder)``, then swap the folder in at ``out`` (replacing an old one)."""
+    with staged_folder(out) as tmp:
         fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def save_policy(policy: Policy, out: str | Path, *, include_base: bool = True) -> Path:

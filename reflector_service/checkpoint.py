@@ -14,9 +14,6 @@ written under a temporary name and renamed into place, so a crash never leaves h
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cluster.configlib import from_dict, to_dict
+from cluster.fsutil import staged_folder
 from reflector_service.config import ReflectorModelConfig
 from reflector_service.model import Reflector
 
@@ -52,10 +50,7 @@ def save_checkpoint(model: Reflector, path: str | Path, *, meta: dict[str, Any] 
         The folder written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with staged_folder(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(model.cfg), indent=2))
         trainable = {n: p.detach().cpu().contiguous() for n, p in model.trainable_named_parameters()}
         save_file(trainable, str(tmp / TRAINABLE_FILE))
@@ -63,16 +58,6 @@ def save_checkpoint(model: Reflector, path: str | Path, *, meta: dict[str, Any] 
         if frozen:
             save_file({k: v.detach().cpu().contiguous() for k, v in frozen.items()}, str(tmp / FROZEN_FILE))
         (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=2, default=float))
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -9,9 +9,6 @@ local path in the config (VGGT, CLIP, VAE) are not stored; they reload from that
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cluster.configlib import ConfigError, from_dict, to_dict
+from cluster.fsutil import staged_folder
 from simulator_service.config import SimulatorConfig
 from simulator_service.model import WorldModel
 
@@ -61,10 +59,7 @@ def save_checkpoint(
         metrics: JSON-able numbers to keep beside the weights.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir()
-    try:
+    with staged_folder(path) as tmp:
         save_file(stored_state(model), str(tmp / "model.safetensors"))
         save_file({k: v.cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
         state: dict[str, Any] = {
@@ -83,16 +78,6 @@ def save_checkpoint(
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             state["optimizer_param_groups"] = sd["param_groups"]
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

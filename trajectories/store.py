@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cluster.fsutil import replace_folder
 from trajectories.episode import Episode
 from trajectories.schema import META_KEY, check_schema
 
@@ -110,13 +111,7 @@ class StoreBuilder:
     def commit(self) -> None:
         if self.num_episodes == 0:
             raise ValueError(f"no episodes were written to {self.path}")
-        old = None
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.path, old)
-        os.replace(self.staging, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(self.staging, self.path)
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)

@@ -64,25 +64,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(policy, store, *, episodes: int, execute_steps: int, progress: bool) -> dict:
-    """Success of the policy and of the scripted expert on the store's tasks (tabletop)."""
-    if store.meta.get("env") != "tabletop":
-        raise ValueError(f"--eval-episodes supports the tabletop env, the store was recorded in "
-                         f"{store.meta.get('env')!r}")
+    """Success of the policy and of the scripted expert on the store's tasks, same seeds."""
+    from actors.evaluation import evaluate_expert, evaluate_jobs, summarize
+    from cluster.configlib import from_dict
+    from cluster.evaluate import EnvFactory, eval_jobs
     from envs.config import EnvConfig
-    from envs.tabletop import TabletopEnv
-    from envs.tabletop_expert import expert_action
-    from policy.rollout import evaluate_expert, evaluate_policy
 
-    env_cfg = EnvConfig(name="tabletop", image_size=int(store.meta["image_size"]),
-                        wrist_camera=bool(store.meta.get("wrist_camera", False)),
-                        max_steps=int(store.meta.get("max_steps", 0)))
+    if "env" not in store.meta:
+        raise ValueError(f"--eval-episodes needs the recording env in the store's metadata "
+                         f"({store.path} has none)")
+    env_cfg = from_dict(EnvConfig, store.meta["env"], source=f"{store.path} metadata")
+    if env_cfg.name != "tabletop":
+        raise ValueError(f"--eval-episodes supports the tabletop env (its scripted expert), the "
+                         f"store was recorded in {env_cfg.name!r}; use rehearse evaluate")
     tasks = sorted({e["task_id"] for e in store.episode_info})
-
-    def make_env():
-        return TabletopEnv(env_cfg)
-
+    jobs = eval_jobs(tasks, episodes, seed=0)
+    make_env = EnvFactory(env_cfg)
     policy.eval()
-    pol = evaluate_policy(policy, make_env, tasks=tasks, episodes_per_task=episodes,
-                          execute_steps=execute_steps, progress=progress)
-    exp = evaluate_expert(make_env, expert_action, tasks=tasks, episodes_per_task=episodes)
+    pol = summarize(evaluate_jobs(policy, make_env, jobs, execute_steps=execute_steps))
+    exp = summarize(evaluate_expert(make_env, jobs))
     return {"policy": pol, "expert": exp}

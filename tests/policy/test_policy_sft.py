@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from actors.evaluation import EvalJob, evaluate_expert, evaluate_jobs, summarize
 from envs.config import EnvConfig
 from envs.tabletop import TabletopEnv
 from envs.tabletop_expert import expert_action
 from policy.checkpoint import load_policy
 from policy.config import PolicyConfig, SFTConfig
-from policy.rollout import evaluate_expert, evaluate_policy
 from policy.sft import chunk_targets, run_sft
 from trajectories.episode import Episode
 from trajectories.store import EpisodeStore, write_episodes
@@ -93,13 +93,13 @@ def test_rollout_helper_runs_policy_and_expert(make_policy):
     policy = make_policy()
     env_cfg = EnvConfig(image_size=32, max_steps=6)
     tasks = TabletopEnv(env_cfg).task_names[:2]
-    result = evaluate_policy(policy, lambda: TabletopEnv(env_cfg), tasks=tasks,
-                             episodes_per_task=2, execute_steps=4, progress=False)
+    jobs = [EvalJob(t, 1000 + i) for t in tasks for i in range(2)]
+    result = summarize(evaluate_jobs(policy, lambda: TabletopEnv(env_cfg), jobs, execute_steps=4))
     assert result["episodes"] == 4 and 0.0 <= result["success_rate"] <= 1.0
-    assert result["mean_length"] == 6  # nothing succeeds in 6 steps: every episode times out
+    assert result["mean_steps"] == 6  # nothing succeeds in 6 steps: every episode times out
+    assert result["ended_by"] == {"limit": 4}
     full = EnvConfig(image_size=32)
-    expert = evaluate_expert(lambda: TabletopEnv(full), expert_action, tasks=tasks,
-                             episodes_per_task=2)
+    expert = summarize(evaluate_expert(lambda: TabletopEnv(full), jobs))
     assert expert["success_rate"] == 1.0
 
 

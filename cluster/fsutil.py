@@ -1,0 +1,42 @@
+"""Writing folders so that readers never see a half-written one.
+
+``staged_folder(target)`` yields a fresh staging folder beside ``target``; when the block ends
+without an exception the staging folder replaces ``target`` (the old one, if any, is moved
+aside first and removed after), otherwise it is deleted and ``target`` stays as it was.
+Checkpoints, episode stores and exported policies are all written this way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``, replacing an existing ``target`` folder."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a staging folder that replaces ``target`` when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        yield staging
+        replace_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
