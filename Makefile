@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
-	bash scripts/setup.sh --dev --venv $(VENV)
+	bash scripts/setup.sh --dev --libero --venv $(VENV)
 	touch $@
 
 test: setup

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from actors.evaluation import EvalJob, evaluate_jobs
+from actors.evaluation import EnvPool, EvalJob, evaluate_jobs
 
 EVAL_SEED_OFFSET = 10_000_000
 
@@ -30,12 +30,12 @@ class EvalWorker:
                  reflector_factory: Callable[[], Any] | None = None):
         torch.set_num_threads(1)
         self.policy = policy_factory().eval()
-        self.env_factory = env_factory
+        self.envs = EnvPool(env_factory)
         self.reflector = reflector_factory() if reflector_factory is not None else None
 
     def evaluate(self, jobs: list[EvalJob], *, use_reflector: bool = False, **kwargs: Any
                  ) -> list[dict[str, Any]]:
         if use_reflector and self.reflector is None:
             raise ValueError("reflector termination asked for, but no reflector was given")
-        return evaluate_jobs(self.policy, self.env_factory, jobs,
+        return evaluate_jobs(self.policy, self.envs, jobs,
                              reflector=self.reflector if use_reflector else None, **kwargs)

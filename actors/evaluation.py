@@ -24,6 +24,20 @@ class EvalJob:
     seed: int
 
 
+class EnvPool:
+    """Real envs built once and reused across evaluation calls (a LIBERO scene takes tens of
+    seconds to build; resetting one to another task or init state is much cheaper)."""
+
+    def __init__(self, make_env: Callable[[], Any]):
+        self.make_env = make_env
+        self.envs: list[Any] = []
+
+    def take(self, n: int) -> list[Any]:
+        while len(self.envs) < n:
+            self.envs.append(self.make_env())
+        return self.envs[:n]
+
+
 def _obs_batch(obs: list) -> dict[str, Any]:
     wrist = [o.wrist_image for o in obs]
     return {"image": np.stack([o.image for o in obs]),
@@ -32,7 +46,7 @@ def _obs_batch(obs: list) -> dict[str, Any]:
             "instruction": [o.instruction for o in obs]}
 
 
-def evaluate_jobs(policy: Any, make_env: Callable[[], Any], jobs: list[EvalJob], *,
+def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list[EvalJob], *,
                   execute_steps: int = 0, max_steps: int = 0, deterministic: bool = True,
                   reflector: Any = None, eta: float = 0.5, keep_frames: int = 0,
                   seed: int = 0) -> list[dict[str, Any]]:
@@ -40,7 +54,7 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any], jobs: list[EvalJob],
 
     Args:
         policy: ``act`` / ``to_env_actions`` (see ``policy.policy.Policy``).
-        make_env: builds one env.
+        make_env: builds one env, or a pool of envs to reuse.
         execute_steps: actions of each chunk executed before acting again (0: the whole chunk).
         max_steps: step limit (0: the env's).
         reflector: a keyed reflector backend (``reset``, ``score_batch``, ``release``) for
@@ -50,7 +64,8 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any], jobs: list[EvalJob],
         records: task, seed, success, steps, terminated_by ("success", "reflector", "limit"),
         and "frames" (S, H, W, 3) for the kept episodes.
     """
-    envs = [make_env() for _ in jobs]
+    pool = make_env if isinstance(make_env, EnvPool) else EnvPool(make_env)
+    envs = pool.take(len(jobs))
     obs = [env.reset(j.task, seed=j.seed) for env, j in zip(envs, jobs, strict=True)]
     limit = max_steps or envs[0].max_steps
     n = len(jobs)

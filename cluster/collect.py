@@ -32,13 +32,20 @@ def episode_specs(tasks: Sequence[str], episodes_per_task: int, *, seed: int, so
     ]
 
 
+def check_sources(env_name: str, source: str, policy_path: str | None) -> None:
+    """Refuse what cannot run before any env is built (LIBERO scenes take tens of seconds)."""
+    if env_name != "tabletop" and not policy_path:
+        raise ValueError(f"the {env_name} env has no scripted expert: collect with --source exploration "
+                         "--policy CKPT (import expert demos with rehearse import-libero)")
+    if source == "expert" and policy_path:
+        raise ValueError("--policy is for --source exploration; expert demos come from the "
+                         "scripted expert")
+
+
 def action_source(source: str, collect_cfg: CollectConfig, policy_path: str | None) -> ActionSource:
     """expert: the scripted expert; exploration: the policy's own Laplace samples when a policy
     is given (World-Env's self-exploration), else Laplace noise around the scripted expert."""
     if source == "expert":
-        if policy_path:
-            raise ValueError("--policy is for --source exploration; expert demos come from the "
-                             "scripted expert")
         return ScriptedExpert()
     if policy_path:
         from policy.checkpoint import load_policy
@@ -86,6 +93,8 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
     """
     from envs.factory import make_env
 
+    for source in {s.source for s in specs}:
+        check_sources(env_cfg.name, source, policy_path)
     env = make_env(env_cfg)
     meta = store_meta(env, env_cfg)
     if policy_path:

@@ -15,7 +15,7 @@ def make_env(cfg: EnvConfig, *, seed: int = 0) -> Env:
         cfg: the env section of the experiment config.
         seed: seeds the env's own generator (episode seeds drawn when ``reset`` gets none).
     Raises:
-        ValueError: for "libero" (not installed, or not implemented yet) or an unknown name.
+        ValueError: for "libero" when the libero extra is not installed, or an unknown name.
     """
     if cfg.name == "tabletop":
         from envs.tabletop import TabletopEnv
@@ -25,12 +25,11 @@ def make_env(cfg: EnvConfig, *, seed: int = 0) -> Env:
         if importlib.util.find_spec("libero") is None:
             raise ValueError(
                 "env.name='libero' needs the libero extra, which is not installed "
-                "(pip install 'rehearse[libero]'); or use env.name=tabletop"
+                "(run `scripts/setup.sh --libero`); or use env.name=tabletop"
             )
-        raise ValueError(
-            "env.name='libero': the LIBERO environment wrapper is not implemented yet in this "
-            "build; use env.name=tabletop"
-        )
+        from envs.libero import LiberoEnv
+
+        return LiberoEnv(cfg, seed=seed)
     raise ValueError(f"unknown env.name {cfg.name!r}; valid names: tabletop, libero")
 
 

@@ -352,7 +352,7 @@ def _full() -> dict[str, Any]:
         residual=False,
         changed_weight=5.0,
         sample_steps=10,
-        vggt=VGGTConfig(input_size=518, pool=2),
+        vggt=VGGTConfig(input_size=504, pool=2),  # 36 x 36 patches -> 18 x 18 tokens per frame
         clip=ClipConfig(model_name="ViT-B-16"),
         train=SimTrainConfig(
             steps=100_000,

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from cluster.collect import collect, episode_specs
+    from cluster.collect import check_sources, collect, episode_specs
     from cluster.config import load_config
     from envs.factory import make_env
 
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--episodes-per-task must be >= 1, got {n}")
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    check_sources(env_cfg.name, args.source, args.policy)
     env = make_env(env_cfg)
     tasks = env.task_names if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = episode_specs(tasks, n, seed=cfg.seed if args.seed is None else args.seed, source=args.source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cluster.cli import main
@@ -70,3 +71,25 @@ def test_collect_over_ray_workers(tmp_path, ray_cluster):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "collect" in out.stdout
+
+
+def test_policy_driven_exploration(tmp_path):
+    """--policy: exploration episodes sampled from a policy checkpoint's Laplace(mu, b)."""
+    from policy.checkpoint import build_policy, save_policy
+    from policy.config import PolicyConfig
+    from policy.normalization import statistics_from_store
+
+    assert main(["collect", "--source", "expert", "--episodes-per-task", "2", "--tasks", "lift_red",
+                 "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    store = EpisodeStore(tmp_path / "d")
+    stats = statistics_from_store(store, dataset_name="tabletop")["tabletop"]
+    save_policy(build_policy(PolicyConfig(), instructions=["lift the red block"], stats=stats),
+                tmp_path / "pol")
+    assert main(["collect", "--source", "exploration", "--policy", str(tmp_path / "pol"),
+                 "--episodes-per-task", "2", "--tasks", "lift_red", "--out", str(tmp_path / "x"),
+                 "--no-progress", "--set", "env.max_steps=12"]) == 0
+    eps = list(EpisodeStore(tmp_path / "x").episodes())
+    assert len(eps) == 2 and all(e.num_steps == 12 for e in eps)  # an untrained policy never succeeds
+    assert not np.allclose(eps[0].actions[:-1], eps[1].actions[:-1])  # sampled, seeded per episode
+    assert main(["collect", "--source", "expert", "--policy", str(tmp_path / "pol"),
+                 "--out", str(tmp_path / "y"), "--no-progress"]) == 2

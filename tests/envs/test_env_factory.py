@@ -1,4 +1,4 @@
-"""make_env builds tabletop and refuses libero with a clear message."""
+"""make_env builds tabletop and answers a bad libero suite with a clear message."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_make_env_tabletop_and_libero():
     assert isinstance(env, TabletopEnv)
     assert env.max_steps == 50 and env.camera.height == 32 and env.action_dim == 7
     with pytest.raises(ValueError, match="libero"):
-        make_env(EnvConfig(name="libero"))
+        make_env(EnvConfig(name="libero", suite="libero_nope"))
 
 
 def test_env_config_validation():
