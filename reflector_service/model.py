@@ -32,23 +32,24 @@ from reflector_service.context import Chain, anchors, chains
 class PixelAdapter(nn.Module):
     """Small trainable CNN on the normalized pixels: (N, 3, S, S) -> (N, 4 C, g, g).
 
-    Four 3x3 convolutions (two of stride 2, receptive field 15 px) give a (S/4)^2 map, pooled to
-    (2g)^2 and folded 2x2 into channels (pixel unshuffle), so each of the g^2 tokens keeps where
+    Four 3x3 convolutions (two of stride 2, receptive field 15 px) give a (S/4)^2 map, max- or
+    average-pooled to (2g)^2 and folded 2x2 into channels (pixel unshuffle), so each of the g^2 tokens keeps where
     inside its cell things are instead of averaging them away.
     """
 
-    def __init__(self, width: int, grid: int):
+    def __init__(self, width: int, grid: int, *, pool: str = "max"):
         super().__init__()
         self.grid = grid
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
-        )
+        self.pool = F.adaptive_max_pool2d if pool == "max" else F.adaptive_avg_pool2d
+        groups = 8 if width % 8 == 0 else 1
+        layers: list[nn.Module] = []
+        for i, s in enumerate((1, 2, 1, 2)):
+            layers += [nn.Conv2d(3 if i == 0 else width, width, 3, stride=s, padding=1),
+                       nn.GroupNorm(groups, width), nn.GELU()]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, pix: torch.Tensor) -> torch.Tensor:
-        fmap = F.adaptive_avg_pool2d(self.net(pix), 2 * self.grid)  # (N, C, 2g, 2g)
+        fmap = self.pool(self.net(pix), 2 * self.grid)  # (N, C, 2g, 2g)
         return F.pixel_unshuffle(fmap, 2)  # (N, 4C, g, g)
 
 
@@ -91,7 +92,7 @@ class Reflector(nn.Module):
         self.llm, self.tokenizer, self.llm_random = build_llm(cfg)
         width = int(self.llm.config.hidden_size)
         self.width = width
-        self.adapter = PixelAdapter(cfg.adapter_width, cfg.frame_grid) if cfg.vision_adapter else None
+        self.adapter = PixelAdapter(cfg.adapter_width, cfg.frame_grid, pool=cfg.adapter_pool) if cfg.vision_adapter else None
         in_dim = vision_width + (4 * cfg.adapter_width if cfg.vision_adapter else 0)
         emb_std = float(self.llm.get_input_embeddings().weight.std())
         self.projector = nn.Sequential(
@@ -178,6 +179,13 @@ class Reflector(nn.Module):
             instr = instr[:limit]
         return [self.tokenizer.bos_token_id] + self.tokenizer.encode(before) + instr \
             + self.tokenizer.encode(after)
+
+    @torch.no_grad()
+    def instruction_vector(self, instruction: str) -> torch.Tensor:
+        """Mean frozen input embedding of the instruction's tokens: (D,)."""
+        ids = torch.tensor(self.tokenizer.encode(instruction) or [self.tokenizer.bos_token_id],
+                           device=self.device)
+        return self.llm.get_input_embeddings()(ids).mean(dim=0)
 
     def _prompt_block(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded prompt embeddings (B, P, D), mask (B, P) and true lengths (B,)."""

@@ -119,28 +119,86 @@ def _precompute(model: Reflector, episodes: Sequence[LabeledEpisode], progress: 
     return feats
 
 
-def sample_rows(rows: list[Chain], num_frames: int, k: int, rng: np.random.Generator
-                ) -> tuple[list[Chain], torch.Tensor]:
+def sample_rows(rows: list[Chain], num_frames: int, k: int, rng: np.random.Generator, *,
+                focus: Sequence[int] = ()) -> tuple[list[Chain], torch.Tensor]:
     """Pick ``k`` context rows of an episode for one step, with importance weights per prefix.
 
-    The last row (it holds the final frames, where success happens) is always taken; the other
-    k - 1 are drawn uniformly without replacement from the rest and weighted by
-    (#rest) / (k - 1), so the weighted loss is an unbiased estimate of the full-episode loss.
+    The last row (it holds the final frames) and the rows that read a prefix ending at a
+    ``focus`` frame (0-based; training puts the frames around the first success there, where
+    the labels switch) are always taken, with weight 1; up to k - #those more are drawn
+    uniformly without replacement from the rest and weighted by (#rest) / (#drawn), so the
+    weighted loss is an unbiased estimate of the full-episode loss.
 
     Returns:
-        the rows, and (T,) weights (0 for prefixes not in the rows).
+        the rows in order, and (T,) weights (0 for prefixes not in the rows).
     """
     w = torch.zeros(num_frames)
     if k == 0 or len(rows) <= k:
-        picked = [(c, 1.0) for c in rows]
+        picked = [(j, 1.0) for j in range(len(rows))]
     else:
-        rest = rng.choice(len(rows) - 1, k - 1, replace=False)
-        scale = (len(rows) - 1) / (k - 1)
-        picked = [(rows[j], scale) for j in sorted(rest)] + [(rows[-1], 1.0)]
-    for c, weight in picked:
-        for n in c.outputs.values():
+        want = {n + 1 for n in focus}
+        fixed = [j for j, c in enumerate(rows) if want & set(c.outputs.values())]
+        fixed = sorted(set(fixed[: k - 1]) | {len(rows) - 1})
+        rest = [j for j in range(len(rows)) if j not in fixed]
+        n_draw = k - len(fixed)
+        picked = [(j, 1.0) for j in fixed]
+        if n_draw > 0 and rest:
+            scale = len(rest) / n_draw
+            picked += [(rest[j], scale) for j in rng.choice(len(rest), n_draw, replace=False)]
+        picked.sort()
+    for j, weight in picked:
+        for n in rows[j].outputs.values():
             w[n - 1] = weight
-    return [c for c, _ in picked], w
+    return [rows[j] for j, _ in picked], w
+
+
+class FrameProbe(torch.nn.Module):
+    """Training-only auxiliary classifier: the success label of a single frame from its k
+    projected tokens and the instruction's mean embedding. Its loss gives the pixel adapter and
+    projector a dense per-frame signal (every frame a step touches, not only the prefixes read
+    out); it is not part of the reflector and is not saved."""
+
+    def __init__(self, k: int, width: int, hidden: int = 128):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.LayerNorm((k + 1) * width), torch.nn.Linear((k + 1) * width, hidden),
+            torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+
+    @staticmethod
+    def inputs(tokens: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """(F, k, D) frame tokens and (D,) instruction vector -> (F, (k + 1) * D)."""
+        return torch.cat([tokens.flatten(1), instruction.expand(len(tokens), -1)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)  # (F,) logits
+
+
+class BatchSampler:
+    """Episode indices per step: ``round(success_fraction * batch)`` from the successful episodes
+    and the rest from the failed ones, each group cycled through in shuffled epochs; with
+    ``success_fraction`` 0 (or only one group present) all episodes are cycled together."""
+
+    def __init__(self, episodes: Sequence[LabeledEpisode], batch: int, success_fraction: float,
+                 rng: np.random.Generator):
+        succ = [i for i, e in enumerate(episodes) if e.succeeded]
+        fail = [i for i, e in enumerate(episodes) if not e.succeeded]
+        n_succ = int(round(success_fraction * batch))
+        if success_fraction == 0 or not succ or not fail:
+            self.groups = [(list(range(len(episodes))), batch)]
+        else:
+            n_succ = min(max(n_succ, 1), batch - 1)
+            self.groups = [(succ, n_succ), (fail, batch - n_succ)]
+        self.queues: list[list[int]] = [[] for _ in self.groups]
+        self.rng = rng
+
+    def __call__(self) -> list[int]:
+        out = []
+        for (members, n), queue in zip(self.groups, self.queues, strict=True):
+            while len(queue) < n:
+                queue += [members[j] for j in self.rng.permutation(len(members))]
+            out += queue[:n]
+            del queue[:n]
+        return out
 
 
 def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainConfig,
@@ -176,10 +234,16 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     before = frozen_fingerprint(model)
     feats = _precompute(model, train_eps, progress)
     params = [p for _, p in model.trainable_named_parameters()]
+    probe = None
+    if train_cfg.frame_probe_weight > 0:
+        probe = FrameProbe(model_cfg.frame_grid**2, model.width)
+        params += list(probe.parameters())
+        instr_vec = {s: model.instruction_vector(s) for s in {e.instruction for e in train_eps}}
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     pw = torch.tensor(pos_weight)
     rng = np.random.default_rng(train_cfg.seed)
     all_rows = [chains(len(e.labels), model_cfg.window) for e in train_eps]
+    focus = [_switch_frames(e.labels, train_cfg.focus_margin) for e in train_eps]
 
     def validate(step: int) -> dict:
         probe = val_eps or train_eps[: max(1, len(train_eps) // 5)]
@@ -197,25 +261,28 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     history: list[dict] = []
     best: dict | None = None
     t0 = time.monotonic()
-    order: list[int] = []
+    draw = BatchSampler(train_eps, train_cfg.batch_episodes, train_cfg.success_fraction, rng)
     step = 0
     bar = tqdm(total=train_cfg.max_steps, desc="train reflector", disable=not progress)
     while step < train_cfg.max_steps:
         if train_cfg.time_budget_s and time.monotonic() - t0 > train_cfg.time_budget_s:
             log(f"reflector: time budget {train_cfg.time_budget_s:.0f} s reached at step {step}")
             break
-        if len(order) < train_cfg.batch_episodes:
-            order += list(rng.permutation(len(train_eps)))
-        batch, order = order[: train_cfg.batch_episodes], order[train_cfg.batch_episodes:]
+        batch = draw()
         model.train()
         toks, rows, instr, ys, ws = [], [], [], [], []
+        aux_in, aux_y = [], []
         for i in batch:
             e = train_eps[i]
-            ch, w = sample_rows(all_rows[i], len(e.labels), train_cfg.rows_per_episode, rng)
+            ch, w = sample_rows(all_rows[i], len(e.labels), train_cfg.rows_per_episode, rng,
+                                focus=focus[i])
             need = sorted({f for c in ch for f in c.frames})
             idx = torch.tensor(need)
             tok = model.frame_tokens(e.images[idx], feats[i][idx])  # (F, k, D)
             toks.append(torch.zeros(len(e.labels), *tok.shape[1:]).index_put((idx,), tok))
+            if probe is not None:
+                aux_in.append(probe.inputs(tok, instr_vec[e.instruction]))
+                aux_y.append(torch.from_numpy(e.labels[need]).float())
             rows.append(ch)
             instr.append(e.instruction)
             ys.append(torch.from_numpy(e.labels).float())
@@ -225,6 +292,9 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         keep = w > 0
         loss = F.binary_cross_entropy_with_logits(
             lg[keep], y[keep], weight=w[keep], pos_weight=pw, reduction="sum") / len(w)
+        if probe is not None:
+            loss = loss + train_cfg.frame_probe_weight * F.binary_cross_entropy_with_logits(
+                probe(torch.cat(aux_in)), torch.cat(aux_y), pos_weight=pw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip))
@@ -253,6 +323,13 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "summary.json")
     return summary
+
+
+def _switch_frames(labels: np.ndarray, margin: int) -> list[int]:
+    """Frames within ``margin`` steps of a label switch (0 -> 1 or 1 -> 0)."""
+    switches = np.flatnonzero(np.diff(labels.astype(np.int8))) + 1
+    near = {int(f) for s in switches for f in range(s - margin, s + margin)}
+    return sorted(f for f in near if 0 <= f < len(labels))
 
 
 def _evaluate_and_save(model: Reflector, m: dict, history: list[dict], best: dict | None,

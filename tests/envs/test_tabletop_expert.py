@@ -42,3 +42,16 @@ def test_noisy_expert_still_succeeds_and_is_seeded():
     assert a == b
     with pytest.raises(ValueError, match="rng"):
         expert_action(env, noise=0.1)
+
+
+def test_finished_task_stays_finished():
+    """After success the expert keeps the gripper open and away: labels stay 1 (reflector data)."""
+    from actors.exploration import EpisodeSpec, ScriptedExpert, run_episode
+    from envs.config import EnvConfig
+    from envs.tabletop import TabletopEnv
+
+    env = TabletopEnv(EnvConfig(image_size=32))
+    for task in ("place_red_on_blue", "stack_yellow_on_red", "lift_red"):
+        ep = run_episode(env, EpisodeSpec(task, 3), ScriptedExpert(), steps_after_success=10)
+        first = int(ep.success.argmax())
+        assert ep.success[first:].all(), task

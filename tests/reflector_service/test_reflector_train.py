@@ -37,7 +37,8 @@ def trained(stores, tmp_path_factory):
     out = tmp_path_factory.mktemp("refl_out")
     summary = train_reflector(
         ReflectorModelConfig(window=4),
-        ReflectorTrainConfig(max_steps=40, eval_every=20, batch_episodes=4, rows_per_episode=0, lr=3e-3),
+        ReflectorTrainConfig(max_steps=40, eval_every=20, batch_episodes=4, rows_per_episode=0, lr=3e-3,
+                             pos_weight=0.0, success_fraction=0.0, frame_probe_weight=0.5),
         [stores[0]], out, progress=False, log=lambda s: None,
     )
     return out, summary
@@ -162,3 +163,40 @@ def test_sample_rows_keeps_last_row_and_is_unbiased():
         assert picked[-1] is rows[-1] and len(picked) == 3 and w[-1] == 1.0
         total += w
     torch.testing.assert_close(total / 4000, torch.ones(30), atol=0.25, rtol=0)  # E[w] = 1
+
+
+def test_sample_rows_always_takes_focus_rows():
+    from reflector_service.context import chains
+    from reflector_service.train import sample_rows
+
+    rows = chains(40, 4)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        picked, w = sample_rows(rows, 40, 6, rng, focus=[20, 21])
+        assert len(picked) == 6 and picked[-1] is rows[-1]
+        assert w[20] == 1.0 and w[21] == 1.0  # the focus prefixes, unweighted
+        assert int((w > 0).sum()) >= 6
+
+
+def test_batch_sampler_oversamples_successful_episodes(stores):
+    from reflector_service.train import BatchSampler
+
+    eps = load_labeled_episodes([stores[0]], progress=False)
+    eps = [e for e in eps if e.succeeded][:3] + [e for e in eps if not e.succeeded]  # 3 vs 12
+    draw = BatchSampler(eps, 8, 0.5, np.random.default_rng(0))
+    for _ in range(10):
+        batch = draw()
+        assert len(batch) == 8 and sum(eps[i].succeeded for i in batch) == 4
+    natural = BatchSampler(eps, 5, 0.0, np.random.default_rng(0))
+    assert sorted(natural() + natural() + natural()) == list(range(15))  # one shuffled epoch
+
+
+def test_new_train_fields_are_validated():
+    from cluster.configlib import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="success_fraction"):
+        ReflectorTrainConfig(success_fraction=1.0)
+    with pytest.raises((ConfigError, ValueError), match="focus_margin"):
+        ReflectorTrainConfig(focus_margin=-1)
+    with pytest.raises((ConfigError, ValueError), match="adapter_pool"):
+        ReflectorModelConfig(adapter_pool="sum")
