@@ -147,15 +147,8 @@ def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionSource, *, max_ste
 
 
 def store_meta(env: Env, env_cfg: Any) -> dict[str, Any]:
-    """Metadata recorded with every Parquet file: what a consumer needs to interpret frames."""
+    """Metadata recorded with every Parquet file: the env's own description (name, image size,
+    camera, controller limits, tasks) plus the config that built it."""
     from cluster.configlib import to_dict
 
-    meta = {
-        "env": to_dict(env_cfg),
-        "camera": env.camera.to_dict(),
-        "image_size": int(env.camera.height),
-        "action_dim": 7,
-        "proprio_dim": 8,
-    }
-    meta["controller"] = env.limits.to_dict()
-    return meta
+    return {**env.meta(), "env_config": to_dict(env_cfg), "action_dim": 7, "proprio_dim": 8}

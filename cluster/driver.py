@@ -39,9 +39,9 @@ def run_dir_of(cfg: ExperimentConfig) -> Path:
 def _controller_limits(meta: dict[str, Any]) -> Any:
     from envs.kinematics import ControllerLimits
 
-    if "controller" not in meta:
+    if "controller_limits" not in meta:
         return None
-    return ControllerLimits.from_dict(meta["controller"])
+    return ControllerLimits.from_dict(meta["controller_limits"])
 
 
 def _service_delta(before: list[dict], after: list[dict]) -> dict[str, float]:

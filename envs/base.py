@@ -125,6 +125,11 @@ class Env(Protocol):
         """Apply one 7-D action; raises ValueError on a wrong shape or non-finite values."""
         ...
 
+    def meta(self) -> dict[str, Any]:
+        """JSON-able description for episode-store metadata: "env" (name), "image_size",
+        "camera" (``Camera.to_dict``), "controller_limits", "max_steps", "tasks"."""
+        ...
+
     def get_state(self) -> Any:
         """A snapshot from which ``reset(task, init_state=...)`` restores this exact state."""
         ...

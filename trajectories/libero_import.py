@@ -179,13 +179,14 @@ def _convert(g: Any, *, episode_id: str, task_id: str, instruction: str, size: i
 def store_meta(*, image_size: int, suite: str | None, camera: dict[str, Any] | None,
                limits: dict[str, Any] | None) -> dict[str, Any]:
     """Store metadata for imported demos (camera and limits when a LIBERO scene was built)."""
-    meta: dict[str, Any] = {"env": {"name": "libero", "suite": suite, "image_size": image_size},
+    meta: dict[str, Any] = {"env": "libero", "suite": suite,
+                            "env_config": {"name": "libero", "suite": suite, "image_size": image_size},
                             "image_size": image_size, "action_dim": 7, "proprio_dim": 8,
                             "source": "libero_hdf5"}
     if camera is not None:
         meta["camera"] = camera
     if limits is not None:
-        meta["controller"] = limits
+        meta["controller_limits"] = limits
     return meta
 
 

@@ -70,10 +70,10 @@ def _evaluate(policy, store, *, episodes: int, execute_steps: int, progress: boo
     from cluster.evaluate import EnvFactory, eval_jobs
     from envs.config import EnvConfig
 
-    if "env" not in store.meta:
+    if "env_config" not in store.meta:
         raise ValueError(f"--eval-episodes needs the recording env in the store's metadata "
                          f"({store.path} has none)")
-    env_cfg = from_dict(EnvConfig, store.meta["env"], source=f"{store.path} metadata")
+    env_cfg = from_dict(EnvConfig, store.meta["env_config"], source=f"{store.path} metadata")
     if env_cfg.name != "tabletop":
         raise ValueError(f"--eval-episodes supports the tabletop env (its scripted expert), the "
                          f"store was recorded in {env_cfg.name!r}; use rehearse evaluate")

@@ -21,7 +21,8 @@ def test_collect_expert_and_exploration(tmp_path, capsys):
     assert "collected 4 expert episodes" in printed and "success rate 1.000" in printed
     store = EpisodeStore(out)
     assert len(store) == 4 and all(e["success"] for e in store.episode_info)
-    assert store.meta["camera"]["height"] == 32 and "controller" in store.meta
+    assert store.meta["camera"]["height"] == 32 and "controller_limits" in store.meta
+    assert store.meta["env"] == "tabletop" and store.meta["env_config"]["image_size"] == 32
     ep = store.load_episode(store.episode_ids[0])
     assert ep.images.shape[1:] == (32, 32, 3) and ep.success[-1] and not ep.success[0]
 

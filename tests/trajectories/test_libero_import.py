@@ -82,7 +82,7 @@ def test_cli_import_and_bad_files(tmp_path, capsys):
     store = EpisodeStore(out)
     assert len(store) == 3 and all(e["success"] and e["source"] == "expert"
                                    for e in store.episode_info)
-    assert store.meta["image_size"] == 24 and store.meta["env"]["suite"] == "libero_spatial"
+    assert store.meta["image_size"] == 24 and store.meta["env"] == "libero" and store.meta["suite"] == "libero_spatial"
     assert store.load_episode(store.episode_ids[0]).images.shape[1:] == (24, 24, 3)
 
     bad = tmp_path / "bad.hdf5"
