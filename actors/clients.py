@@ -69,21 +69,24 @@ class _RayClient:
         return self.handles[_replica(key, len(self.handles))]
 
     def _call(self, key: str, method: str, *args: Any, recover=None) -> Any:
+        """Call a replica; on its death (or, after a restart, its loss of this group, which
+        it reports as KeyError) re-send the group's context with ``recover`` and retry."""
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+        lost = (RayActorError, ActorDiedError, ActorUnavailableError)
         for attempt in range(self.retries + 1):
             try:
                 return ray.get(getattr(self._handle(key), method).remote(*args))
-            except (RayActorError, ActorDiedError, ActorUnavailableError):
-                if attempt == self.retries:
+            except (*lost, KeyError) as e:
+                if attempt == self.retries or (isinstance(e, KeyError) and recover is None):
                     raise
                 time.sleep(self.retry_wait_s * (attempt + 1))
                 if recover is not None:
                     self.recoveries += 1
                     try:
                         recover()
-                    except (RayActorError, ActorDiedError, ActorUnavailableError):
+                    except lost:
                         continue
         raise AssertionError("unreachable")
 
