@@ -213,6 +213,10 @@ class SimulatorConfig:
         cross_attention_dim: width of the conditioning tokens.
         prediction_type: "epsilon" or "v_prediction"; beta_schedule: diffusers name.
         residual: predict (next - previous) / residual_scale instead of the frame.
+        residual_deadzone: at sampling, predicted pixel changes smaller than this (in [0, 1]
+            units, max over channels) are dropped, so noise does not pile up as speckle over
+            open-loop steps (used with residual prediction in pixel space, ignored otherwise;
+            a sampling setting, not architecture).
         changed_weight, changed_threshold: loss weight 1 + changed_weight on pixels whose
             value changes by more than changed_threshold (in [0, 1] units) between frames.
         sampler: "ddim" or "dpmsolver++"; sample_steps: denoising steps at inference.
@@ -233,6 +237,7 @@ class SimulatorConfig:
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     residual: bool = True
     residual_scale: float = 0.064
+    residual_deadzone: float = 0.08
     changed_weight: float = 20.0
     changed_threshold: float = 0.1
     sampler: Literal["ddim", "dpmsolver++"] = "ddim"
@@ -287,6 +292,7 @@ class SimulatorConfig:
             "change image_size or block_out_channels",
         )
         require(self.residual_scale > 0, "residual_scale must be > 0")
+        require(0 <= self.residual_deadzone < 1, "residual_deadzone must be in [0, 1)")
         require(self.changed_weight >= 0, "changed_weight must be >= 0")
         require(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
         require(
@@ -299,7 +305,7 @@ class SimulatorConfig:
         checkpoint made with another one cannot load."""
         d = to_dict(self)
         d.pop("train")
-        for k in ("sampler", "sample_steps"):
+        for k in ("sampler", "sample_steps", "residual_deadzone"):
             d.pop(k)
         for sub in ("vggt", "clip", "vae"):
             d[sub].pop("weights")
@@ -350,6 +356,7 @@ def _full() -> dict[str, Any]:
         norm_num_groups=32,
         cross_attention_dim=1024,
         residual=False,
+        residual_deadzone=0.0,
         changed_weight=5.0,
         sample_steps=10,
         vggt=VGGTConfig(input_size=504, pool=2),  # 36 x 36 patches -> 18 x 18 tokens per frame

@@ -288,7 +288,13 @@ class WorldModel(nn.Module):
             pred = self.denoise(model_in, tt, hist, action_map, tokens)
             x = sched.step(pred.float(), t, x).prev_sample
         if self.cfg.residual:
-            x = hist[:, -1] + self.cfg.residual_scale * x
+            delta = self.cfg.residual_scale * x  # (B, c, r, r) change in [-1, 1] pixel units
+            if self.cfg.residual_deadzone > 0 and self.vae is None:
+                # a pixel whose predicted change is below the deadzone (in [0, 1] units) keeps
+                # its value: sampling noise there would pile up as speckle over open-loop steps
+                moved = delta.abs().amax(dim=1, keepdim=True) >= 2 * self.cfg.residual_deadzone
+                delta = delta * moved
+            x = hist[:, -1] + delta
         return self.from_space(x)
 
 

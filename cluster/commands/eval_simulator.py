@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-episodes", type=int, default=32, help="episodes replayed")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: config)")
     p.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default=None)
+    p.add_argument("--residual-deadzone", type=float, default=None,
+                   help="drop predicted pixel changes below this (in [0, 1] units) when sampling")
     p.add_argument(
         "--recorded-proprio",
         action="store_true",
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_of(args.checkpoint)
     if args.sampler is not None:
         cfg = dataclasses.replace(cfg, sampler=args.sampler)
+    if args.residual_deadzone is not None:
+        cfg = dataclasses.replace(cfg, residual_deadzone=args.residual_deadzone)
     model = load_world_model(args.checkpoint, cfg=cfg, ema=not args.raw_weights)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
