@@ -63,8 +63,6 @@ class Stage:
 def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print
              ) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report."""
-    import torch
-
     from cluster.collect import collect, episode_specs
     from envs.factory import make_env
 
@@ -76,7 +74,6 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
     tasks = make_env(cfg.env).task_names
     results: dict[str, dict[str, Any]] = {}
     t_all = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     def stage(name: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         st = Stage(run, name, log)
