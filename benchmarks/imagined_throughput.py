@@ -47,7 +47,7 @@ def build_assets(root: Path) -> tuple[str, str]:
 
 
 def measure(policy: str, demos: str, *, workers: int, group_size: int, steps: int, latency_ms: float,
-            world_model: str, repeats: int = 2) -> dict:
+            world_model: str, max_wait_ms: float, repeats: int = 2) -> dict:
     import ray
 
     from actors.config import RolloutConfig
@@ -61,7 +61,7 @@ def measure(policy: str, demos: str, *, workers: int, group_size: int, steps: in
     from trajectories.store import EpisodeStore
 
     store = EpisodeStore(demos)
-    rc = ReplicaConfig(num_cpus=0, max_batch_size=256, max_wait_ms=max(1.0, latency_ms / 10))
+    rc = ReplicaConfig(num_cpus=0, max_batch_size=256, max_wait_ms=max_wait_ms)
     sims = start_replicas(SimulatorService, rc, SimulatorFactory(world_model, store.camera().to_dict(),
                           fake_latency_ms=latency_ms), name=f"bench-sim-{time.time_ns()}")
     refls = start_replicas(ReflectorService, rc, ReflectorFactory("fake", fake_latency_ms=latency_ms),
@@ -113,19 +113,23 @@ def main() -> None:
     ap.add_argument("--group-sizes", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--steps", type=int, default=8, help="imagined steps per rollout")
     ap.add_argument("--world-model", default="fake", help="'fake' or a simulator checkpoint")
+    ap.add_argument("--max-wait-ms", type=float, default=None,
+                    help="services' batching window (default: latency / 10)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    wait = args.max_wait_ms if args.max_wait_ms is not None else max(1.0, args.latency_ms / 10)
     from cluster.ray_session import init_ray
 
     init_ray(num_cpus=os.cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
         policy, demos = build_assets(Path(tmp))
-        out: dict = {"latency_ms": args.latency_ms, "cpus": os.cpu_count(), "world_model": args.world_model}
+        out: dict = {"latency_ms": args.latency_ms, "max_wait_ms": wait, "cpus": os.cpu_count(),
+                     "world_model": args.world_model}
         base = None
         out["workers"] = {}
         for w in args.workers:
             m = measure(policy, demos, workers=w, group_size=8, steps=args.steps,
-                        latency_ms=args.latency_ms, world_model=args.world_model)
+                        latency_ms=args.latency_ms, world_model=args.world_model, max_wait_ms=wait)
             base = base or m["env_steps_per_s"]
             m["speedup_vs_1"] = m["env_steps_per_s"] / base
             out["workers"][str(w)] = m
@@ -138,7 +142,8 @@ def main() -> None:
         out["batch"] = {}
         for g in args.group_sizes:
             out["batch"][str(g)] = measure(policy, demos, workers=1, group_size=g, steps=args.steps,
-                                           latency_ms=args.latency_ms, world_model=args.world_model)
+                                           latency_ms=args.latency_ms, world_model=args.world_model,
+                                           max_wait_ms=wait)
     print(json.dumps(out, indent=1))
 
 
