@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,22 @@ class _FakeSim:
         return FakeWorldSimulator(self.camera)
 
 
+def _kill_and_wait_for_restart(ray, handle, timeout_s: float = 120.0) -> None:
+    """Kill a replica and wait until its restarted instance answers (``ray.kill`` returns
+    before the actor is gone, so a request sent at once may still reach the old one)."""
+    started = time.time() - ray.get(handle.stats.remote())["uptime_s"]
+    ray.kill(handle, no_restart=False)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if time.time() - ray.get(handle.stats.remote(), timeout=10)["uptime_s"] > started + 0.5:
+                return
+        except Exception:  # dead or restarting
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the killed replica did not come back")
+
+
 def test_killed_replicas_restart_and_requests_retry(ray_cluster):
     ray = ray_cluster
     env = make_env(EnvConfig(image_size=32))
@@ -42,8 +60,8 @@ def test_killed_replicas_restart_and_requests_retry(ray_cluster):
     before = sim.step("g", proprio)
     r_before = refl.score("g", before)
 
-    ray.kill(sims[0], no_restart=False)
-    ray.kill(refls[0], no_restart=False)
+    for h in (sims[0], refls[0]):
+        _kill_and_wait_for_restart(ray, h)
     after = sim.step("g", proprio)  # the replica lost the group: the client re-sends it
     r_after = refl.score("g", after)
     assert sim.recoveries >= 1 and refl.recoveries >= 1
