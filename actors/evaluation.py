@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs.base import observation_batch
+
 
 @dataclass(frozen=True)
 class EvalJob:
@@ -36,14 +38,6 @@ class EnvPool:
         while len(self.envs) < n:
             self.envs.append(self.make_env())
         return self.envs[:n]
-
-
-def _obs_batch(obs: list) -> dict[str, Any]:
-    wrist = [o.wrist_image for o in obs]
-    return {"image": np.stack([o.image for o in obs]),
-            "wrist_image": None if wrist[0] is None else np.stack(wrist),
-            "proprio": np.stack([o.proprio for o in obs]).astype(np.float32),
-            "instruction": [o.instruction for o in obs]}
 
 
 def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list[EvalJob], *,
@@ -81,7 +75,7 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list
     chunk_k = execute_steps or policy.cfg.chunk
     try:
         while running:
-            actions, *_ = policy.act(_obs_batch([obs[i] for i in running]), deterministic=deterministic,
+            actions, *_ = policy.act(observation_batch([obs[i] for i in running]), deterministic=deterministic,
                                      generator=gen)
             env_actions = policy.to_env_actions(actions)  # (B, chunk, A)
             active = {i: True for i in running}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import Env, Observation
+from envs.base import Env, Observation, observation_batch
 from trajectories.episode import Episode
 
 
@@ -90,11 +90,7 @@ class PolicySampler(ActionSource):
 
         if not self._queue:
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            batch = {"image": obs.image[None], "proprio": obs.proprio[None],
-                     "instruction": [obs.instruction]}
-            if obs.wrist_image is not None:
-                batch["wrist_image"] = obs.wrist_image[None]
-            actions, *_ = self.policy.act(batch, generator=gen)
+            actions, *_ = self.policy.act(observation_batch([obs]), generator=gen)
             chunk = self.policy.to_env_actions(actions)[0]  # (chunk, 7)
             self._queue.extend(chunk[: self.execute_steps or len(chunk)])
         return self._queue.pop(0)

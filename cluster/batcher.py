@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -130,7 +130,3 @@ class DynamicBatcher(Generic[Req, Res]):
                 if not fut.done():
                     fut.set_result(res)
 
-
-def run_batched(fn: Callable[[list[Any]], Sequence[Any]], requests: list[Any]) -> list[Any]:
-    """Synchronous equivalent (one call for all requests), for in-process use without Ray."""
-    return list(fn(requests))

@@ -65,7 +65,7 @@ def apply_torchvision_fix() -> bool:
     missing = [n for n in _SCHEMAS if not _op_exists(n)]
     if not missing:
         return False
-    lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 - must stay alive
+    lib = torch.library.Library("torchvision", "DEF")  # kept alive in _KEEP below
     for name in missing:
         lib.define(_SCHEMAS[name])
     _KEEP.append(lib)

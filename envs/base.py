@@ -104,6 +104,27 @@ class StepResult:
         return iter((self.obs, self.success, self.done, self.info))
 
 
+def observation_batch(obs: list[Observation]) -> dict[str, Any]:
+    """Stack observations into the batch dict a policy reads: "image" (B, H, W, 3), "wrist_image"
+    (B, H, W, 3) or None, "proprio" (B, 8) float32, "instruction" list of B strings."""
+    wrist = [o.wrist_image for o in obs]
+    return {"image": np.stack([o.image for o in obs]),
+            "wrist_image": None if wrist[0] is None else np.stack(wrist),
+            "proprio": np.stack([o.proprio for o in obs]).astype(np.float32),
+            "instruction": [o.instruction for o in obs]}
+
+
+def check_action(action: Any) -> np.ndarray:
+    """The 7-D action as float64; ValueError unless it is a finite array of shape (7,)."""
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != (ACTION_DIM,) or not np.all(np.isfinite(a)):
+        raise ValueError(
+            f"action must be a finite array of shape ({ACTION_DIM},), got shape {a.shape}"
+            + ("" if a.shape != (ACTION_DIM,) else " with non-finite values")
+        )
+    return a
+
+
 class Env(Protocol):
     """Interface of every real environment (tabletop, LIBERO)."""
 

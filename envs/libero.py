@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from envs import libero_setup
-from envs.base import ACTION_DIM, Camera, Observation, StepResult
+from envs.base import ACTION_DIM, Camera, Observation, StepResult, check_action
 from envs.config import EnvConfig
 from envs.kinematics import ControllerLimits
 
@@ -257,11 +257,7 @@ class LiberoEnv:
         """
         if self._task is None:
             raise RuntimeError("call reset(task) before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (ACTION_DIM,) or not np.all(np.isfinite(a)):
-            raise ValueError(
-                f"action must be a finite array of shape ({ACTION_DIM},), got shape {a.shape}"
-                + ("" if a.shape != (ACTION_DIM,) else " with non-finite values"))
+        a = check_action(action)
         raw, _, _, _ = self._env.step(np.clip(a, -1.0, 1.0))
         self._step += 1
         success = bool(self._env.check_success())

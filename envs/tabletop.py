@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import ACTION_DIM, PROPRIO_DIM, Camera, Observation, StepResult
+from envs.base import ACTION_DIM, PROPRIO_DIM, Camera, Observation, StepResult, check_action
 from envs.config import EnvConfig
 from envs.kinematics import ControllerLimits, axis_angle_to_matrix, next_proprio
 from envs.tabletop_render import (
@@ -163,12 +163,7 @@ class TabletopEnv:
         """
         if self._task is None:
             raise RuntimeError("call reset(task) before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (ACTION_DIM,) or not np.all(np.isfinite(a)):
-            raise ValueError(
-                f"action must be a finite array of shape ({ACTION_DIM},), got shape {a.shape}"
-                + ("" if a.shape != (ACTION_DIM,) else " with non-finite values")
-            )
+        a = check_action(action)
         prev_w = self._proprio[6]
         s = next_proprio(self._proprio, a, limits=self.limits)  # (8,)
         if self._holding is not None:

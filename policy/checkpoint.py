@@ -23,6 +23,7 @@ import yaml
 
 from cluster.configlib import ConfigError, from_dict, to_dict
 from cluster.fsutil import staged_folder
+from cluster.weights import compare_state_dicts
 from policy.config import PolicyConfig
 from policy.normalization import STATS_FILE, Normalizer, load_statistics, save_statistics
 from policy.policy import Policy
@@ -50,11 +51,10 @@ def build_policy(cfg: PolicyConfig, *, instructions: list[str], stats: dict[str,
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *,
                      what: str) -> None:
     """Raise ValueError listing missing / unexpected keys and shape mismatches."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = [f"{k} {tuple(found[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in found and tuple(found[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
+    m = compare_state_dicts(expected, found)
+    missing, unexpected = m.missing, m.unexpected
+    wrong = [f"{k} {got} != {want}" for k, got, want in m.wrong_shapes]
+    if m:
         def short(xs: list[str]) -> str:
             return ", ".join(xs[:20]) + (f" ... ({len(xs)} in all)" if len(xs) > 20 else "")
         raise ValueError(f"{what} does not fit the policy: missing keys [{short(missing)}], "

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from cluster.configlib import from_dict, to_dict
 from cluster.fsutil import staged_folder
+from cluster.weights import compare_state_dicts
 from reflector_service.config import ReflectorModelConfig
 from reflector_service.model import Reflector
 
@@ -86,19 +87,18 @@ def _load_weights(file: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _copy_into(model: Reflector, state: dict[str, torch.Tensor], names: list[str], file: Path) -> None:
-    missing = sorted(set(names) - set(state))
-    unexpected = sorted(set(state) - set(names))
-    if missing or unexpected:
-        raise ValueError(
-            f"{file} does not match the model built from its config: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
     own = model.state_dict(keep_vars=True)
+    m = compare_state_dicts({n: own[n] for n in names}, state)
+    if m.keys_differ:
+        raise ValueError(
+            f"{file} does not match the model built from its config: missing {m.missing[:5]}, "
+            f"unexpected {m.unexpected[:5]}"
+        )
+    if m.wrong_shapes:
+        n, got, want = m.wrong_shapes[0]
+        raise ValueError(f"{file}: {n} has shape {got}, the model expects {want}")
     with torch.no_grad():
         for n in names:
-            if own[n].shape != state[n].shape:
-                raise ValueError(f"{file}: {n} has shape {tuple(state[n].shape)}, the model expects "
-                                 f"{tuple(own[n].shape)}")
             own[n].copy_(state[n])
 
 

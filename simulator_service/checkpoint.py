@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from cluster.configlib import ConfigError, from_dict, to_dict
 from cluster.fsutil import staged_folder
+from cluster.weights import compare_state_dicts
 from simulator_service.config import SimulatorConfig
 from simulator_service.model import WorldModel
 
@@ -134,19 +135,15 @@ def load_weights(model: WorldModel, file: Path) -> None:
         state = load_file(str(file))
     except Exception as e:
         raise ValueError(f"{file} is not a readable safetensors file: {e}") from None
-    own = stored_state(model)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
+    m = compare_state_dicts(stored_state(model), state)
+    if m.keys_differ:
         raise ValueError(
-            f"{file} does not match the world model: missing {len(missing)} key(s) "
-            f"{missing[:4]}, unexpected {len(unexpected)} {unexpected[:4]}"
+            f"{file} does not match the world model: missing {len(m.missing)} key(s) "
+            f"{m.missing[:4]}, unexpected {len(m.unexpected)} {m.unexpected[:4]}"
         )
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ValueError(
-                f"{file}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
-            )
+    if m.wrong_shapes:
+        k, got, want = m.wrong_shapes[0]
+        raise ValueError(f"{file}: {k} has shape {got}, the model expects {want}")
     model.load_state_dict(state, strict=False)
 
 

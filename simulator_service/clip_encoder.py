@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cluster.compat  # noqa: F401  (must precede open_clip: torchvision fix on CPU torch)
+from cluster.weights import compare_state_dicts
 from simulator_service.config import ClipConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -105,20 +106,17 @@ def load_clip_visual(encoder: ClipImageEncoder, path: str | Path) -> None:
         raise ValueError(f"CLIP weights {path} cannot be read as a state dict: {e}") from None
     if any(k.startswith("visual.") for k in state):
         state = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
-    own = encoder.visual.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
+    m = compare_state_dicts(encoder.visual.state_dict(), state)
+    if m.keys_differ:
         raise ValueError(
             f"CLIP weights {path} do not match clip.model_name="
-            f"{encoder_name(encoder)}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{encoder_name(encoder)}: missing {m.missing[:5]}, unexpected {m.unexpected[:5]}"
         )
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ValueError(
-                f"CLIP weights {path}: visual.{k} has shape {tuple(v.shape)}, the "
-                f"configured tower expects {tuple(own[k].shape)}"
-            )
+    if m.wrong_shapes:
+        k, got, want = m.wrong_shapes[0]
+        raise ValueError(
+            f"CLIP weights {path}: visual.{k} has shape {got}, the configured tower expects {want}"
+        )
     encoder.visual.load_state_dict(state, strict=True)
 
 

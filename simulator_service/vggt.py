@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cluster.weights import compare_state_dicts
 from simulator_service.config import VGGTConfig
 
 
@@ -291,23 +292,21 @@ def load_vggt_aggregator(module: VGGTAggregator, path: str | Path) -> None:
         raise ValueError(
             f"VGGT weights {path} have no 'aggregator.*' keys (is this a VGGT checkpoint?)"
         )
-    own = module.state_dict()
-    missing = sorted(set(own) - set(agg))
-    unexpected = sorted(set(agg) - set(own))
-    if missing or unexpected:
+    m = compare_state_dicts(module.state_dict(), agg)
+    if m.keys_differ:
         raise ValueError(
             f"VGGT weights {path} do not match the configured aggregator: missing "
-            f"{len(missing)} key(s) {['aggregator.' + k for k in missing[:5]]}, unexpected "
-            f"{len(unexpected)} {['aggregator.' + k for k in unexpected[:5]]}; check vggt.depth "
+            f"{len(m.missing)} key(s) {['aggregator.' + k for k in m.missing[:5]]}, unexpected "
+            f"{len(m.unexpected)} {['aggregator.' + k for k in m.unexpected[:5]]}; check vggt.depth "
             "and vggt.num_register_tokens"
         )
-    for k, v in agg.items():
-        if v.shape != own[k].shape:
-            raise ValueError(
-                f"VGGT weights {path}: aggregator.{k} has shape {tuple(v.shape)}, "
-                f"the configured aggregator expects {tuple(own[k].shape)}; check "
-                "vggt.embed_dim, vggt.patch_size and vggt.img_size"
-            )
+    if m.wrong_shapes:
+        k, got, want = m.wrong_shapes[0]
+        raise ValueError(
+            f"VGGT weights {path}: aggregator.{k} has shape {got}, "
+            f"the configured aggregator expects {want}; check "
+            "vggt.embed_dim, vggt.patch_size and vggt.img_size"
+        )
     module.load_state_dict(agg, strict=True)
 
 
