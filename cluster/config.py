@@ -56,7 +56,9 @@ class ClusterConfig:
         dashboard: start the dashboard with a local Ray (127.0.0.1:8265).
         rollout_workers: number of rollout workers.
         rollout_worker_gpus / rollout_worker_cpus: resources per rollout worker (policy copy).
-        learner_gpus / learner_cpus: resources of the learner.
+        learners: learner workers (data parallel: each takes a share of every minibatch and
+            gradients are all-reduced through torch.distributed, gloo on CPU, NCCL on GPU).
+        learner_gpus / learner_cpus: resources per learner worker.
         simulator / reflector: the replicated model services.
     """
 
@@ -66,6 +68,7 @@ class ClusterConfig:
     rollout_workers: int = 2
     rollout_worker_gpus: float = 0.0
     rollout_worker_cpus: float = 1.0
+    learners: int = 1
     learner_gpus: float = 0.0
     learner_cpus: float = 1.0
     simulator: ReplicaConfig = field(default_factory=ReplicaConfig)
@@ -74,12 +77,13 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         require(self.rollout_workers >= 1, f"rollout_workers must be >= 1, got {self.rollout_workers}")
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus must be >= 1")
+        require(self.learners >= 1, f"learners must be >= 1, got {self.learners}")
         for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0")
 
     def gpus_needed(self) -> float:
         """GPUs the placement asks for in total."""
-        return (self.rollout_workers * self.rollout_worker_gpus + self.learner_gpus
+        return (self.rollout_workers * self.rollout_worker_gpus + self.learners * self.learner_gpus
                 + self.simulator.replicas * self.simulator.num_gpus
                 + self.reflector.replicas * self.reflector.num_gpus)
 

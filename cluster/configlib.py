@@ -85,6 +85,11 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
         vt = args[1] if args else Any
         return {k: _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{_where(key, source)}: expected a number, got {value!r}")
         return float(value)

@@ -22,10 +22,10 @@ from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run
 from cluster.config import ExperimentConfig, dump_config
 from cluster.configlib import ConfigError
 from cluster.fsutil import staged_folder
+from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
-from learner.worker import LearnerWorker
 from reflector_service.service import ReflectorService
 from simulator_service.service import SimulatorService
 from trajectories.initial_states import InitialStateSampler
@@ -108,8 +108,9 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     tag = f"{cfg.name}-{int(time.time()) % 100000}"
     sims = start_replicas(SimulatorService, cc.simulator, sim_f, name=f"{tag}-sim")
     refls = start_replicas(ReflectorService, cc.reflector, refl_f, name=f"{tag}-reflector")
-    learner = start_actor(LearnerWorker, policy_l, cfg.learner, seed=cfg.seed,
-                          num_gpus=cc.learner_gpus, num_cpus=cc.learner_cpus, name=f"{tag}-learner")
+    learners = LearnerGroup(policy_l, cfg.learner, num_learners=cc.learners, num_gpus=cc.learner_gpus,
+                            num_cpus=cc.learner_cpus, seed=cfg.seed, name=f"{tag}-learner")
+    learner = learners.lead  # rank 0 speaks for the group
     workers = [
         start_actor(RolloutWorker, policy_w, sim=sims, reflector=refls, rollout=rc, worker_index=i,
                     seed=cfg.seed, limits=limits, num_gpus=cc.rollout_worker_gpus,
@@ -121,7 +122,7 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     try:
         if resume:
             learner_state, driver_state = load_run_checkpoint(ckpt)
-            ray.get(learner.restore.remote(learner_state))
+            learners.restore(learner_state)
             sampler.cursor = int(driver_state["sampler_cursor"])
             start = int(driver_state["iteration"])
         trainable_bytes = ray.get(learner.trainable_bytes.remote())
@@ -147,9 +148,9 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
             ]
             summaries = ray.get([p[1] for p in pairs])
             t_roll = time.perf_counter() - t_it
-            metrics = ray.get(learner.update.remote(*[p[0] for p in pairs]))
+            metrics = learners.update(*[p[0] for p in pairs])
             t_pub = time.perf_counter()
-            published = learner.publish.remote()
+            published = learners.publish()
             versions = ray.get([w.load_weights.remote(published) for w in workers])
             broadcast_s = time.perf_counter() - t_pub
             version = versions[0]
@@ -190,7 +191,8 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         return summary
     finally:
         logger.close()
-        for a in [*workers, learner, *sims, *refls]:
+        learners.kill()
+        for a in [*workers, *sims, *refls]:
             ray.kill(a)
 
 

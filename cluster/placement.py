@@ -23,10 +23,10 @@ def check_resources(cfg: ClusterConfig) -> None:
     if need_gpus > gpus + 1e-9:
         raise ConfigError(
             f"the config asks for {need_gpus:g} GPUs (cluster.rollout_workers x "
-            f"rollout_worker_gpus + learner_gpus + simulator/reflector replicas x num_gpus) but "
+            f"rollout_worker_gpus + learners x learner_gpus + simulator/reflector replicas x num_gpus) but "
             f"the Ray cluster has {gpus:g}; lower them (0 runs on CPU) or add GPU nodes"
         )
-    need_cpus = (cfg.rollout_workers * cfg.rollout_worker_cpus + cfg.learner_cpus
+    need_cpus = (cfg.rollout_workers * cfg.rollout_worker_cpus + cfg.learners * cfg.learner_cpus
                  + cfg.simulator.replicas * cfg.simulator.num_cpus
                  + cfg.reflector.replicas * cfg.reflector.num_cpus)
     if need_cpus > cpus + 1e-9:

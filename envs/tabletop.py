@@ -38,6 +38,7 @@ from envs.tabletop_tasks import (
     block_in_grasp,
     footprint_overlaps,
     is_success,
+    sample_home_layout,
     sample_layout,
     support_top,
 )
@@ -115,6 +116,8 @@ class TabletopEnv:
             "camera": self.camera.to_dict(),
             "controller_limits": self.limits.to_dict(),
             "max_steps": self.max_steps,
+            "layout": self.cfg.layout,
+            "layout_jitter": self.cfg.layout_jitter,
             "tasks": {name: t.instruction for name, t in TASKS.items()},
         }
 
@@ -142,7 +145,10 @@ class TabletopEnv:
             if seed is None:
                 seed = int(self._seed_rng.integers(2**31 - 1))
             rng = np.random.default_rng(seed)
-            self._positions = sample_layout(rng)
+            if self.cfg.layout == "homes":
+                self._positions = sample_home_layout(rng, self.cfg.layout_jitter)
+            else:
+                self._positions = sample_layout(rng)
             ee = np.asarray(EE_START) + rng.uniform(-EE_JITTER, EE_JITTER, size=3)
             f = self.limits.finger_open
             self._proprio = np.concatenate([ee, np.zeros(3), [f, -f]])

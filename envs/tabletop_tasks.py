@@ -22,6 +22,16 @@ LIFT_HEIGHT = 0.10  # a lifted block's bottom must be at least this high
 SPAWN_LOW = (-0.18, -0.06)  # (x, y) range of object centers at reset
 SPAWN_HIGH = (0.18, 0.16)
 SPAWN_MARGIN = 0.03  # free space kept between object footprints at reset
+# "homes" layout: each object's center at reset is its home (x, y) plus a uniform jitter, like
+# LIBERO's init states (fixed regions, a few cm of variation); footprints never overlap for
+# jitters up to MAX_HOME_JITTER
+HOMES = {
+    "red_block": (-0.09, 0.0),
+    "yellow_block": (0.09, 0.0),
+    "blue_plate": (-0.09, 0.15),
+    "green_plate": (0.09, 0.15),
+}
+MAX_HOME_JITTER = 0.04
 GRASP_XY_TOL = 0.02  # |EE - block center| in x and y for a grasp
 GRASP_Z_BELOW = 0.015  # the fingertips may be this far below the block center ...
 GRASP_Z_ABOVE = 0.01  # ... and must be at least this far below the block top
@@ -123,6 +133,24 @@ def sample_layout(rng: np.random.Generator) -> dict[str, np.ndarray]:
     raise RuntimeError("could not place the tabletop objects apart; the spawn area is too small")
 
 
+def sample_home_layout(rng: np.random.Generator, jitter: float) -> dict[str, np.ndarray]:
+    """Object centers at reset for the "homes" layout: ``HOMES`` + uniform(+-jitter) in x and y.
+
+    Args:
+        rng: the episode's generator (the only source of randomness).
+        jitter: half-width of the uniform offset, meters, in [0, ``MAX_HOME_JITTER``].
+    Returns:
+        name -> (3,) center position.
+    """
+    if not 0.0 <= jitter <= MAX_HOME_JITTER:
+        raise ValueError(f"home layout jitter must be in [0, {MAX_HOME_JITTER}], got {jitter}")
+    offsets = rng.uniform(-jitter, jitter, size=(len(OBJECTS), 2))  # (N, 2)
+    return {
+        n: np.array([HOMES[n][0] + dx, HOMES[n][1] + dy, OBJECTS[n].half[2]])
+        for n, (dx, dy) in zip(OBJECTS, offsets, strict=True)
+    }
+
+
 def footprint_overlaps(center, half, other, other_half) -> bool:
     """Whether two axis-aligned footprints (centers and half extents, x and y used) overlap;
     touching edges do not count."""
@@ -188,6 +216,7 @@ __all__ = [
     "ObjectSpec",
     "TaskSpec",
     "sample_layout",
+    "sample_home_layout",
     "support_top",
     "block_in_grasp",
     "is_success",

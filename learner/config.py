@@ -28,7 +28,9 @@ class LearnerConfig:
         skip_constant_groups: drop groups whose rewards are all equal (zero advantage),
             "dynamic sampling" of RIPT-VLA.
         constant_reward_atol: rewards within this spread count as equal.
-        num_learners: learner workers; only 1 (no data parallelism) is implemented.
+
+    How many learner workers share the work (data parallelism) is placement, set in the
+    cluster section (``cluster.learners``); the update is the same for any number of them.
     """
 
     lr_lora: float = 1e-4
@@ -44,7 +46,6 @@ class LearnerConfig:
     group_size: int = 8
     skip_constant_groups: bool = True
     constant_reward_atol: float = 1e-6
-    num_learners: int = 1
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
@@ -77,9 +78,4 @@ class LearnerConfig:
         require(
             self.constant_reward_atol >= 0,
             f"constant_reward_atol must be >= 0, got {self.constant_reward_atol}",
-        )
-        require(
-            self.num_learners == 1,
-            f"num_learners must be 1: data-parallel learners are not implemented yet, "
-            f"got {self.num_learners}",
         )

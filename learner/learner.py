@@ -30,6 +30,24 @@ PARAM_GROUPS = ("lora", "heads")
 _STAT_KEYS = ("loss", "approx_kl", "clip_frac", "ratio_mean", "entropy")
 
 
+def data_parallel_rank() -> tuple[int, int]:
+    """(rank, world size) of this process's torch.distributed group; (0, 1) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
+    """Sum each tensor over the data-parallel workers, in place, in one collective call."""
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
 class TrainablePolicy(Protocol):
     """What the learner needs from a policy (``policy.policy.Policy`` implements it).
 
@@ -213,23 +231,30 @@ class Learner:
 
         Each micro-batch loss is weighted by its share of the minibatch's trajectories, so the
         accumulated gradient is that of the per-trajectory mean over the whole minibatch; the
-        per-step stats are weighted by its share of valid steps. Returns the step's stats, or
-        None when the step was skipped (non-finite).
+        per-step stats are weighted by its share of valid steps. Under data parallelism every
+        worker holds the whole batch and draws the same minibatches; worker r takes the
+        trajectories ``idx[r::world]``, and the summed gradients and stats (all-reduce) are
+        those of one worker doing all of it, so every worker clips, checks and steps alike.
+        Returns the step's stats, or None when the step was skipped (non-finite).
         """
+        rank, world = data_parallel_rank()
         self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, torch.Tensor] = {}
-        num_steps = mask[idx].sum()  # valid steps in the minibatch
-        for start in range(0, len(idx), self.config.micro_batch_size):
-            micro = idx[start : start + self.config.micro_batch_size]  # (M,)
+        totals = torch.zeros(len(_STAT_KEYS), device=self.device)  # (loss, stats...)
+        num_steps = mask[idx].sum()  # valid steps in the whole minibatch
+        local = idx[rank::world]  # this worker's share of the minibatch
+        for start in range(0, len(local), self.config.micro_batch_size):
+            micro = local[start : start + self.config.micro_batch_size]  # (M,)
             traj_share = len(micro) / len(idx)
             step_share = mask[micro].sum() / num_steps
             loss, stats = self._micro_loss(batch.index(micro), mask[micro], advantages[micro])
             (loss * traj_share).backward()
-            totals["loss"] = totals.get("loss", 0.0) + loss.detach() * traj_share
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + v * step_share
+            stats = {k: v * step_share for k, v in stats.items()}
+            stats["loss"] = loss.detach() * traj_share
+            totals += torch.stack([stats[k].float() for k in _STAT_KEYS])
+        if world > 1:
+            all_reduce_sum([totals, *self._grads()])
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
-        values = {k: float(v) for k, v in totals.items()}
+        values = dict(zip(_STAT_KEYS, totals.tolist(), strict=True))
         if not (math.isfinite(values["loss"]) and math.isfinite(float(grad_norm))):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -237,6 +262,25 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         values["grad_norm"] = float(grad_norm)
         return values
+
+    def _grads(self) -> list[torch.Tensor]:
+        """Every trainable parameter's gradient, zeros where none was computed."""
+        for p in self._params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        return [p.grad for p in self._params]
+
+    def broadcast_parameters(self, src: int = 0) -> None:
+        """Copy worker ``src``'s trainable weights to every data-parallel worker (in place)."""
+        _, world = data_parallel_rank()
+        if world > 1:
+            flat = torch.cat([p.detach().reshape(-1) for p in self._params])
+            torch.distributed.broadcast(flat, src=src)
+            with torch.no_grad():
+                offset = 0
+                for p in self._params:
+                    p.copy_(flat[offset : offset + p.numel()].view_as(p))
+                    offset += p.numel()
 
     def _micro_loss(
         self, batch: TrajectoryBatch, mask: torch.Tensor, advantages: torch.Tensor
@@ -320,4 +364,4 @@ class Learner:
         self._generator.set_state(state["generator"])
 
 
-__all__ = ["Learner", "TrainablePolicy", "PARAM_GROUPS"]
+__all__ = ["Learner", "TrainablePolicy", "PARAM_GROUPS", "data_parallel_rank", "all_reduce_sum"]

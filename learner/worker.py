@@ -44,8 +44,32 @@ class LearnerWorker:
         metrics["timers/learner_update_s"] = time.perf_counter() - t
         return metrics
 
-    def publish(self) -> tuple[int, dict[str, torch.Tensor]]:
-        """(version, trainable weights) after bumping the version."""
+    def join_group(self, init_method: str, rank: int, world_size: int) -> int:
+        """Join the data-parallel group of ``world_size`` learner workers, then take rank 0's
+        trainable weights so every worker starts identical.
+
+        Args:
+            init_method: torch.distributed rendezvous, e.g. "tcp://10.0.0.5:29500".
+            rank: this worker's rank in [0, world_size).
+            world_size: number of learner workers.
+        Returns:
+            the rank.
+        """
+        dist = torch.distributed
+        if dist.is_initialized():
+            raise RuntimeError("this learner worker already belongs to a process group")
+        backend = "nccl" if self.learner.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=init_method, rank=rank,
+                                world_size=world_size)
+        self.learner.broadcast_parameters(src=0)
+        return rank
+
+    def publish(self, with_weights: bool = True) -> tuple[int, dict[str, torch.Tensor]]:
+        """(version, trainable weights) after bumping the version; ``with_weights=False``
+        returns an empty dict (data-parallel workers other than rank 0 only count versions)."""
+        if not with_weights:
+            self.learner.version += 1
+            return self.learner.version, {}
         return self.learner.publish()
 
     def current(self) -> tuple[int, dict[str, torch.Tensor]]:

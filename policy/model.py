@@ -94,7 +94,7 @@ class VLA(nn.Module):
             num_attention_heads=arch.llm_heads, num_key_value_heads=arch.llm_heads,
             max_position_embeddings=4096, rms_norm_eps=arch.rms_norm_eps,
             bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id,
-            tie_word_embeddings=False,
+            tie_word_embeddings=False, initializer_range=arch.llm_init_std,
         ))
         self.proprio_projector = (ProprioProjector(llm_dim=arch.llm_width,
                                                    proprio_dim=cfg.proprio_dim)

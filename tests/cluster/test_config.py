@@ -51,6 +51,12 @@ def test_impossible_value(tmp_path):
     p = write(tmp_path, "env:\n  image_size: 4\n")
     with pytest.raises(ConfigError, match=r"'env'.*image_size must be >= 16"):
         load_config(p)
+    p = write(tmp_path, "env:\n  layout: homes\n  layout_jitter: 0.2\n")
+    with pytest.raises(ConfigError, match=r"layout_jitter must be in \[0, 0.04\]"):
+        load_config(p)
+    p = write(tmp_path, "cluster:\n  learners: 0\n")
+    with pytest.raises(ConfigError, match=r"'cluster'.*learners must be >= 1"):
+        load_config(p)
 
 
 def test_bad_yaml_and_missing_file(tmp_path):
@@ -63,8 +69,10 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_overrides_and_dump(tmp_path):
-    cfg = load_config(None, ["env.image_size=64", "seed=5"])
-    assert (cfg.env.image_size, cfg.seed) == (64, 5)
+    cfg = load_config(None, ["env.image_size=64", "seed=5", "learner.lr_lora=5e-5"])
+    assert (cfg.env.image_size, cfg.seed, cfg.learner.lr_lora) == (64, 5, 5e-5)
+    with pytest.raises(ConfigError, match="'learner.lr_lora'.*expected a number"):
+        load_config(None, ["learner.lr_lora=fast"])
     with pytest.raises(ConfigError, match="'env.size'"):
         load_config(None, ["env.size=64"])
     dump_config(cfg, tmp_path / "out.yaml")

@@ -107,3 +107,63 @@ def test_too_many_gpus_is_one_clear_error(ray_cluster, assets):
     cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, learner_gpus=8))
     with pytest.raises(ConfigError, match="asks for 8 GPUs"):
         post_train(cfg, progress=False)
+
+
+def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
+    """Two learner workers (gloo all-reduce, each on half of every minibatch) end with the same
+    weights and metrics as one plain Learner doing all the work."""
+    import ray
+
+    from cluster.backends import PolicyFactory
+    from cluster.learner_group import LearnerGroup
+    from learner import Learner, LearnerConfig, TrajectoryBatch
+    from policy.tokenizer import encode_prompts
+
+    policy = load_policy(assets / "sft")
+    policy.eval()
+    b, t = 8, 2
+    g = torch.Generator().manual_seed(3)
+    instructions = ["lift the red block"] * 4 + ["put the red block on the blue plate"] * 4
+    ids, lengths = encode_prompts(policy.tokenizer, instructions)
+    obs = {
+        "image": torch.randint(0, 256, (b, t, 32, 32, 3), generator=g, dtype=torch.uint8),
+        "proprio": torch.randn(b, t, 8, generator=g),
+        "input_ids": ids[:, None].expand(b, t, -1).contiguous(),
+        "lengths": lengths[:, None].expand(b, t).contiguous(),
+    }
+    with torch.no_grad():
+        actions, log_probs, _, _ = policy.act({k: v.flatten(0, 1) for k, v in obs.items()})
+    batch = TrajectoryBatch(
+        obs=obs, actions=actions.reshape(b, t, *actions.shape[1:]),
+        old_log_probs=log_probs.reshape(b, t),
+        rewards=torch.tensor([1.0, 0.0, 0.5, 0.2, 0.0, 1.0, 0.9, 0.1]),
+        done=torch.tensor([[True, False]] + [[False, False]] * 4 + [[True, False]] + [[False, True]] * 2),
+        group_ids=torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]),
+        policy_version=torch.zeros(b, dtype=torch.long),
+    )
+    # adam_eps = 1 makes each update smooth in the gradient (~ lr * g): with a tiny eps, Adam
+    # steps near-zero gradients by ~lr in the direction of their float rounding noise
+    cfg = LearnerConfig(group_size=4, minibatch_size=8, micro_batch_size=2, ppo_epochs=2,
+                        lr_lora=0.1, lr_heads=0.1, adam_eps=1.0)
+    group = LearnerGroup(PolicyFactory(str(assets / "sft")), cfg, num_learners=2, num_gpus=0,
+                         num_cpus=0, seed=5, name="dp-test")
+    try:
+        metrics = group.update(ray.put(batch))
+        version, weights = ray.get(group.publish())
+        other_version, _ = ray.get(group.workers[1].current.remote())
+        _, other = ray.get(group.workers[1].__ray_call__.remote(
+            lambda w: (0, {k: v.clone() for k, v in w.policy.trainable_state_dict().items()})))
+    finally:
+        group.kill()
+    reference = Learner(policy, cfg, seed=5)
+    expected = reference.update(batch)
+    _, want = reference.publish()
+    assert version == other_version == 1
+    assert metrics["learner/optimizer_steps"] == expected["learner/optimizer_steps"] == 2
+    for k in ("learner/loss", "learner/approx_kl", "learner/grad_norm", "learner/entropy"):
+        assert metrics[k] == pytest.approx(expected[k], rel=1e-4, abs=1e-6), k
+    for k, v in want.items():
+        torch.testing.assert_close(weights[k], v, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(other[k], v, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(v, load_policy(assets / "sft").trainable_state_dict()[k])
+               for k, v in want.items())

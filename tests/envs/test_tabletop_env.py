@@ -215,3 +215,25 @@ def test_lift_success_and_step_limit():
     results = [env.step(np.zeros(7)) for _ in range(30)]
     assert not any(r.done for r in results[:-1]) and results[-1].done and not results[-1].success
     assert TabletopEnv(EnvConfig(image_size=16)).max_steps == 80
+
+
+def test_homes_layout_keeps_objects_near_their_homes_and_the_expert_solves_it():
+    from envs.tabletop_tasks import HOMES
+
+    env = TabletopEnv(EnvConfig(image_size=16, layout="homes", layout_jitter=0.03))
+    offsets = []
+    for seed in range(20):
+        env.reset("stack_yellow_on_red", seed=seed)
+        for name, p in env.object_positions().items():
+            offsets.append(np.abs(p[:2] - np.asarray(HOMES[name])))
+            assert p[2] == pytest.approx(OBJECTS[name].half[2])
+    offsets = np.array(offsets)
+    assert offsets.max() <= 0.03 and offsets.max() > 0.02  # jittered, within bounds
+    for task in TASKS:
+        env.reset(task, seed=7)
+        for _ in range(env.max_steps):
+            result = env.step(expert_action(env))
+            if result.done:
+                break
+        assert result.success, task
+    assert env.meta()["layout"] == "homes"

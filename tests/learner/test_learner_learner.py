@@ -308,8 +308,8 @@ def test_config_validation_and_yaml_loading() -> None:
         from_dict(LearnerConfig, {"minibatch_size": 6, "micro_batch_size": 4})
     with pytest.raises(ValueError, match="group_size must be >= 2"):
         LearnerConfig(group_size=1)
-    with pytest.raises(ValueError, match="num_learners"):
-        LearnerConfig(num_learners=2)
+    with pytest.raises(ConfigError, match="did you mean"):
+        from_dict(LearnerConfig, {"ppo_epoch": 2})
     with pytest.raises(ConfigError, match="did you mean 'clip_eps'"):
         from_dict(LearnerConfig, {"clip_epsilon": 0.1})
 

@@ -179,6 +179,15 @@ def test_config_validation_names_the_key():
         from_dict(PolicyConfig, {"log_scale_min": 1.0, "log_scale_max": 0.5})
     with pytest.raises(ConfigError, match="preset"):
         from_dict(PolicyConfig, {"preset": "huge"})
+    with pytest.raises(ConfigError, match="multiple of the patch size 8"):
+        from_dict(PolicyConfig, {"image_size": 30})
+
+
+def test_image_size_override_changes_the_towers_input(make_policy, make_batch):
+    policy = make_policy(image_size=32)
+    assert policy.cfg.arch.image_size == 32 and policy.vla.vision.num_patches == 16
+    actions, log_probs, _, _ = policy.act(make_batch(2, size=32))
+    assert actions.shape == (2, policy.cfg.chunk, 7) and torch.isfinite(log_probs).all()
 
 
 def test_oft_7b_on_meta_device_matches_published_count(stats):
