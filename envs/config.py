@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cluster.configlib import require
+from envs.tabletop_tasks import MAX_HOME_JITTER
 
 
 @dataclass
@@ -35,6 +36,7 @@ class EnvConfig:
         require(self.image_size >= 16, f"image_size must be >= 16, got {self.image_size}")
         require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
         require(
-            0.0 <= self.layout_jitter <= 0.04,
-            f"layout_jitter must be in [0, 0.04] m (objects would overlap), got {self.layout_jitter}",
+            0.0 <= self.layout_jitter <= MAX_HOME_JITTER,
+            f"layout_jitter must be in [0, {MAX_HOME_JITTER}] m (objects would overlap), "
+            f"got {self.layout_jitter}",
         )

@@ -11,6 +11,7 @@ gradients are not finite is never applied; it is counted in ``learner/skipped_up
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -38,14 +39,21 @@ def data_parallel_rank() -> tuple[int, int]:
     return 0, 1
 
 
+def _flat_collective(tensors: Sequence[torch.Tensor], collective: Callable[[torch.Tensor], Any]) -> None:
+    """Run one collective on the tensors joined into a flat float32 buffer, then copy the
+    result back into each tensor in place (one call instead of one per tensor)."""
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    collective(flat)
+    offset = 0
+    with torch.no_grad():
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
 def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
     """Sum each tensor over the data-parallel workers, in place, in one collective call."""
-    flat = torch.cat([t.reshape(-1).float() for t in tensors])
-    torch.distributed.all_reduce(flat)
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
+    _flat_collective(tensors, torch.distributed.all_reduce)
 
 
 class TrainablePolicy(Protocol):
@@ -265,22 +273,18 @@ class Learner:
 
     def _grads(self) -> list[torch.Tensor]:
         """Every trainable parameter's gradient, zeros where none was computed."""
+        grads = []
         for p in self._params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        return [p.grad for p in self._params]
+            grads.append(p.grad)
+        return grads
 
     def broadcast_parameters(self, src: int = 0) -> None:
         """Copy worker ``src``'s trainable weights to every data-parallel worker (in place)."""
         _, world = data_parallel_rank()
         if world > 1:
-            flat = torch.cat([p.detach().reshape(-1) for p in self._params])
-            torch.distributed.broadcast(flat, src=src)
-            with torch.no_grad():
-                offset = 0
-                for p in self._params:
-                    p.copy_(flat[offset : offset + p.numel()].view_as(p))
-                    offset += p.numel()
+            _flat_collective(self._params, lambda flat: torch.distributed.broadcast(flat, src=src))
 
     def _micro_loss(
         self, batch: TrajectoryBatch, mask: torch.Tensor, advantages: torch.Tensor

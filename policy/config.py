@@ -7,6 +7,7 @@ ViT-L/14 with registers at 224 px, Llama-2 7B). Fields set to 0 take the preset'
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -137,12 +138,8 @@ class PolicyConfig:
     @property
     def arch(self) -> Arch:
         """The preset's sizes with this config's overrides applied."""
-        a = PRESETS[self.preset]
-        if self.scale_head_width:
-            a = Arch(**{**a.__dict__, "scale_head_width": self.scale_head_width})
-        if self.image_size:
-            a = Arch(**{**a.__dict__, "image_size": self.image_size})
-        return a
+        overrides = {"scale_head_width": self.scale_head_width, "image_size": self.image_size}
+        return dataclasses.replace(PRESETS[self.preset], **{k: v for k, v in overrides.items() if v})
 
 
 @dataclass
