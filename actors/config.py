@@ -48,7 +48,9 @@ class RolloutConfig:
         groups_per_worker: groups each rollout worker runs per iteration.
         max_policy_steps: policy calls (action chunks) per imagined episode at most.
         execute_steps: actions of each chunk executed before the policy acts again (<= chunk).
-        eta: reflector termination threshold (terminate when R > eta).
+        eta: reflector termination threshold (terminate when R > eta); 0 takes the eta stored
+            in the reflector checkpoint, which reflector training chooses on its validation
+            split (``reflector.train.calibrate_eta``).
         keyframes: start from keyframes inside real episodes (WoVR) as well as from step 0.
         context_frames: real frames before the start given as history.
         eval_episodes: real-env episodes per evaluation.
@@ -59,7 +61,7 @@ class RolloutConfig:
     groups_per_worker: int = 1
     max_policy_steps: int = 6
     execute_steps: int = 8
-    eta: float = 0.5
+    eta: float = 0.0
     keyframes: bool = True
     context_frames: int = 1
     eval_episodes: int = 100
@@ -70,7 +72,8 @@ class RolloutConfig:
         require(self.groups_per_worker >= 1, "rollout.groups_per_worker must be >= 1")
         require(self.max_policy_steps >= 1, "rollout.max_policy_steps must be >= 1")
         require(self.execute_steps >= 1, "rollout.execute_steps must be >= 1")
-        require(0.0 < self.eta < 1.0, f"rollout.eta must be in (0, 1), got {self.eta}")
+        require(0.0 <= self.eta < 1.0,
+                f"rollout.eta must be in (0, 1), or 0 for the reflector checkpoint's, got {self.eta}")
         require(self.context_frames >= 1, "rollout.context_frames must be >= 1")
         require(self.eval_episodes >= 1, "rollout.eval_episodes must be >= 1")
         require(self.eval_max_steps >= 0, "rollout.eval_max_steps must be >= 0")

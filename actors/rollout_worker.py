@@ -42,6 +42,9 @@ class RolloutWorker:
     def __init__(self, policy_factory: Callable[[], Any], *, sim: SimulatorClient | list[Any],
                  reflector: ReflectorClient | list[Any], rollout: RolloutConfig, worker_index: int,
                  seed: int = 0, limits: Any = None):
+        if not 0.0 < rollout.eta < 1.0:
+            raise ValueError(f"rollout worker needs a termination eta in (0, 1), got {rollout.eta}: "
+                             "resolve 0 with reflector_service.checkpoint.termination_eta first")
         torch.set_num_threads(1)
         self.policy = policy_factory()
         self.policy.eval()

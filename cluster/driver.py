@@ -8,6 +8,7 @@ with a version and every worker copies them in before its next rollouts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
+from reflector_service.checkpoint import termination_eta
 from reflector_service.service import ReflectorService
 from simulator_service.service import SimulatorService
 from trajectories.initial_states import InitialStateSampler
@@ -79,7 +81,8 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     """
     import ray
 
-    pt, cc, rc = cfg.post_train, cfg.cluster, cfg.rollout
+    pt, cc = cfg.post_train, cfg.cluster
+    rc = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
     run_dir = run_dir_of(cfg)
     if not pt.data:
         raise ConfigError("post_train.data is empty: name the episode stores whose real frames "
@@ -186,7 +189,7 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
         export = _write_files(run_dir / "policy", files)
         summary = {"run_dir": str(run_dir), "iterations": pt.iterations, "version": version,
-                   "policy": str(export), "last": last}
+                   "policy": str(export), "eta": rc.eta, "last": last}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
         return summary
     finally:

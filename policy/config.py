@@ -159,6 +159,9 @@ class SFTConfig:
             per task when a task has at least 2).
         val_every: steps between validation passes.
         augment_shift: random image shift in pixels (0 = off), a cheap augmentation.
+        start_fraction: share of each batch drawn from the first step of each demo, where
+            only the instruction tells the tasks of one scene apart (0 = uniform; a random tiny
+            LLM needs about 0.5 to learn to read its instruction, see ``sft.StartSampler``).
         seed: seed of initialization, splits and batches.
     """
 
@@ -172,6 +175,7 @@ class SFTConfig:
     val_fraction: float = 0.2
     val_every: int = 200
     augment_shift: int = 2
+    start_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -183,3 +187,5 @@ class SFTConfig:
                 f"sft.val_fraction must be in [0, 1), got {self.val_fraction}")
         require(self.val_every >= 1, f"sft.val_every must be >= 1, got {self.val_every}")
         require(self.augment_shift >= 0, f"sft.augment_shift must be >= 0, got {self.augment_shift}")
+        require(0.0 <= self.start_fraction < 1.0,
+                f"sft.start_fraction must be in [0, 1), got {self.start_fraction}")

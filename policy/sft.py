@@ -43,6 +43,7 @@ class ChunkData:
     instructions: list[str]
     chunks: torch.Tensor
     mask: torch.Tensor
+    step: torch.Tensor  # (N,) int64 the sample's step in its episode
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -89,7 +90,7 @@ def chunk_targets(actions: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarr
 def make_data(store, episode_ids: list[str], normalizer: Normalizer, *, chunk: int,
               wrist: bool) -> ChunkData:
     """Stack the samples of the given episodes."""
-    imgs, wr, prop, instr, chunks, masks = [], [], [], [], [], []
+    imgs, wr, prop, instr, chunks, masks, steps = [], [], [], [], [], [], []
     for eid in episode_ids:
         ep = store.load_episode(eid)
         t = ep.num_steps
@@ -103,10 +104,11 @@ def make_data(store, episode_ids: list[str], normalizer: Normalizer, *, chunk: i
         instr += [ep.instruction] * t
         chunks.append(normalizer.normalize_actions(torch.from_numpy(c)))
         masks.append(torch.from_numpy(m))
+        steps.append(torch.arange(t))
     return ChunkData(torch.from_numpy(np.concatenate(imgs)),
                      torch.from_numpy(np.concatenate(wr)) if wrist else None,
                      torch.from_numpy(np.concatenate(prop)), instr, torch.cat(chunks),
-                     torch.cat(masks))
+                     torch.cat(masks), torch.cat(steps))
 
 
 def split_demos(store, *, demos_per_task: int, val_fraction: float, seed: int
@@ -135,6 +137,27 @@ def split_demos(store, *, demos_per_task: int, val_fraction: float, seed: int
         val += [ids[i] for i in perm[:n_val]]
         train += [ids[i] for i in perm[n_val:]]
     return train, val
+
+
+class StartSampler:
+    """Batches of sample indices with a fixed share from the first step of the demos.
+
+    At an episode's first step neither the scene nor the proprio state shows which of the
+    scene's tasks is being done, so the instruction alone decides the action chunk; these
+    samples are few (one per demo), and a random tiny LLM learns to read the instruction only
+    when they weigh enough in the loss.
+    """
+
+    def __init__(self, data: ChunkData, batch_size: int, start_fraction: float):
+        self.n, self.batch_size = len(data), batch_size
+        self.start = torch.nonzero(data.step == 0).flatten()  # (S,)
+        self.n_start = round(start_fraction * batch_size) if len(self.start) else 0
+
+    def __call__(self, generator: torch.Generator) -> torch.Tensor:
+        """(batch_size,) int64 indices: n_start from the start steps, the rest uniform."""
+        rest = torch.randint(0, self.n, (self.batch_size - self.n_start,), generator=generator)
+        pick = torch.randint(0, len(self.start), (self.n_start,), generator=generator)
+        return torch.cat([self.start[pick], rest])
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -243,8 +266,9 @@ def run_sft(store, *, policy_cfg: PolicyConfig, sft_cfg: SFTConfig, demos_per_ta
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=sft_cfg.steps,
                                                        eta_min=sft_cfg.lr * 0.1)
     bar = tqdm(range(sft_cfg.steps), desc="sft l1", disable=not progress)
+    draw = StartSampler(train, sft_cfg.batch_size, sft_cfg.start_fraction)
     for step in bar:
-        idx = torch.randint(0, len(train), (sft_cfg.batch_size,), generator=gen)
+        idx = draw(gen)
         loss = l1_loss(policy, train, idx, shift=sft_cfg.augment_shift, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

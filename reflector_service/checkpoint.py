@@ -121,6 +121,22 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     return model.to(device).eval()
 
 
+def termination_eta(eta: float, reflector: str | None) -> float:
+    """The threshold that ends an episode: ``eta`` when set (> 0), else the eta stored in the
+    reflector checkpoint (chosen on validation by training), else the model config's default
+    (``reflector`` None or "fake").
+
+    Args:
+        eta: a configured threshold in (0, 1), or 0 for "the checkpoint's".
+        reflector: reflector checkpoint folder, "fake", or None.
+    """
+    if eta > 0:
+        return eta
+    if reflector is None or reflector == "fake":
+        return ReflectorModelConfig().eta
+    return read_config(reflector).eta
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """meta.json of a checkpoint folder ({} when absent)."""
     f = Path(path) / META_FILE

@@ -138,6 +138,10 @@ class ReflectorTrainConfig:
         frame_probe_weight: weight of the auxiliary single-frame loss (train.FrameProbe) that
             trains the adapter and projector on every frame a step touches (0: off).
         grad_clip: max gradient norm.
+        calibrate_eta: after training, set the best checkpoint's eta to the smallest value whose
+            early-termination rate on the failed validation episodes is at most
+            max_early_termination (``metrics.calibrate_eta``).
+        max_early_termination: see calibrate_eta.
         seed: split, sampling and init seed.
     """
 
@@ -154,6 +158,8 @@ class ReflectorTrainConfig:
     success_fraction: float = 0.5
     frame_probe_weight: float = 0.0
     grad_clip: float = 1.0
+    calibrate_eta: bool = True
+    max_early_termination: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -175,6 +181,9 @@ class ReflectorTrainConfig:
         require(self.frame_probe_weight >= 0,
                 f"reflector train frame_probe_weight must be >= 0, got {self.frame_probe_weight}")
         require(self.grad_clip > 0, f"reflector train grad_clip must be > 0, got {self.grad_clip}")
+        require(0.0 <= self.max_early_termination < 1.0,
+                f"reflector train max_early_termination must be in [0, 1), got "
+                f"{self.max_early_termination}")
         require(self.seed >= 0, f"reflector train seed must be >= 0, got {self.seed}")
 
 

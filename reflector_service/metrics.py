@@ -83,6 +83,39 @@ def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray
     }
 
 
+ETA_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 ... 0.95
+
+
+def calibrate_eta(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
+                  max_early_termination: float) -> tuple[float, list[dict]]:
+    """The smallest eta of ``ETA_GRID`` whose early-termination rate on the failed episodes is at
+    most ``max_early_termination``; where none is, the eta with the lowest rate (smallest first).
+
+    Meant for a validation split, never the episodes a report is computed on.
+
+    Args:
+        rewards: per episode, (T,) R for every prefix.
+        labels: per episode, (T,) bool success labels; at least one episode must have none.
+        max_early_termination: the largest acceptable share of failed episodes stopped by R > eta.
+    Returns:
+        eta and the sweep (eta, early_termination_rate, premature_rate, missed_rate per grid
+        value).
+    Raises:
+        ValueError: no failed episode to calibrate on.
+    """
+    if not any(not np.asarray(y, dtype=bool).any() for y in labels):
+        raise ValueError("eta calibration needs failed episodes (no success label) in the "
+                         "validation split")
+    sweep = []
+    for eta in ETA_GRID:
+        m = reflector_metrics(rewards, labels, eta=eta)
+        sweep.append({"eta": eta, **{k: m[k] for k in
+                                     ("early_termination_rate", "premature_rate", "missed_rate")}})
+    ok = [s for s in sweep if s["early_termination_rate"] <= max_early_termination]
+    pick = ok[0] if ok else min(sweep, key=lambda s: s["early_termination_rate"])
+    return float(pick["eta"]), sweep
+
+
 def plot_rewards(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], *,
                  eta: float) -> Path:
     """PNG of R over time for a few episodes, success frames shaded, eta dashed.

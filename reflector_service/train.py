@@ -10,6 +10,7 @@ checkpoint; the frozen parameters are checked bit-for-bit unchanged at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,10 +25,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cluster.configlib import to_dict
-from reflector_service.checkpoint import save_checkpoint
+from reflector_service.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
-from reflector_service.metrics import reflector_metrics
+from reflector_service.metrics import calibrate_eta, reflector_metrics
 from reflector_service.model import Reflector
 
 
@@ -310,12 +311,16 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     changed = [n for n, h in frozen_fingerprint(model).items() if before[n] != h]
     if changed:
         raise RuntimeError(f"reflector training changed frozen parameters: {changed[:5]}")
+    calibration = None
+    if train_cfg.calibrate_eta:
+        calibration = _calibrate_best(out / "best", val_eps, train_cfg.max_early_termination, log)
     summary = {
         "steps": step, "seconds": time.monotonic() - t0,
         "total_seconds": time.monotonic() - t_start, "pos_weight": pos_weight,
         "train_episodes": len(train_eps), "val_episodes": len(val_eps),
         "val_episode_ids": [e.episode_id for e in val_eps], "frozen_unchanged": True,
-        "best": best, "history": history, "data": [str(p) for p in data],
+        "best": best, "history": history, "eta_calibration": calibration,
+        "data": [str(p) for p in data],
         "model": to_dict(model_cfg), "train": to_dict(train_cfg),
         "checkpoints": {"best": str(out / "best"), "last": str(out / "last")},
     }
@@ -323,6 +328,29 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "summary.json")
     return summary
+
+
+def _calibrate_best(ckpt: Path, val_eps: Sequence[LabeledEpisode], max_early: float,
+                    log: Callable[[str], None]) -> dict | None:
+    """Choose eta on the validation split (``metrics.calibrate_eta``) and store it in the
+    checkpoint's config, so rollouts and evaluations that take the checkpoint's eta use it."""
+    failed = sum(not e.succeeded for e in val_eps)
+    if not failed:
+        log("reflector: no failed episode in the validation split; eta stays "
+            f"{load_checkpoint(ckpt).cfg.eta} (add exploration episodes to calibrate it)")
+        return None
+    model = load_checkpoint(ckpt)
+    eta, sweep = calibrate_eta(score_episodes(model, val_eps), [e.labels for e in val_eps],
+                               max_early_termination=max_early)
+    chosen = next(s for s in sweep if s["eta"] == eta)
+    calibration = {"eta": eta, "max_early_termination": max_early, "failed_episodes": failed,
+                   "successful_episodes": len(val_eps) - failed, "sweep": sweep}
+    model.cfg = dataclasses.replace(model.cfg, eta=eta)
+    save_checkpoint(model, ckpt, meta={**read_meta(ckpt), "eta_calibration": calibration})
+    log(f"reflector: eta {eta} chosen on {len(val_eps)} validation episodes ({failed} failed): "
+        f"early termination {chosen['early_termination_rate']:.3f} (limit {max_early}), "
+        f"premature {chosen['premature_rate']}, missed {chosen['missed_rate']}")
+    return calibration
 
 
 def _switch_frames(labels: np.ndarray, margin: int) -> list[int]:

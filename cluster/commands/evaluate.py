@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cluster.config import load_config
     from cluster.evaluate import evaluate_policy
+    from reflector_service.checkpoint import termination_eta
 
     cfg = load_config(args.config, args.set)
     env_cfg = cfg.env if args.env is None else dataclasses.replace(cfg.env, name=args.env)
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         args.policy, env_cfg,
         tasks=None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()],
         episodes_per_task=args.episodes_per_task, seed=cfg.seed if args.seed is None else args.seed,
-        workers=args.workers, reflector_path=args.reflector, modes=modes, eta=cfg.rollout.eta,
+        workers=args.workers, reflector_path=args.reflector, modes=modes,
+        eta=termination_eta(cfg.rollout.eta, args.reflector),
         execute_steps=cfg.rollout.execute_steps, max_steps=cfg.rollout.eval_max_steps,
         videos=args.videos if args.out else 0, out=args.out, progress=not args.no_progress)
     for mode in modes:

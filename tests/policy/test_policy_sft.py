@@ -14,7 +14,8 @@ from envs.tabletop import TabletopEnv
 from envs.tabletop_expert import expert_action
 from policy.checkpoint import load_policy
 from policy.config import PolicyConfig, SFTConfig
-from policy.sft import chunk_targets, run_sft
+from policy.normalization import Normalizer, statistics_from_store
+from policy.sft import StartSampler, chunk_targets, make_data, run_sft
 from trajectories.episode import Episode
 from trajectories.store import EpisodeStore, write_episodes
 
@@ -81,6 +82,22 @@ def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
     # only the trainable part is left requiring gradients after SFT
     assert {id(p) for p in policy.parameters() if p.requires_grad} == {
         id(p) for g in policy.param_groups().values() for p in g}
+
+
+def test_start_sampler_draws_its_share_from_first_steps(store):
+    ids = [e["episode_id"] for e in store.episode_info]
+    norm = Normalizer(statistics_from_store(store, dataset_name="t", episode_ids=ids)["t"], name="t")
+    data = make_data(store, ids, norm, chunk=8, wrist=False)
+    starts = set(torch.nonzero(data.step == 0).flatten().tolist())
+    assert len(starts) == len(ids)  # one first step per episode
+    gen = torch.Generator().manual_seed(0)
+    draws = [StartSampler(data, 16, 0.5)(gen) for _ in range(50)]
+    assert all(len(d) == 16 and set(d[:8].tolist()) <= starts for d in draws)
+    rest = torch.cat([d[8:] for d in draws])
+    share = np.mean([i in starts for i in rest.tolist()])
+    assert share < 0.3  # the other half is uniform over all samples (a few % are first steps)
+    uniform = torch.cat([StartSampler(data, 16, 0.0)(gen) for _ in range(50)])
+    assert int(uniform.max()) < len(data) and len(set(uniform.tolist())) > len(data) // 2
 
 
 def test_too_few_demos_is_a_clear_error(store, tmp_path):

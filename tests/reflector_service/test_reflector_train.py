@@ -13,9 +13,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic_reflector_data import write_synthetic_store  # noqa: E402
 
-from reflector_service.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from reflector_service.checkpoint import (  # noqa: E402
+    load_checkpoint,
+    read_config,
+    read_meta,
+    save_checkpoint,
+    termination_eta,
+)
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig  # noqa: E402
-from reflector_service.metrics import reflector_metrics  # noqa: E402
+from reflector_service.metrics import calibrate_eta, reflector_metrics  # noqa: E402
 from reflector_service.model import Reflector  # noqa: E402
 from reflector_service.train import (  # noqa: E402
     frozen_fingerprint,
@@ -114,6 +120,41 @@ def test_metrics_termination_timing():
     assert m["early_termination_rate"] == 0.5
     assert m["frame_accuracy"] == pytest.approx(11 / 15)
     assert 0.0 <= m["roc_auc"] <= 1.0
+
+
+def test_calibrate_eta_takes_the_smallest_eta_within_the_early_termination_limit():
+    labels = [np.array([0, 0, 1, 1], bool), np.zeros(4, bool), np.zeros(4, bool), np.zeros(4, bool)]
+    rewards = [np.array([0.1, 0.3, 0.97, 0.99]),
+               np.array([0.1, 0.62, 0.1, 0.1]),  # failed episodes peaking at 0.62, 0.74, 0.81
+               np.array([0.1, 0.74, 0.2, 0.1]),
+               np.array([0.81, 0.2, 0.1, 0.1])]
+    eta, sweep = calibrate_eta(rewards, labels, max_early_termination=0.0)
+    assert eta == 0.85 and [s["eta"] for s in sweep][:2] == [0.5, 0.55]
+    # a plain loop over the grid gives the same choice
+    plain = [e for e in sweep if sum(r.max() > e["eta"] for r in rewards[1:]) / 3 <= 0.0]
+    assert plain[0]["eta"] == eta
+    eta, _ = calibrate_eta(rewards, labels, max_early_termination=0.34)  # one of three allowed
+    assert eta == 0.75
+    never = [np.array([0.1, 0.99]), np.array([0.1, 0.99])]  # no eta of the grid stops none
+    eta, _ = calibrate_eta(never, [np.array([0, 1], bool), np.zeros(2, bool)], max_early_termination=0.0)
+    assert eta == 0.5  # the lowest early-termination rate, the smallest eta among equals
+    with pytest.raises(ValueError, match="failed episodes"):
+        calibrate_eta(rewards[:1], labels[:1], max_early_termination=0.05)
+
+
+def test_training_stores_the_calibrated_eta(trained):
+    out, summary = trained
+    cal = summary["eta_calibration"]
+    assert cal is not None and cal["failed_episodes"] > 0
+    assert read_config(out / "best").eta == cal["eta"]
+    assert read_meta(out / "best")["eta_calibration"]["eta"] == cal["eta"]
+    chosen = next(s for s in cal["sweep"] if s["eta"] == cal["eta"])
+    assert chosen["early_termination_rate"] <= 0.05 or all(
+        s["early_termination_rate"] >= chosen["early_termination_rate"] for s in cal["sweep"])
+    # rollouts take the checkpoint's eta unless the config sets one
+    assert termination_eta(0.0, str(out / "best")) == cal["eta"]
+    assert termination_eta(0.7, str(out / "best")) == 0.7
+    assert termination_eta(0.0, "fake") == ReflectorModelConfig().eta
 
 
 def test_cli_train_and_eval(stores, tmp_path, capsys):
