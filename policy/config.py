@@ -161,7 +161,9 @@ class SFTConfig:
         augment_shift: random image shift in pixels (0 = off), a cheap augmentation.
         start_fraction: share of each batch drawn from the first step of each demo, where
             only the instruction tells the tasks of one scene apart (0 = uniform; a random tiny
-            LLM needs about 0.5 to learn to read its instruction, see ``sft.StartSampler``).
+            LLM needs about 0.5 to learn to read its instruction, see ``sft.DecisionSampler``).
+        switch_fraction: share drawn from the steps where the gripper command changes sign
+            (grasp, release: the instruction decides the next phase); 0 = none.
         seed: seed of initialization, splits and batches.
     """
 
@@ -176,6 +178,7 @@ class SFTConfig:
     val_every: int = 200
     augment_shift: int = 2
     start_fraction: float = 0.0
+    switch_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -189,3 +192,6 @@ class SFTConfig:
         require(self.augment_shift >= 0, f"sft.augment_shift must be >= 0, got {self.augment_shift}")
         require(0.0 <= self.start_fraction < 1.0,
                 f"sft.start_fraction must be in [0, 1), got {self.start_fraction}")
+        require(0.0 <= self.switch_fraction < 1.0 and self.start_fraction + self.switch_fraction
+                < 1.0, f"sft.switch_fraction must be in [0, 1) with start_fraction + "
+                f"switch_fraction < 1, got {self.switch_fraction} + {self.start_fraction}")

@@ -15,7 +15,7 @@ from envs.tabletop_expert import expert_action
 from policy.checkpoint import load_policy
 from policy.config import PolicyConfig, SFTConfig
 from policy.normalization import Normalizer, statistics_from_store
-from policy.sft import StartSampler, chunk_targets, make_data, run_sft
+from policy.sft import DecisionSampler, chunk_targets, decision_steps, make_data, run_sft
 from trajectories.episode import Episode
 from trajectories.store import EpisodeStore, write_episodes
 
@@ -84,19 +84,30 @@ def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
         id(p) for g in policy.param_groups().values() for p in g}
 
 
-def test_start_sampler_draws_its_share_from_first_steps(store):
+def test_decision_steps_are_the_first_step_and_gripper_switches():
+    actions = np.zeros((6, 7), np.float32)
+    actions[:, -1] = [-1, -1, 1, 1, -1, -1]  # open, open, close (grasp), close, open (release)
+    first, switch = decision_steps(actions)
+    np.testing.assert_array_equal(first, [1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(switch, [0, 0, 1, 0, 1, 0])
+
+
+def test_decision_sampler_draws_its_shares(store):
     ids = [e["episode_id"] for e in store.episode_info]
     norm = Normalizer(statistics_from_store(store, dataset_name="t", episode_ids=ids)["t"], name="t")
     data = make_data(store, ids, norm, chunk=8, wrist=False)
-    starts = set(torch.nonzero(data.step == 0).flatten().tolist())
-    assert len(starts) == len(ids)  # one first step per episode
+    first = set(torch.nonzero(data.first).flatten().tolist())
+    switch = set(torch.nonzero(data.switch).flatten().tolist())
+    assert len(first) == len(ids) and len(switch) >= len(ids)  # every demo grasps at least once
     gen = torch.Generator().manual_seed(0)
-    draws = [StartSampler(data, 16, 0.5)(gen) for _ in range(50)]
-    assert all(len(d) == 16 and set(d[:8].tolist()) <= starts for d in draws)
-    rest = torch.cat([d[8:] for d in draws])
-    share = np.mean([i in starts for i in rest.tolist()])
-    assert share < 0.3  # the other half is uniform over all samples (a few % are first steps)
-    uniform = torch.cat([StartSampler(data, 16, 0.0)(gen) for _ in range(50)])
+    sampler = DecisionSampler(data, 16, start_fraction=0.5, switch_fraction=0.25)
+    draws = [sampler(gen) for _ in range(50)]
+    assert all(len(d) == 16 and set(d[:8].tolist()) <= first and set(d[8:12].tolist()) <= switch
+               for d in draws)
+    rest = torch.cat([d[12:] for d in draws]).tolist()
+    assert np.mean([i in first or i in switch for i in rest]) < 0.3  # the rest is uniform
+    uniform = torch.cat([DecisionSampler(data, 16, start_fraction=0.0, switch_fraction=0.0)(gen)
+                         for _ in range(50)])
     assert int(uniform.max()) < len(data) and len(set(uniform.tolist())) > len(data) // 2
 
 
