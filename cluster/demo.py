@@ -160,15 +160,13 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
 
     def do_evaluate() -> dict[str, Any]:
         from cluster.evaluate import evaluate_policy
-        from reflector_service.checkpoint import termination_eta
 
         out = {}
         for name, path in (("sft", ckpt / "sft"), ("post_trained", Path(results["post_train"]["policy"]))):
             out[name] = evaluate_policy(
                 str(path), cfg.env, tasks=tasks, episodes_per_task=d.eval_episodes_per_task, seed=cfg.seed,
                 reflector_path=results["reflector"]["checkpoint"], modes=("ground_truth", "reflector"),
-                eta=termination_eta(cfg.rollout.eta, results["reflector"]["checkpoint"]),
-                execute_steps=cfg.rollout.execute_steps,
+                eta=cfg.rollout.eta, execute_steps=cfg.rollout.execute_steps,
                 max_steps=cfg.rollout.eval_max_steps, videos=d.video_episodes, out=run / "eval" / name,
                 progress=progress)
         return out

@@ -36,13 +36,15 @@ def eval_jobs(tasks: list[str], episodes_per_task: int, *, seed: int) -> list[Ev
 def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | None = None,
                     episodes_per_task: int = 10, seed: int = 0, workers: int = 0,
                     reflector_path: str | None = None, modes: tuple[str, ...] = ("ground_truth",),
-                    eta: float = 0.5, execute_steps: int = 0, max_steps: int = 0,
+                    eta: float = 0.0, execute_steps: int = 0, max_steps: int = 0,
                     videos: int = 0, out: str | Path | None = None, progress: bool = True
                     ) -> dict[str, Any]:
     """Success of a policy checkpoint in the real env, per termination mode.
 
     Args:
         modes: "ground_truth" (env success ends an episode) and/or "reflector" (R > eta does).
+        eta: reflector termination threshold; 0 takes the one stored in the reflector
+            checkpoint (``reflector_service.checkpoint.termination_eta``).
         workers: Ray evaluation workers (0: in this process).
         videos: GIFs of this many episodes per mode, written under ``out/videos``.
         out: folder for ``report.json`` and videos (None: nothing written).
@@ -50,6 +52,7 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
         {mode: summary} with success rate, 95% interval, per task and how episodes ended.
     """
     from envs.factory import make_env
+    from reflector_service.checkpoint import termination_eta
 
     env = make_env(env_cfg)
     tasks = tasks or env.task_names
@@ -62,7 +65,8 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
     pf = PolicyFactory(policy_path)
     rf = ReflectorFactory(reflector_path) if reflector_path else None
     ef = EnvFactory(env_cfg)
-    kw = {"execute_steps": execute_steps, "max_steps": max_steps, "eta": eta}
+    kw = {"execute_steps": execute_steps, "max_steps": max_steps,
+          "eta": termination_eta(eta, reflector_path)}
     report: dict[str, Any] = {"policy": policy_path, "tasks": tasks, "episodes_per_task": episodes_per_task,
                               "seed": seed}
     for mode in modes:

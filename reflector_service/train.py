@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cluster.configlib import to_dict
-from reflector_service.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from reflector_service.checkpoint import load_checkpoint, read_config, read_meta, save_checkpoint
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
 from reflector_service.metrics import calibrate_eta, reflector_metrics
@@ -337,7 +337,7 @@ def _calibrate_best(ckpt: Path, val_eps: Sequence[LabeledEpisode], max_early: fl
     failed = sum(not e.succeeded for e in val_eps)
     if not failed:
         log("reflector: no failed episode in the validation split; eta stays "
-            f"{load_checkpoint(ckpt).cfg.eta} (add exploration episodes to calibrate it)")
+            f"{read_config(ckpt).eta} (add exploration episodes to calibrate it)")
         return None
     model = load_checkpoint(ckpt)
     eta, sweep = calibrate_eta(score_episodes(model, val_eps), [e.labels for e in val_eps],

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", choices=["tabletop", "libero"], default=None, help="default: env.name")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     p.add_argument("--episodes-per-task", type=int, default=10)
-    p.add_argument("--reflector", default=None, help="reflector checkpoint (reflector termination)")
+    p.add_argument("--reflector", default=None, help="reflector checkpoint (reflector termination at R > eta: the checkpoint's eta unless rollout.eta is set)")
     p.add_argument("--termination", choices=["ground_truth", "reflector", "both"], default=None,
                    help="default: both when --reflector is given, else ground_truth")
     p.add_argument("--workers", type=int, default=0, help="Ray evaluation workers (0: in process)")
@@ -28,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     from cluster.config import load_config
     from cluster.evaluate import evaluate_policy
-    from reflector_service.checkpoint import termination_eta
 
     cfg = load_config(args.config, args.set)
     env_cfg = cfg.env if args.env is None else dataclasses.replace(cfg.env, name=args.env)
@@ -40,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
         args.policy, env_cfg,
         tasks=None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()],
         episodes_per_task=args.episodes_per_task, seed=cfg.seed if args.seed is None else args.seed,
-        workers=args.workers, reflector_path=args.reflector, modes=modes,
-        eta=termination_eta(cfg.rollout.eta, args.reflector),
+        workers=args.workers, reflector_path=args.reflector, modes=modes, eta=cfg.rollout.eta,
         execute_steps=cfg.rollout.execute_steps, max_steps=cfg.rollout.eval_max_steps,
         videos=args.videos if args.out else 0, out=args.out, progress=not args.no_progress)
     for mode in modes:
