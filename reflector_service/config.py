@@ -127,7 +127,8 @@ class ReflectorTrainConfig:
         focus_margin: see rows_per_episode (0: no focus rows).
         max_steps: optimizer steps.
         time_budget_s: stop after this many seconds of training (0: no limit).
-        val_fraction: share of episodes held out for validation (by episode).
+        val_fraction: share of episodes held out for validation (by episode, from every store
+            and outcome).
         eval_every: validate and checkpoint every this many steps.
         pos_weight: BCE weight of success frames; 0 sets it to #negatives / #positives. Values
             far above 1 shift R upwards (R > eta then fires on frames that are probably not
@@ -139,8 +140,8 @@ class ReflectorTrainConfig:
             trains the adapter and projector on every frame a step touches (0: off).
         grad_clip: max gradient norm.
         calibrate_eta: after training, set the best checkpoint's eta to the smallest value whose
-            early-termination rate on the failed validation episodes is at most
-            max_early_termination (``metrics.calibrate_eta``).
+            early-termination rate on the failed validation episodes of every episode store
+            is at most max_early_termination (``metrics.calibrate_eta``).
         max_early_termination: see calibrate_eta.
         seed: split, sampling and init seed.
     """

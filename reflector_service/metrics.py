@@ -87,32 +87,51 @@ ETA_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 ... 0.95
 
 
 def calibrate_eta(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
-                  max_early_termination: float) -> tuple[float, list[dict]]:
-    """The smallest eta of ``ETA_GRID`` whose early-termination rate on the failed episodes is at
-    most ``max_early_termination``; where none is, the eta with the lowest rate (smallest first).
+                  max_early_termination: float, groups: Sequence[str] | None = None
+                  ) -> tuple[float, list[dict]]:
+    """The smallest eta of ``ETA_GRID`` whose early-termination rate on the failed episodes of
+    every group is at most ``max_early_termination``; where none is, the eta with the lowest
+    worst-group rate (smallest first).
 
+    Groups are kinds of episodes (the store each came from): a weak policy's easy failures can
+    outnumber a noisy expert's near misses, and a pooled rate would then hide that the
+    reflector stops the near misses. One group (``groups`` None) is the pooled rule.
     Meant for a validation split, never the episodes a report is computed on.
 
     Args:
         rewards: per episode, (T,) R for every prefix.
         labels: per episode, (T,) bool success labels; at least one episode must have none.
-        max_early_termination: the largest acceptable share of failed episodes stopped by R > eta.
+        max_early_termination: the largest acceptable share of a group's failed episodes stopped
+            by R > eta.
+        groups: per episode, its group's name.
     Returns:
-        eta and the sweep (eta, early_termination_rate, premature_rate, missed_rate per grid
-        value).
+        eta and the sweep (per grid value: eta, early_termination_rate pooled and
+        worst_group_early_termination, premature_rate, missed_rate, and the rate per group).
     Raises:
-        ValueError: no failed episode to calibrate on.
+        ValueError: no failed episode to calibrate on, or ``groups`` of another length.
     """
     if not any(not np.asarray(y, dtype=bool).any() for y in labels):
         raise ValueError("eta calibration needs failed episodes (no success label) in the "
                          "validation split")
+    groups = list(groups) if groups is not None else [""] * len(labels)
+    if len(groups) != len(labels):
+        raise ValueError(f"groups has {len(groups)} entries for {len(labels)} episodes")
+    failed_groups = sorted({g for g, y in zip(groups, labels, strict=True)
+                            if not np.asarray(y, dtype=bool).any()})
     sweep = []
     for eta in ETA_GRID:
         m = reflector_metrics(rewards, labels, eta=eta)
+        per_group = {}
+        for g in failed_groups:
+            idx = [i for i, gi in enumerate(groups) if gi == g]
+            per_group[g] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx],
+                                             eta=eta)["early_termination_rate"]
         sweep.append({"eta": eta, **{k: m[k] for k in
-                                     ("early_termination_rate", "premature_rate", "missed_rate")}})
-    ok = [s for s in sweep if s["early_termination_rate"] <= max_early_termination]
-    pick = ok[0] if ok else min(sweep, key=lambda s: s["early_termination_rate"])
+                                     ("early_termination_rate", "premature_rate", "missed_rate")},
+                      "worst_group_early_termination": max(per_group.values()),
+                      "early_termination_by_group": per_group})
+    ok = [s for s in sweep if s["worst_group_early_termination"] <= max_early_termination]
+    pick = ok[0] if ok else min(sweep, key=lambda s: s["worst_group_early_termination"])
     return float(pick["eta"]), sweep
 
 

@@ -34,7 +34,12 @@ from reflector_service.model import Reflector
 
 @dataclass
 class LabeledEpisode:
-    """Frames and labels of one episode. images: (T, H, W, 3) uint8; labels: (T,) bool."""
+    """Frames and labels of one episode. images: (T, H, W, 3) uint8; labels: (T,) bool.
+
+    ``store`` names the episode store it came from: the validation split and the eta calibration
+    treat each store as its own kind of episode (a noisy expert's near misses and a weak policy's
+    easy failures are both "exploration", yet a reflector may stop one and not the other).
+    """
 
     episode_id: str
     task_id: str
@@ -42,6 +47,7 @@ class LabeledEpisode:
     source: str
     images: torch.Tensor
     labels: np.ndarray
+    store: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -72,7 +78,7 @@ def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True)
             episodes.append(LabeledEpisode(
                 episode_id=ep.episode_id, task_id=ep.task_id, instruction=ep.instruction,
                 source=ep.source, images=torch.from_numpy(np.ascontiguousarray(ep.images)),
-                labels=np.asarray(ep.success, dtype=bool),
+                labels=np.asarray(ep.success, dtype=bool), store=str(p),
             ))
     if not episodes:
         raise ValueError(f"no episodes in {', '.join(map(str, paths))}")
@@ -81,10 +87,15 @@ def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True)
 
 def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: int
                    ) -> tuple[list[LabeledEpisode], list[LabeledEpisode]]:
-    """Hold out ``val_fraction`` of the successful and of the failed episodes (by episode)."""
+    """Hold out ``val_fraction`` of the successful and of the failed episodes of every store
+    (by episode), so each kind of failure is in the validation split in its share."""
     rng = np.random.default_rng(seed)
     train, val = [], []
-    for group in ([e for e in episodes if e.succeeded], [e for e in episodes if not e.succeeded]):
+    groups: dict[tuple[str, bool], list[LabeledEpisode]] = {}
+    for e in episodes:
+        groups.setdefault((e.store, e.succeeded), []).append(e)
+    for key in sorted(groups):
+        group = groups[key]
         order = rng.permutation(len(group))
         n_val = int(round(val_fraction * len(group)))
         val += [group[i] for i in order[:n_val]]
@@ -341,14 +352,16 @@ def _calibrate_best(ckpt: Path, val_eps: Sequence[LabeledEpisode], max_early: fl
         return None
     model = load_checkpoint(ckpt)
     eta, sweep = calibrate_eta(score_episodes(model, val_eps), [e.labels for e in val_eps],
-                               max_early_termination=max_early)
+                               max_early_termination=max_early,
+                               groups=[e.store for e in val_eps])
     chosen = next(s for s in sweep if s["eta"] == eta)
     calibration = {"eta": eta, "max_early_termination": max_early, "failed_episodes": failed,
                    "successful_episodes": len(val_eps) - failed, "sweep": sweep}
     model.cfg = dataclasses.replace(model.cfg, eta=eta)
     save_checkpoint(model, ckpt, meta={**read_meta(ckpt), "eta_calibration": calibration})
     log(f"reflector: eta {eta} chosen on {len(val_eps)} validation episodes ({failed} failed): "
-        f"early termination {chosen['early_termination_rate']:.3f} (limit {max_early}), "
+        f"early termination {chosen['early_termination_rate']:.3f}, worst store "
+        f"{chosen['worst_group_early_termination']:.3f} (limit {max_early}), "
         f"premature {chosen['premature_rate']}, missed {chosen['missed_rate']}")
     return calibration
 

@@ -219,6 +219,9 @@ class SimulatorConfig:
             a sampling setting, not architecture).
         changed_weight, changed_threshold: loss weight 1 + changed_weight on pixels whose
             value changes by more than changed_threshold (in [0, 1] units) between frames.
+        changed_dilation: the weighted region also covers pixels within this many pixels of a
+            changed one, so a change predicted next to the real motion (where the model is
+            unsure) costs as much as a missed one; 0 = only the changed pixels.
         sampler: "ddim" or "dpmsolver++"; sample_steps: denoising steps at inference.
     """
 
@@ -240,6 +243,7 @@ class SimulatorConfig:
     residual_deadzone: float = 0.08
     changed_weight: float = 20.0
     changed_threshold: float = 0.1
+    changed_dilation: int = 0
     sampler: Literal["ddim", "dpmsolver++"] = "ddim"
     sample_steps: int = 4
     action_map: ActionMapConfig = field(default_factory=ActionMapConfig)
@@ -294,6 +298,7 @@ class SimulatorConfig:
         require(self.residual_scale > 0, "residual_scale must be > 0")
         require(0 <= self.residual_deadzone < 1, "residual_deadzone must be in [0, 1)")
         require(self.changed_weight >= 0, "changed_weight must be >= 0")
+        require(self.changed_dilation >= 0, "changed_dilation must be >= 0")
         require(self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}")
         require(
             self.sample_steps <= self.num_train_timesteps,

@@ -213,11 +213,26 @@ class WorldModel(nn.Module):
             tgt = self.noise_scheduler.get_velocity(x0, noise, t)
         tokens = self.projector(features, b)
         pred = self.denoise(x_t, t, hist, action_map, tokens)
-        changed = (target - history[:, -1]).abs().amax(dim=1, keepdim=True)  # (B, 1, H, W)
-        weight = 1.0 + self.cfg.changed_weight * (changed > self.cfg.changed_threshold).float()
+        weight = self.change_weight(history[:, -1], target)
         if weight.shape[-1] != self.res:
             weight = F.adaptive_max_pool2d(weight, self.res)
         return (weight * (pred.float() - tgt.float()) ** 2).mean()
+
+    def change_weight(self, previous: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel loss weight: 1 + changed_weight where the frame changes by more than
+        changed_threshold (max over channels), grown by changed_dilation pixels.
+
+        Args:
+            previous, target: (B, 3, H, W) in [0, 1].
+        Returns:
+            (B, 1, H, W) weights.
+        """
+        changed = (target - previous).abs().amax(dim=1, keepdim=True)  # (B, 1, H, W)
+        mask = (changed > self.cfg.changed_threshold).float()
+        if self.cfg.changed_dilation:
+            d = self.cfg.changed_dilation
+            mask = F.max_pool2d(mask, kernel_size=2 * d + 1, stride=1, padding=d)
+        return 1.0 + self.cfg.changed_weight * mask
 
     # ---- sampling -----------------------------------------------------------------------
     def make_sampler(self, sampler: str | None = None, steps: int | None = None):

@@ -24,9 +24,11 @@ from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig 
 from reflector_service.metrics import calibrate_eta, reflector_metrics  # noqa: E402
 from reflector_service.model import Reflector  # noqa: E402
 from reflector_service.train import (  # noqa: E402
+    LabeledEpisode,
     frozen_fingerprint,
     load_labeled_episodes,
     score_episodes,
+    split_episodes,
     train_reflector,
 )
 
@@ -140,6 +142,38 @@ def test_calibrate_eta_takes_the_smallest_eta_within_the_early_termination_limit
     assert eta == 0.5  # the lowest early-termination rate, the smallest eta among equals
     with pytest.raises(ValueError, match="failed episodes"):
         calibrate_eta(rewards[:1], labels[:1], max_early_termination=0.05)
+
+
+def test_calibrate_eta_holds_every_group_to_the_limit():
+    # 1 success, 4 easy failures of a weak policy (never above 0.3) and 1 near miss peaking
+    # at 0.72: pooled, 1 / 5 = 20% early termination at eta 0.5; the near miss's group is 100%
+    labels = [np.array([0, 1], bool)] + [np.zeros(2, bool)] * 5
+    rewards = [np.array([0.2, 0.99])] + [np.array([0.1, 0.3])] * 4 + [np.array([0.72, 0.1])]
+    groups = ["expert"] + ["policy"] * 4 + ["noisy"]
+    eta, _ = calibrate_eta(rewards, labels, max_early_termination=0.2)
+    assert eta == 0.5  # pooled rule: 20% is within the limit
+    eta, sweep = calibrate_eta(rewards, labels, max_early_termination=0.2, groups=groups)
+    assert eta == 0.75  # the near miss's group must not be stopped
+    first = sweep[0]
+    assert first["early_termination_by_group"] == {"noisy": 1.0, "policy": 0.0}
+    assert first["worst_group_early_termination"] == 1.0 and first["early_termination_rate"] == 0.2
+    with pytest.raises(ValueError, match="groups has 2 entries"):
+        calibrate_eta(rewards, labels, max_early_termination=0.2, groups=groups[:2])
+
+
+def test_split_holds_out_a_share_of_every_store_and_outcome():
+    def ep(i: int, store: str, ok: bool) -> LabeledEpisode:
+        return LabeledEpisode(episode_id=f"{store}-{i}", task_id="t", instruction="t", source="s",
+                              images=torch.zeros(2, 4, 4, 3, dtype=torch.uint8),
+                              labels=np.array([0, ok], bool), store=store)
+
+    episodes = ([ep(i, "a", True) for i in range(20)] + [ep(i, "a", False) for i in range(10)]
+                + [ep(i, "b", False) for i in range(40)])
+    train, val = split_episodes(episodes, 0.1, seed=0)
+    kinds = sorted((e.store, e.succeeded) for e in val)
+    assert kinds == [("a", False)] + [("a", True)] * 2 + [("b", False)] * 4
+    assert {e.episode_id for e in train} | {e.episode_id for e in val} == {e.episode_id for e in episodes}
+    assert not {e.episode_id for e in train} & {e.episode_id for e in val}
 
 
 def test_training_stores_the_calibrated_eta(trained):

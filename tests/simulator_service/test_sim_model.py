@@ -113,3 +113,20 @@ def test_residual_deadzone_keeps_small_changes_out():
     out = model.predict(hist, amap, feats, steps=2, generator=torch.Generator().manual_seed(0))
     same = (out - hist[:, -1]).abs().amax(dim=1) < 1e-6
     assert same.float().mean() > 0.9  # an untrained model's changes are mostly noise: dropped
+
+
+def test_change_weight_covers_changed_pixels_and_their_neighborhood():
+    import dataclasses
+
+    cfg = SimulatorConfig.preset("tiny")
+    prev = torch.zeros(1, 3, 16, 16)
+    target = prev.clone()
+    target[0, 1, 5, 7] = 0.5  # one pixel changes (green channel)
+    plain = WorldModel(dataclasses.replace(cfg, changed_weight=20.0)).change_weight(prev, target)
+    assert plain.shape == (1, 1, 16, 16)
+    assert plain[0, 0, 5, 7] == 21.0 and plain.sum() == 21.0 + 255
+    grown = WorldModel(dataclasses.replace(cfg, changed_weight=20.0, changed_dilation=1))
+    w = grown.change_weight(prev, target)[0, 0]
+    assert (w[4:7, 6:9] == 21.0).all() and w.sum() == 9 * 21.0 + 247
+    with pytest.raises(ValueError, match="changed_dilation"):
+        dataclasses.replace(cfg, changed_dilation=-1)
