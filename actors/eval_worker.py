@@ -39,3 +39,7 @@ class EvalWorker:
             raise ValueError("reflector termination asked for, but no reflector was given")
         return evaluate_jobs(self.policy, self.envs, jobs,
                              reflector=self.reflector if use_reflector else None, **kwargs)
+
+    def close(self) -> None:
+        """Free the envs (call before the process ends)."""
+        self.envs.close()

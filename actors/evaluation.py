@@ -39,6 +39,11 @@ class EnvPool:
             self.envs.append(self.make_env())
         return self.envs[:n]
 
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
 
 def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list[EvalJob], *,
                   execute_steps: int = 0, max_steps: int = 0, deterministic: bool = True,
@@ -128,6 +133,7 @@ def evaluate_expert(make_env: Callable[[], Any], jobs: list[EvalJob], *, max_ste
         ep = run_episode(env, EpisodeSpec(j.task, j.seed), expert, max_steps=max_steps or None)
         records.append({"task": j.task, "seed": j.seed, "success": bool(ep.success[-1]),
                         "steps": ep.num_steps, "terminated_by": "success" if ep.success[-1] else "limit"})
+    env.close()
     return records
 
 

@@ -66,11 +66,14 @@ def collect_chunk(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequenc
     env = make_env(env_cfg)
     sources: dict[str, ActionSource] = {}
     out = []
-    for spec in specs:
-        if spec.source not in sources:
-            sources[spec.source] = action_source(spec.source, collect_cfg, policy_path)
-        out.append(run_episode(env, spec, sources[spec.source],
-                               steps_after_success=collect_cfg.steps_after_success))
+    try:
+        for spec in specs:
+            if spec.source not in sources:
+                sources[spec.source] = action_source(spec.source, collect_cfg, policy_path)
+            out.append(run_episode(env, spec, sources[spec.source],
+                                   steps_after_success=collect_cfg.steps_after_success))
+    finally:
+        env.close()
     return out
 
 
@@ -96,12 +99,15 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
     for source in {s.source for s in specs}:
         check_sources(env_cfg.name, source, policy_path)
     env = make_env(env_cfg)
-    meta = store_meta(env, env_cfg)
+    try:
+        meta, names = store_meta(env, env_cfg), env.task_names
+    finally:
+        env.close()
     if policy_path:
         action_source("exploration", collect_cfg, policy_path)  # fail early on a bad checkpoint
-    unknown = sorted({s.task for s in specs} - set(env.task_names))
+    unknown = sorted({s.task for s in specs} - set(names))
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(env.task_names)}")
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(names)}")
     stats: dict[str, list[bool]] = {}
     steps = 0
     bar = tqdm(total=len(specs), desc=f"collect {specs[0].source if specs else ''}",

@@ -55,10 +55,12 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
     from reflector_service.checkpoint import termination_eta
 
     env = make_env(env_cfg)
-    tasks = tasks or env.task_names
-    unknown = sorted(set(tasks) - set(env.task_names))
+    names = env.task_names
+    env.close()
+    tasks = tasks or names
+    unknown = sorted(set(tasks) - set(names))
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(env.task_names)}")
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(names)}")
     if "reflector" in modes and not reflector_path:
         raise ValueError("reflector termination needs a reflector checkpoint (--reflector)")
     jobs = eval_jobs(tasks, episodes_per_task, seed=seed)
@@ -92,10 +94,13 @@ def _run(pf, ef, rf, jobs: list[EvalJob], *, workers: int, use_reflector: bool, 
     records: list[dict[str, Any]] = []
     if workers <= 0:
         worker = EvalWorker(pf, ef, rf if use_reflector else None)
-        for pi, part in enumerate(parts):
-            records += worker.evaluate(part, use_reflector=use_reflector,
-                                       keep_frames=videos if pi == 0 else 0, **kw)
-            bar.update(len(part))
+        try:
+            for pi, part in enumerate(parts):
+                records += worker.evaluate(part, use_reflector=use_reflector,
+                                           keep_frames=videos if pi == 0 else 0, **kw)
+                bar.update(len(part))
+        finally:
+            worker.close()
     else:
         import ray
 
@@ -117,6 +122,7 @@ def _run(pf, ef, rf, jobs: list[EvalJob], *, workers: int, use_reflector: bool, 
             bar.update(len(results[pi]))
         for pi in sorted(results):
             records += results[pi]
+        ray.get([a.close.remote() for a in actors])
         for a in actors:
             ray.kill(a)
     bar.close()
@@ -134,5 +140,6 @@ def _write_videos(records: list[dict[str, Any]], folder: Path, *, prefix: str) -
         scale = max(1, 128 // f.shape[1])
         f = f.repeat(scale, axis=1).repeat(scale, axis=2)
         tag = "success" if r["success"] else "failure"
-        imageio.mimsave(folder / f"{prefix}_{r['task']}_{r['seed']}_{tag}.gif", list(f), duration=0.1, loop=0)
+        task = str(r["task"]).replace("/", "-")  # LIBERO tasks are named "suite/index"
+        imageio.mimsave(folder / f"{prefix}_{task}_{r['seed']}_{tag}.gif", list(f), duration=0.1, loop=0)
         r.pop("frames")

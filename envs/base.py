@@ -154,3 +154,8 @@ class Env(Protocol):
     def get_state(self) -> Any:
         """A snapshot from which ``reset(task, init_state=...)`` restores this exact state."""
         ...
+
+    def close(self) -> None:
+        """Free simulator and renderer resources (LIBERO's EGL context must go before the
+        interpreter shuts down, or its finalizer prints an error)."""
+        ...

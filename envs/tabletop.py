@@ -232,6 +232,9 @@ class TabletopEnv:
         """name -> (3,) center of every object (copies)."""
         return {k: v.copy() for k, v in self._positions.items()}
 
+    def close(self) -> None:
+        """Nothing to free (NumPy rendering); part of the Env interface."""
+
     def get_state(self) -> dict[str, Any]:
         """JSON-able snapshot; ``reset(task, init_state=state)`` restores it exactly."""
         if self._task is None:

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     check_sources(env_cfg.name, args.source, args.policy)
     env = make_env(env_cfg)
+    env.close()  # only its task names are needed here
     tasks = env.task_names if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = episode_specs(tasks, n, seed=cfg.seed if args.seed is None else args.seed, source=args.source)
     summary = collect(env_cfg, collect_cfg, specs, args.out, workers=args.workers,
