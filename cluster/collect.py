@@ -94,7 +94,7 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
     Returns:
         {"episodes", "successes", "success_rate", "steps", "per_task": {task: rate}, "out"}.
     """
-    from envs.factory import make_env
+    from envs.factory import check_tasks, make_env
 
     for source in {s.source for s in specs}:
         check_sources(env_cfg.name, source, policy_path)
@@ -105,9 +105,7 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
         env.close()
     if policy_path:
         action_source("exploration", collect_cfg, policy_path)  # fail early on a bad checkpoint
-    unknown = sorted({s.task for s in specs} - set(names))
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(names)}")
+    check_tasks((s.task for s in specs), names)
     stats: dict[str, list[bool]] = {}
     steps = 0
     bar = tqdm(total=len(specs), desc=f"collect {specs[0].source if specs else ''}",

@@ -64,14 +64,14 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
              ) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report."""
     from cluster.collect import collect, episode_specs
-    from envs.factory import make_env
+    from envs.factory import task_names
 
     d = cfg.demo
     run = Path(d.run_dir.format(name=cfg.name))
     run.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run / "config.yaml")
     data, ckpt = run / "data", run / "checkpoints"
-    tasks = make_env(cfg.env).task_names
+    tasks = task_names(cfg.env)
     results: dict[str, dict[str, Any]] = {}
     t_all = time.perf_counter()
 

@@ -51,16 +51,12 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
     Returns:
         {mode: summary} with success rate, 95% interval, per task and how episodes ended.
     """
-    from envs.factory import make_env
+    from envs.factory import check_tasks, task_names
     from reflector_service.checkpoint import termination_eta
 
-    env = make_env(env_cfg)
-    names = env.task_names
-    env.close()
+    names = task_names(env_cfg)
     tasks = tasks or names
-    unknown = sorted(set(tasks) - set(names))
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(names)}")
+    check_tasks(tasks, names)
     if "reflector" in modes and not reflector_path:
         raise ValueError("reflector termination needs a reflector checkpoint (--reflector)")
     jobs = eval_jobs(tasks, episodes_per_task, seed=seed)

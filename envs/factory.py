@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 
 from envs.base import Env
 from envs.config import EnvConfig
@@ -33,4 +34,20 @@ def make_env(cfg: EnvConfig, *, seed: int = 0) -> Env:
     raise ValueError(f"unknown env.name {cfg.name!r}; valid names: tabletop, libero")
 
 
-__all__ = ["make_env"]
+def task_names(cfg: EnvConfig) -> list[str]:
+    """The configured env's task names (the env is built only to ask, and closed)."""
+    env = make_env(cfg)
+    try:
+        return env.task_names
+    finally:
+        env.close()
+
+
+def check_tasks(tasks: Iterable[str], valid: list[str]) -> None:
+    """Raise ValueError naming every task not in ``valid`` (and listing the valid ones)."""
+    unknown = sorted(set(tasks) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(valid)}")
+
+
+__all__ = ["make_env", "task_names", "check_tasks"]

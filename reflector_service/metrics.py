@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,22 +111,22 @@ def calibrate_eta(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *
     Raises:
         ValueError: no failed episode to calibrate on, or ``groups`` of another length.
     """
-    if not any(not np.asarray(y, dtype=bool).any() for y in labels):
+    failed = [not np.asarray(y, dtype=bool).any() for y in labels]
+    if not any(failed):
         raise ValueError("eta calibration needs failed episodes (no success label) in the "
                          "validation split")
     groups = list(groups) if groups is not None else [""] * len(labels)
     if len(groups) != len(labels):
         raise ValueError(f"groups has {len(groups)} entries for {len(labels)} episodes")
-    failed_groups = sorted({g for g, y in zip(groups, labels, strict=True)
-                            if not np.asarray(y, dtype=bool).any()})
-    sweep = []
+    members: dict[str, list[int]] = {}  # group with a failed episode -> its episodes
+    for g in sorted({g for g, f in zip(groups, failed, strict=True) if f}):
+        members[g] = [i for i, gi in enumerate(groups) if gi == g]
+    sweep: list[dict[str, Any]] = []
     for eta in ETA_GRID:
         m = reflector_metrics(rewards, labels, eta=eta)
-        per_group = {}
-        for g in failed_groups:
-            idx = [i for i, gi in enumerate(groups) if gi == g]
-            per_group[g] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx],
-                                             eta=eta)["early_termination_rate"]
+        per_group = {g: reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx],
+                                          eta=eta)["early_termination_rate"]
+                     for g, idx in members.items()}
         sweep.append({"eta": eta, **{k: m[k] for k in
                                      ("early_termination_rate", "premature_rate", "missed_rate")},
                       "worst_group_early_termination": max(per_group.values()),

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cluster.collect import check_sources, collect, episode_specs
     from cluster.config import load_config
-    from envs.factory import make_env
+    from envs.factory import task_names
 
     cfg = load_config(args.config, args.set)
     env_cfg = cfg.env if args.env is None else dataclasses.replace(cfg.env, name=args.env)
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     check_sources(env_cfg.name, args.source, args.policy)
-    env = make_env(env_cfg)
-    env.close()  # only its task names are needed here
-    tasks = env.task_names if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = task_names(env_cfg) if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = episode_specs(tasks, n, seed=cfg.seed if args.seed is None else args.seed, source=args.source)
     summary = collect(env_cfg, collect_cfg, specs, args.out, workers=args.workers,
                       overwrite=args.overwrite, progress=not args.no_progress, policy_path=args.policy)
