@@ -10,6 +10,7 @@ per-frame(batch 1) (the batching target is <= 0.25 for the tiny config on CPU).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from simulator_service.checkpoint import load_world_model
+    from simulator_service.checkpoint import config_of, load_world_model
     from simulator_service.config import SimulatorConfig
     from simulator_service.model import WorldModel
 
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.checkpoint:
-        model = load_world_model(args.checkpoint)
+        # cost only: step counts a checkpoint trained at its sampler's timesteps alone
+        # (train.timesteps = "sampler") would refuse are timed all the same
+        found = config_of(args.checkpoint)
+        timing = found.replace(train=dataclasses.replace(found.train, timesteps="all"))
+        model = load_world_model(args.checkpoint, cfg=timing)
     else:
         model = WorldModel(SimulatorConfig.preset(args.preset))
     model = model.to(args.device).eval()

@@ -31,7 +31,8 @@ QUICK_OVERRIDES = [
     "reflector.train.max_steps=6", "reflector.train.time_budget_s=60", "reflector.train.eval_every=3",
     "post_train.iterations=2", "post_train.checkpoint_every=1", "post_train.video_every=2",
     "rollout.group_size=4", "learner.group_size=4", "learner.minibatch_size=4",
-    "learner.micro_batch_size=4", "rollout.max_policy_steps=2", "cluster.rollout_workers=2",
+    "learner.micro_batch_size=4", "rollout.max_policy_steps=2", "rollout.groups_per_worker=1",
+    "cluster.rollout_workers=2",
 ]
 
 

@@ -159,6 +159,11 @@ class SimTrainConfig:
             convolution was measured 36x slower than fp32 (AVX2 EPYC); on for GPUs (full).
         time_budget_s: stop early (validate, checkpoint) after this many seconds of training;
             0 = no limit. The demo default (19 min) keeps the CPU run within 20 minutes.
+        timesteps: which diffusion timesteps the loss draws: "all" (uniform over
+            num_train_timesteps, any sampler and step count works afterwards) or "sampler"
+            (only those the configured sampler visits at sample_steps: with one step the model
+            trains where it is queried and nowhere else; a checkpoint is then tied to that
+            sampler and step count).
     """
 
     steps: int = 3000
@@ -173,6 +178,7 @@ class SimTrainConfig:
     bf16_autocast: bool = False
     grad_clip: float = 1.0
     time_budget_s: float = 1140.0
+    timesteps: Literal["all", "sampler"] = "all"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -195,6 +201,10 @@ class SimTrainConfig:
             "train.val_every and train.ckpt_every must be >= 1",
         )
         require(self.time_budget_s >= 0, "train.time_budget_s must be >= 0")
+        require(
+            self.timesteps in ("all", "sampler"),
+            f"train.timesteps must be 'all' or 'sampler', got {self.timesteps!r}",
+        )
 
 
 @dataclass

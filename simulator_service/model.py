@@ -203,9 +203,7 @@ class WorldModel(nn.Module):
         x0 = (nxt - prev) / self.cfg.residual_scale if self.cfg.residual else nxt
         gdev = generator.device if generator is not None else x0.device
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(x0.device)
-        t = torch.randint(
-            0, self.cfg.num_train_timesteps, (b,), generator=generator, device=gdev
-        ).to(x0.device)
+        t = self.train_timesteps(b, generator=generator, device=gdev).to(x0.device)
         x_t = self.noise_scheduler.add_noise(x0, noise, t)
         if self.cfg.prediction_type == "epsilon":
             tgt = noise
@@ -217,6 +215,19 @@ class WorldModel(nn.Module):
         if weight.shape[-1] != self.res:
             weight = F.adaptive_max_pool2d(weight, self.res)
         return (weight * (pred.float() - tgt.float()) ** 2).mean()
+
+    def train_timesteps(
+        self, b: int, *, generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
+        """(b,) timesteps for the loss: uniform over all of them, or (train.timesteps =
+        "sampler") drawn from those the configured sampler visits."""
+        if self.cfg.train.timesteps == "sampler":
+            visited = self.make_sampler().timesteps.to(device=device, dtype=torch.long)  # (S,)
+            pick = torch.randint(0, len(visited), (b,), generator=generator, device=device)
+            return visited[pick]
+        return torch.randint(
+            0, self.cfg.num_train_timesteps, (b,), generator=generator, device=device
+        )
 
     def change_weight(self, previous: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-pixel loss weight: 1 + changed_weight where the frame changes by more than
@@ -293,6 +304,14 @@ class WorldModel(nn.Module):
         hist = self.to_space(history.flatten(0, 1)).unflatten(0, (b, k))
         tokens = self.projector(conditioning, b)
         sched = self.make_sampler(sampler, steps)
+        if self.cfg.train.timesteps == "sampler" and not torch.equal(
+            sched.timesteps, self.make_sampler().timesteps
+        ):
+            raise ValueError(
+                f"this world model trained only at the timesteps of {self.cfg.sampler} with "
+                f"{self.cfg.sample_steps} step(s) (simulator.train.timesteps = 'sampler'); "
+                f"sample with those, or retrain with train.timesteps = 'all'"
+            )
         shape = (b, self.channels, self.res, self.res)
         gdev = generator.device if generator is not None else hist.device
         x = torch.randn(shape, generator=generator, device=gdev).to(hist.device)

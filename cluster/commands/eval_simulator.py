@@ -55,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
         if not Path(d).exists():
             raise FileNotFoundError(f"--data {d} does not exist")
     cfg = config_of(args.checkpoint)
-    if args.sampler is not None:
+    if args.sampler is not None and args.sampler != cfg.sampler:
+        if cfg.train.timesteps == "sampler":
+            raise ValueError(
+                f"--sampler {args.sampler}: {args.checkpoint} trained only at the timesteps of "
+                f"{cfg.sampler} (simulator.train.timesteps = 'sampler')"
+            )
         cfg = dataclasses.replace(cfg, sampler=args.sampler)
     if args.residual_deadzone is not None:
         cfg = dataclasses.replace(cfg, residual_deadzone=args.residual_deadzone)

@@ -130,3 +130,30 @@ def test_change_weight_covers_changed_pixels_and_their_neighborhood():
     assert (w[4:7, 6:9] == 21.0).all() and w.sum() == 9 * 21.0 + 247
     with pytest.raises(ValueError, match="changed_dilation"):
         dataclasses.replace(cfg, changed_dilation=-1)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 1), ("ddim", 4), ("dpmsolver++", 3)])
+def test_sampler_timesteps_train_only_where_sampling_queries(sampler, steps):
+    import dataclasses
+
+    from simulator_service.config import SimTrainConfig
+
+    base = SimulatorConfig.preset("tiny")
+    cfg = dataclasses.replace(
+        base, sampler=sampler, sample_steps=steps, train=SimTrainConfig(timesteps="sampler")
+    )
+    model = WorldModel(cfg)
+    g = torch.Generator().manual_seed(0)
+    drawn = model.train_timesteps(256, generator=g, device=torch.device("cpu"))
+    visited = set(model.make_sampler().timesteps.tolist())
+    assert len(visited) == steps and set(drawn.tolist()) == visited
+    uniform = WorldModel(base).train_timesteps(256, generator=g, device=torch.device("cpu"))
+    assert len(set(uniform.tolist())) > 100 and uniform.max() < base.num_train_timesteps
+    with pytest.raises(ValueError, match="train.timesteps"):
+        SimTrainConfig(timesteps="some")
+    if sampler == "ddim" and steps == 1:  # sampling elsewhere would query untrained timesteps
+        history, action_map, reference = inputs(s=cfg.image_size)
+        feats = model.encode_reference(reference)
+        model.predict(history, action_map, feats)
+        with pytest.raises(ValueError, match="trained only at the timesteps"):
+            model.predict(history, action_map, feats, steps=4)
