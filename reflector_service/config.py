@@ -46,6 +46,10 @@ class ReflectorModelConfig:
             a feature is; the head's input is then (k + 1) * D wide).
         head_hidden: hidden width of the reward head.
         eta: termination threshold on R.
+        hold: R_t is the smallest per-frame reward of the last ``hold`` frames (fewer at the
+            start), so R crosses eta only once success has been seen for ``hold`` frames in a
+            row; 1 = the paper's per-frame R. Inference only (training fits the per-frame
+            reward); it suppresses single-frame spikes on failed episodes.
     """
 
     vision_model: Literal["dinov2", "siglip"] = "dinov2"
@@ -73,6 +77,7 @@ class ReflectorModelConfig:
     pooling: Literal["mean", "flatten"] = "flatten"
     head_hidden: int = 128
     eta: float = 0.5
+    hold: int = 1
 
     def __post_init__(self) -> None:
         for name in ("vision_width", "vision_layers", "vision_heads", "patch_size", "llm_width",
@@ -103,6 +108,7 @@ class ReflectorModelConfig:
                 f"reflector pooling must be 'mean' or 'flatten', got {self.pooling!r}")
         require(self.window >= 2, f"reflector window must be >= 2 frames, got {self.window}")
         require(0.0 < self.eta < 1.0, f"reflector eta must be in (0, 1), got {self.eta}")
+        require(self.hold >= 1, f"reflector hold must be >= 1 frame, got {self.hold}")
         require(self.gguf_file is None or self.llm_path is not None,
                 "reflector gguf_file needs llm_path (the folder holding the file)")
 

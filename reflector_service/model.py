@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ class ReflectorState:
         cached: frame indices whose tokens follow the prompt in the cache, in order.
         tokens: frame index -> (B, k, D) projected tokens of frames that may be needed again.
         num_frames: frames added so far.
+        recent: per-frame rewards (B,) of the last ``hold - 1`` frames (for ``hold_min``).
     """
 
     cache: object
@@ -72,6 +73,7 @@ class ReflectorState:
     cached: list[int]
     tokens: dict[int, torch.Tensor]
     num_frames: int = 0
+    recent: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def prompt_width(self) -> int:
@@ -282,7 +284,7 @@ class Reflector(nn.Module):
         toks = torch.cat([self.frame_tokens(flat[i: i + 256]) for i in range(0, len(flat), 256)])
         toks = toks.view(b, t, *toks.shape[1:])
         logits = self.prefix_logits(list(toks), list(instructions))
-        return torch.sigmoid(torch.stack(logits)).float().cpu()
+        return hold_min(torch.sigmoid(torch.stack(logits)).float().cpu(), self.cfg.hold)
 
     # ------------------------------------------------------------------ incremental scoring
 
@@ -341,7 +343,25 @@ class Reflector(nn.Module):
         h = self._pool(hidden[:, -k1:])
         state.cached = keep + [cur]
         state.tokens = {f: v for f, v in state.tokens.items() if f in state.cached}
-        return torch.sigmoid(self.head(h).squeeze(-1)).float().cpu()
+        r = torch.sigmoid(self.head(h).squeeze(-1)).float().cpu()  # (B,) per-frame reward
+        held = torch.stack([r, *state.recent]).amin(dim=0)
+        state.recent = [r, *state.recent][: self.cfg.hold - 1]
+        return held
+
+
+def hold_min(r: torch.Tensor, hold: int) -> torch.Tensor:
+    """R_t = min(r_{t-hold+1}, ..., r_t) along the last (time) axis (from r_0 while t < hold - 1).
+
+    Args:
+        r: (..., T) per-frame rewards.
+        hold: frames a success must persist; 1 returns r.
+    Returns:
+        (..., T) rewards.
+    """
+    out = r.clone()
+    for k in range(1, min(hold, r.shape[-1])):
+        out[..., k:] = torch.minimum(out[..., k:], r[..., :-k])
+    return out
 
 
 def _as_uint8_tensor(x, name: str) -> torch.Tensor:

@@ -29,7 +29,7 @@ from reflector_service.checkpoint import load_checkpoint, read_config, read_meta
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
 from reflector_service.metrics import calibrate_eta, reflector_metrics
-from reflector_service.model import Reflector
+from reflector_service.model import Reflector, hold_min
 
 
 @dataclass
@@ -113,7 +113,7 @@ def score_episodes(model: Reflector, episodes: Sequence[LabeledEpisode], *, batc
         part = episodes[lo: lo + batch]
         toks = [model.frame_tokens(e.images) for e in part]
         logits = model.prefix_logits(toks, [e.instruction for e in part])
-        out += [torch.sigmoid(x).cpu().numpy() for x in logits]
+        out += [hold_min(torch.sigmoid(x).cpu(), model.cfg.hold).numpy() for x in logits]
     return out
 
 

@@ -188,3 +188,37 @@ def test_smollm2_reflector_incremental_equals_full():
     state = m.start(INSTR)
     inc = torch.stack([m.step(state, frames[:, t]) for t in range(5)], dim=1)
     torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("hold", [1, 2, 3, 7])
+def test_hold_min_matches_a_plain_loop(hold):
+    from reflector_service.model import hold_min
+
+    r = torch.rand(3, 6, generator=torch.Generator().manual_seed(hold))
+    expect = torch.tensor([[min(row[max(0, t - hold + 1): t + 1]) for t in range(6)]
+                           for row in r.tolist()])
+    torch.testing.assert_close(hold_min(r, hold), expect)
+    spike = torch.tensor([0.0, 0.9, 0.0, 0.9, 0.9, 0.9])
+    assert (hold_min(spike, 2) > 0.5).tolist() == [False, False, False, False, True, True]
+
+
+def test_incremental_equals_full_with_hold():
+    m = _model(window=4, hold=3)
+    frames = _frames(2, 9)
+    full = m.score(frames, INSTR)
+    state = m.start(INSTR)
+    inc = torch.stack([m.step(state, frames[:, t]) for t in range(9)], dim=1)
+    torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
+    assert len(state.recent) == 2
+    import dataclasses
+
+    from reflector_service.model import hold_min
+
+    held = m.cfg
+    m.cfg = dataclasses.replace(held, hold=1)
+    per_frame = m.score(frames, INSTR)
+    m.cfg = held
+    torch.testing.assert_close(full, hold_min(per_frame, 3))
+    assert not torch.equal(full, per_frame)
+    with pytest.raises(ValueError, match="hold"):
+        _model(hold=0)
