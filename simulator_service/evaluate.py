@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,83 @@ def evaluate_open_loop(
     return result
 
 
+def reward_agreement(
+    model: WorldModel,
+    data: list[str | Path],
+    score: Callable[[np.ndarray, str], np.ndarray],
+    *,
+    eta: float,
+    max_episodes: int = 32,
+    max_steps: int = 48,
+    seed: int = 0,
+    batch: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Does success look like success in imagination? Replays episodes from their first frame
+    open loop with the recorded actions (up to ``max_steps``), scores the real and the imagined
+    frames with a reward model, and counts how often R crosses ``eta`` on each, apart for the
+    episodes that really succeed within those steps and those that do not. A world model whose
+    imagined successes the reward model misses gives RL in imagination no signal, however good
+    its pixel metrics.
+
+    Args:
+        model: trained world model (eval mode).
+        data: held-out episode stores.
+        score: (T, H, W, 3) uint8 frames, instruction -> (T,) rewards (e.g. a reflector's R).
+        eta: the termination threshold (R > eta counts as success).
+        max_episodes: episodes used (first ones in store order).
+        max_steps: imagined steps per episode at most (the RL rollout horizon).
+        seed, batch: sampling seed; episodes imagined together.
+    Returns:
+        {"successful" | "failed": {"episodes", "real_detected", "imagined_detected",
+         "real_max_reward", "imagined_max_reward"}, "eta", "max_steps"}.
+    """
+    from tqdm import tqdm
+
+    from envs.kinematics import ControllerLimits
+    from trajectories.store import EpisodeStore
+
+    groups, n_episodes = [], 0  # (camera, limits, episodes) per batch, one store each
+    for d in data:
+        store = EpisodeStore(d)
+        cl = store.meta.get("controller_limits")
+        limits = ControllerLimits.from_dict(cl) if cl else None
+        eps = [store.load_episode(info["episode_id"])
+               for info in store.episode_info[: max_episodes - n_episodes]]
+        n_episodes += len(eps)
+        groups += [(store.camera(), limits, eps[i : i + batch]) for i in range(0, len(eps), batch)]
+    if not n_episodes:
+        raise ValueError(f"no episodes in {list(map(str, data))}")
+    rows: dict[str, list[tuple[float, float]]] = {"successful": [], "failed": []}
+    for i, (camera, limits, group) in enumerate(
+        tqdm(groups, desc="reward agreement", disable=not progress)
+    ):
+        lengths = [min(max_steps, ep.num_steps - 1) for ep in group]
+        roll = ImaginedRollout(model, camera, limits=limits, seed=seed + i)
+        roll.reset(np.stack([ep.images[0] for ep in group]), np.stack([ep.proprio[0] for ep in group]))
+        imagined = [np.stack([ep.images[0] for ep in group])]
+        for t in range(max(lengths)):
+            acts = np.stack([ep.actions[min(t, n - 1)] for ep, n in zip(group, lengths, strict=True)])
+            imagined.append(roll.step(acts))
+        imagined_arr = np.stack(imagined, axis=1)  # (B, T + 1, H, W, 3)
+        for j, (ep, n) in enumerate(zip(group, lengths, strict=True)):
+            real_r = score(ep.images[: n + 1], ep.instruction)
+            imag_r = score(imagined_arr[j, : n + 1], ep.instruction)
+            outcome = "successful" if bool(np.asarray(ep.success[: n + 1]).any()) else "failed"
+            rows[outcome].append((float(np.max(real_r)), float(np.max(imag_r))))
+    result: dict[str, Any] = {"eta": eta, "max_steps": max_steps}
+    for outcome, pairs in rows.items():
+        arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+        result[outcome] = {
+            "episodes": len(pairs),
+            "real_detected": float(np.mean(arr[:, 0] > eta)) if len(pairs) else None,
+            "imagined_detected": float(np.mean(arr[:, 1] > eta)) if len(pairs) else None,
+            "real_max_reward": float(arr[:, 0].mean()) if len(pairs) else None,
+            "imagined_max_reward": float(arr[:, 1].mean()) if len(pairs) else None,
+        }
+    return result
+
+
 def write_report(path: str | Path, result: dict[str, Any]) -> Path:
     """Write the result as JSON atomically."""
     path = Path(path)
@@ -145,4 +223,4 @@ def write_report(path: str | Path, result: dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["evaluate_open_loop", "write_report"]
+__all__ = ["evaluate_open_loop", "reward_agreement", "write_report"]

@@ -38,9 +38,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="draw action maps from recorded states instead of kinematics",
     )
+    p.add_argument(
+        "--reflector",
+        default=None,
+        help="reflector checkpoint: also replay whole episodes (up to --reflector-steps) and report "
+        "how often R > eta on the real and on the imagined frames, for successes and failures",
+    )
+    p.add_argument("--reflector-steps", type=int, default=48,
+                   help="imagined steps per episode for --reflector (the RL rollout horizon)")
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="threshold for --reflector (default 0: the checkpoint's own)")
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _reward_agreement(model, args: argparse.Namespace) -> dict:
+    from reflector_service.checkpoint import load_checkpoint, termination_eta
+    from simulator_service.evaluate import reward_agreement
+
+    if args.reflector_steps < 1:
+        raise ValueError("--reflector-steps must be >= 1")
+    if not 0.0 <= args.eta < 1.0:
+        raise ValueError(f"--eta must be in (0, 1), or 0 for the checkpoint's, got {args.eta}")
+    reflector = load_checkpoint(args.reflector)
+    eta = termination_eta(args.eta, args.reflector)
+
+    def score(frames, instruction: str):
+        return reflector.score(frames[None], [instruction])[0].numpy()
+
+    out = reward_agreement(
+        model, args.data, score, eta=eta, max_episodes=args.max_episodes,
+        max_steps=args.reflector_steps, seed=args.seed, progress=not args.no_progress,
+    )
+    out["checkpoint"] = str(args.reflector)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result["checkpoint"] = str(args.checkpoint)
+    if args.reflector is not None:
+        result["reflector"] = _reward_agreement(model, args)
     write_report(out / "fidelity.json", result)
     print(json.dumps(result))
     return 0

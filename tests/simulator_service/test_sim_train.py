@@ -121,6 +121,20 @@ def test_cli_train_and_eval(synthetic_store, tmp_path, capsys):
     assert h1["n"] == 4 and set(h1["model"]) >= {"psnr", "ssim", "changed_rmse"}
     assert h1["copy_last_frame"]["ssim"] is not None
     assert (tmp_path / "ev" / "rollout.gif").is_file()
+    from reflector_service.checkpoint import save_checkpoint
+    from reflector_service.config import ReflectorModelConfig
+    from reflector_service.model import Reflector
+
+    save_checkpoint(Reflector(ReflectorModelConfig(eta=0.3)), tmp_path / "refl")
+    rc = main(
+        ["eval-simulator", "--checkpoint", str(out / "checkpoint"), "--data", str(synthetic_store),
+         "--out", str(tmp_path / "ev2"), "--horizons", "1", "--max-episodes", "2",
+         "--reflector", str(tmp_path / "refl"), "--reflector-steps", "3", "--no-progress"]
+    )
+    assert rc == 0
+    agree = json.loads((tmp_path / "ev2" / "fidelity.json").read_text())["reflector"]
+    assert agree["eta"] == 0.3 and agree["max_steps"] == 3 and agree["failed"]["episodes"] == 2
+    assert 0.0 <= agree["failed"]["imagined_max_reward"] <= 1.0
     rc = main(
         [
             "train-simulator",
@@ -153,3 +167,36 @@ def test_store_without_camera_is_refused(tmp_path, make_episodes):
     write_episodes(tmp_path / "nocam", make_episodes(1, 3), {"env": "synthetic"})
     with pytest.raises(ValueError, match="no camera"):
         load_episodes([tmp_path / "nocam"], tiny(), progress=False)
+
+
+def test_reward_agreement_splits_by_real_outcome(make_episodes, synthetic_store, tmp_path):
+    import numpy as np
+
+    from simulator_service.evaluate import reward_agreement
+    from simulator_service.model import WorldModel
+    from trajectories.store import write_episodes
+
+    eps = make_episodes(4, 8)
+    eps[0].success[3:] = True  # succeeds within 5 steps
+    eps[1].success[7:] = True  # succeeds only after the 5 replayed steps: counted as failed
+    from trajectories.store import EpisodeStore
+
+    write_episodes(tmp_path / "s", eps, EpisodeStore(synthetic_store).meta)
+    model = WorldModel(tiny()).eval()
+    seen = []
+
+    def constant(value):
+        def score(frames, instruction):
+            seen.append(frames.shape)
+            return np.full(len(frames), value)
+
+        return score
+
+    for value, expect in ((0.9, 1.0), (0.1, 0.0)):
+        rep = reward_agreement(model, [tmp_path / "s"], constant(value), eta=0.5, max_steps=5,
+                               batch=3, progress=False)
+        assert rep["successful"]["episodes"] == 1 and rep["failed"]["episodes"] == 3
+        for outcome in ("successful", "failed"):
+            assert rep[outcome]["real_detected"] == rep[outcome]["imagined_detected"] == expect
+    assert set(seen) == {(6, 16, 16, 3)}  # first frame + 5 imagined steps, real and imagined
+
