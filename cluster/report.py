@@ -71,8 +71,10 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
             f"{rewards[0]:.3f} -> {rewards[-1]:.3f} over {len(metrics)} iterations.",
             "",
         ]
-    timing = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in results.items() if "seconds" in v)
-    lines += [f"Stage times: {timing}; total {seconds:.0f} s.", ""]
+    timed = {k: v["seconds"] for k, v in results.items() if "seconds" in v}
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in timed.items())
+    lines += [f"Stage times: {timing}; total {sum(timed.values()):.0f} s (this invocation "
+              f"{seconds:.0f} s; stages finished earlier are not rerun).", ""]
     return {
         "markdown": "\n".join(lines),
         "expert_success": expert,
