@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,6 +20,36 @@ from simulator_service.fidelity import (
 )
 from simulator_service.model import WorldModel
 from simulator_service.rollout import ImaginedRollout
+
+
+class _Store(NamedTuple):
+    camera: Any
+    limits: Any
+    env: str | None
+    episodes: list[Any]
+
+
+def _held_out(data: list[str | Path], max_episodes: int, size: int) -> list[_Store]:
+    """The first ``max_episodes`` episodes of the stores, with each store's camera, controller
+    limits and env name. Raises ValueError for a store of another frame size."""
+    from envs.kinematics import ControllerLimits
+    from trajectories.store import EpisodeStore
+
+    out, n = [], 0
+    for d in data:
+        store = EpisodeStore(d)
+        if store.meta.get("image_size") not in (None, size):
+            raise ValueError(
+                f"episode store {d} has {store.meta['image_size']} px frames, the "
+                f"simulator works at {size}"
+            )
+        cl = store.meta.get("controller_limits")
+        eps = [store.load_episode(info["episode_id"])
+               for info in store.episode_info[: max_episodes - n]]
+        n += len(eps)
+        out.append(_Store(store.camera(), ControllerLimits.from_dict(cl) if cl else None,
+                          store.meta.get("env"), eps))
+    return out
 
 
 def evaluate_open_loop(
@@ -55,33 +85,11 @@ def evaluate_open_loop(
     """
     from tqdm import tqdm
 
-    from envs.kinematics import ControllerLimits
-    from trajectories.store import EpisodeStore
-
-    size = model.cfg.image_size
-    jobs: list[tuple[Any, int]] = []  # (episode, t0)
-    camera = None
-    limits = None
-    env_name = None
-    n_episodes = 0
-    for d in data:
-        store = EpisodeStore(d)
-        camera = store.camera()
-        env_name = store.meta.get("env")
-        cl = store.meta.get("controller_limits")
-        limits = ControllerLimits.from_dict(cl) if cl else None
-        if store.meta.get("image_size") not in (None, size):
-            raise ValueError(
-                f"episode store {d} has {store.meta['image_size']} px frames, the "
-                f"simulator works at {size}"
-            )
-        for info in store.episode_info[: max_episodes - n_episodes]:
-            ep = store.load_episode(info["episode_id"])
-            n_episodes += 1
-            jobs.extend((ep, t0) for t0 in starts if t0 < ep.num_steps)
+    stores = _held_out(data, max_episodes, model.cfg.image_size)
+    jobs = [(ep, t0) for st in stores for ep in st.episodes for t0 in starts if t0 < ep.num_steps]
     if not jobs:
         raise ValueError(f"no episode in {list(map(str, data))} is long enough for starts {starts}")
-    assert camera is not None
+    camera, limits, env_name = stores[-1].camera, stores[-1].limits, stores[-1].env
     segmenter = tabletop_segmenter() if env_name == "tabletop" else None
     h_max = max(horizons)
     per_h: dict[int, dict[str, list[np.ndarray]]] = {h: {} for h in horizons}
@@ -170,20 +178,11 @@ def reward_agreement(
     """
     from tqdm import tqdm
 
-    from envs.kinematics import ControllerLimits
-    from trajectories.store import EpisodeStore
-
-    groups, n_episodes = [], 0  # (camera, limits, episodes) per batch, one store each
-    for d in data:
-        store = EpisodeStore(d)
-        cl = store.meta.get("controller_limits")
-        limits = ControllerLimits.from_dict(cl) if cl else None
-        eps = [store.load_episode(info["episode_id"])
-               for info in store.episode_info[: max_episodes - n_episodes]]
-        n_episodes += len(eps)
-        groups += [(store.camera(), limits, eps[i : i + batch]) for i in range(0, len(eps), batch)]
-    if not n_episodes:
+    stores = _held_out(data, max_episodes, model.cfg.image_size)
+    if not any(st.episodes for st in stores):
         raise ValueError(f"no episodes in {list(map(str, data))}")
+    groups = [(st.camera, st.limits, st.episodes[i : i + batch])  # one store per batch
+              for st in stores for i in range(0, len(st.episodes), batch)]
     rows: dict[str, list[tuple[float, float]]] = {"successful": [], "failed": []}
     for i, (camera, limits, group) in enumerate(
         tqdm(groups, desc="reward agreement", disable=not progress)

@@ -111,6 +111,10 @@ class WorldModel(nn.Module):
             prediction_type=cfg.prediction_type,
             clip_sample=False,
         )
+        # train.timesteps = "sampler": the only timesteps the loss draws and sampling may visit
+        self.trained_timesteps = (
+            self.make_sampler().timesteps if cfg.train.timesteps == "sampler" else None
+        )
 
     # ---- spaces -------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -221,8 +225,8 @@ class WorldModel(nn.Module):
     ) -> torch.Tensor:
         """(b,) timesteps for the loss: uniform over all of them, or (train.timesteps =
         "sampler") drawn from those the configured sampler visits."""
-        if self.cfg.train.timesteps == "sampler":
-            visited = self.make_sampler().timesteps.to(device=device, dtype=torch.long)  # (S,)
+        if self.trained_timesteps is not None:
+            visited = self.trained_timesteps.to(device=device, dtype=torch.long)  # (S,)
             pick = torch.randint(0, len(visited), (b,), generator=generator, device=device)
             return visited[pick]
         return torch.randint(
@@ -304,8 +308,8 @@ class WorldModel(nn.Module):
         hist = self.to_space(history.flatten(0, 1)).unflatten(0, (b, k))
         tokens = self.projector(conditioning, b)
         sched = self.make_sampler(sampler, steps)
-        if self.cfg.train.timesteps == "sampler" and not torch.equal(
-            sched.timesteps, self.make_sampler().timesteps
+        if self.trained_timesteps is not None and not torch.equal(
+            sched.timesteps, self.trained_timesteps
         ):
             raise ValueError(
                 f"this world model trained only at the timesteps of {self.cfg.sampler} with "
