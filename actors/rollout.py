@@ -103,6 +103,7 @@ def rollout_group(
     generator: torch.Generator | None = None,
     limits: Any = None,
     keep_frames: bool = False,
+    deterministic: bool = False,
 ) -> GroupResult:
     """Run ``group_size`` imagined rollouts from one initial state.
 
@@ -114,6 +115,8 @@ def rollout_group(
         key: name of this group at the services (unique while it runs).
         execute_steps: actions of each chunk executed before acting again (<= chunk).
         limits: controller limits for the kinematics (None: the tabletop defaults).
+        deterministic: act with the mean action mu, as the real-env evaluation does (imagined
+            evaluation); the group's rollouts then differ only by the world model's noise.
     """
     n = group_size
     frames0 = np.repeat(init.frames[None], n, axis=0)  # (N, T0, H, W, 3)
@@ -129,7 +132,7 @@ def rollout_group(
     try:
         for t in range(max_policy_steps):
             batch = {"image": image, "proprio": proprio, "instruction": instructions}
-            a, logp, _mu, _log_scale = policy.act(batch, generator=generator)
+            a, logp, _mu, _log_scale = policy.act(batch, deterministic=deterministic, generator=generator)
             env_a = policy.to_env_actions(a)  # (N, chunk, 7)
             images.append(image)
             proprios.append(proprio)

@@ -65,7 +65,7 @@ class RolloutWorker:
         return self.version
 
     def run_groups(self, inits: list[InitialState], group_ids: list[int], *,
-                   keep_frames: bool = False) -> list[GroupResult]:
+                   keep_frames: bool = False, deterministic: bool = False) -> list[GroupResult]:
         """Run one group per initial state."""
         results = []
         for init, gid in zip(inits, group_ids, strict=True):
@@ -77,6 +77,7 @@ class RolloutWorker:
                 max_policy_steps=self.cfg.max_policy_steps, execute_steps=self.cfg.execute_steps,
                 eta=self.cfg.eta, policy_version=self.version, generator=self.generator,
                 limits=self.limits, keep_frames=keep_frames and not results,
+                deterministic=deterministic,
             ))
         return results
 
@@ -91,9 +92,19 @@ class RolloutWorker:
         t0 = time.perf_counter()
         results = self.run_groups(inits, group_ids, keep_frames=keep_frames)
         batch = to_trajectory_batch(results, self.policy)
-        summary = {
+        return batch, self._summary(results, time.perf_counter() - t0, keep_frames=keep_frames)
+
+    def imagine(self, inits: list[InitialState], group_ids: list[int]) -> dict[str, Any]:
+        """Imagined evaluation: groups acted with the mean action (as in the real-env
+        evaluation) and nothing kept for the learner; returns the summary of ``rollout``."""
+        t0 = time.perf_counter()
+        results = self.run_groups(inits, group_ids, deterministic=True)
+        return self._summary(results, time.perf_counter() - t0, keep_frames=False)
+
+    def _summary(self, results: list[GroupResult], seconds: float, *, keep_frames: bool) -> dict[str, Any]:
+        return {
             "worker": self.index,
-            "rollout_s": time.perf_counter() - t0,
+            "rollout_s": seconds,
             "env_steps": sum(r.env_steps for r in results),
             "rewards": np.concatenate([r.rewards for r in results]),
             "terminated": np.concatenate([r.terminated for r in results]),
@@ -103,7 +114,6 @@ class RolloutWorker:
             "frames": results[0].frames if keep_frames else None,
             "recoveries": self.sim.recoveries + self.reflector.recoveries,
         }
-        return batch, summary
 
     def ping(self) -> int:
         return self.version

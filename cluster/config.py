@@ -104,6 +104,10 @@ class PostTrainConfig:
         video_every: save a video of imagined rollouts every K iterations (0: never).
         tensorboard: also write the scalars as TensorBoard events.
         fake_latency_ms: fixed per-call latency of the fake simulator / reflector.
+        imagined_eval_states: imagined evaluation before the first update and after the last:
+            this many fixed real starts (step 0 of episodes in ``data``), each rolled out as a
+            group with the mean action, like the real-env evaluation; the same starts for both
+            policies, so imagined and real gains can be compared (0: none).
     """
 
     policy: str = ""
@@ -116,8 +120,10 @@ class PostTrainConfig:
     video_every: int = 0
     tensorboard: bool = True
     fake_latency_ms: float = 0.0
+    imagined_eval_states: int = 0
 
     def __post_init__(self) -> None:
+        require(self.imagined_eval_states >= 0, "post_train.imagined_eval_states must be >= 0")
         require(self.iterations >= 1, f"post_train.iterations must be >= 1, got {self.iterations}")
         require(self.checkpoint_every >= 1, "post_train.checkpoint_every must be >= 1")
         require(self.video_every >= 0, "post_train.video_every must be >= 0")
@@ -234,10 +240,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the full resolved config as YAML (atomically)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(p)
+    from cluster.fsutil import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 __all__ = ["ExperimentConfig", "load_config", "dump_config", "ConfigError"]

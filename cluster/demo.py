@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ExperimentConfig, dump_config
+from cluster.fsutil import write_text_atomic
 
 STAGES = ("collect", "sft", "explore", "simulator", "reflector", "post_train", "evaluate", "report")
 
@@ -30,6 +31,7 @@ QUICK_OVERRIDES = [
     "simulator.train.ckpt_every=3", "simulator.train.batch_size=8",
     "reflector.train.max_steps=6", "reflector.train.time_budget_s=60", "reflector.train.eval_every=3",
     "post_train.iterations=2", "post_train.checkpoint_every=1", "post_train.video_every=2",
+    "post_train.imagined_eval_states=2",
     "rollout.group_size=4", "learner.group_size=4", "learner.minibatch_size=4",
     "learner.micro_batch_size=4", "rollout.max_policy_steps=2", "rollout.groups_per_worker=1",
     "cluster.rollout_workers=2",
@@ -54,9 +56,7 @@ class Stage:
     def finish(self, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rec = {"stage": self.name, "seconds": seconds, **summary}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1, default=float))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, json.dumps(rec, indent=1, default=float))
         self.log(f"[demo] {self.name} done in {seconds:.0f} s")
         return rec
 

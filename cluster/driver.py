@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from actors.eval_worker import EVAL_SEED_OFFSET
 from actors.rollout_worker import RolloutWorker
 from cluster.backends import PolicyFactory, ReflectorFactory, SimulatorFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
 from cluster.config import ExperimentConfig, dump_config
 from cluster.configlib import ConfigError
-from cluster.fsutil import staged_folder
+from cluster.fsutil import staged_folder, write_text_atomic
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
@@ -103,6 +104,9 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     refl_f = ReflectorFactory(pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms)
     sampler = InitialStateSampler(stores, keyframes=rc.keyframes, context_frames=rc.context_frames,
                                   seed=cfg.seed, sources=("expert",))
+    eval_starts = InitialStateSampler(
+        stores, keyframes=False, context_frames=rc.context_frames, seed=cfg.seed + EVAL_SEED_OFFSET,
+        sources=("expert",)).sample(pt.imagined_eval_states)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
 
@@ -132,6 +136,10 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         current = learner.current.remote()
         ray.get([w.load_weights.remote(current) for w in workers])
         version = ray.get(learner.version.remote())  # 0 = the SFT weights
+        imagined = _load_json(run_dir / "imagined_eval.json") if resume else {}
+        if eval_starts and "before" not in imagined:
+            imagined["before"] = {"version": version, **_imagine(workers, eval_starts, progress=progress)}
+            _write_json(run_dir / "imagined_eval.json", imagined)
         last: dict[str, float] = {}
         bar = tqdm(range(start, pt.iterations), desc="post-train", unit="it", disable=not progress,
                    initial=start, total=pt.iterations)
@@ -186,17 +194,60 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
                 save_run_checkpoint(run_dir, it + 1, ray.get(learner.checkpoint_state.remote()),
                                     {"sampler_cursor": sampler.cursor, "version": version, "seed": cfg.seed})
         bar.close()
+        if eval_starts:
+            imagined["after"] = {"version": version, **_imagine(workers, eval_starts, progress=progress)}
+            _write_json(run_dir / "imagined_eval.json", imagined)
         files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
         export = _write_files(run_dir / "policy", files)
         summary = {"run_dir": str(run_dir), "iterations": pt.iterations, "version": version,
-                   "policy": str(export), "eta": rc.eta, "last": last}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+                   "policy": str(export), "eta": rc.eta, "last": last, "imagined_eval": imagined}
+        _write_json(run_dir / "summary.json", summary)
         return summary
     finally:
         logger.close()
         learners.kill()
         for a in [*workers, *sims, *refls]:
             ray.kill(a)
+
+
+def _imagine(workers: list[Any], starts: list[Any], *, progress: bool) -> dict[str, Any]:
+    """Imagined success of the workers' current policy on fixed starts (mean actions).
+
+    Returns:
+        success_rate and reward_mean over all rollouts, and per start (in order) its task and
+        the fraction of its group that the reflector ended as a success.
+    """
+    import ray
+
+    t0 = time.perf_counter()
+    k = len(workers)
+    ids = list(range(len(starts)))
+    parts = [(w, starts[i::k], ids[i::k]) for i, w in enumerate(workers) if starts[i::k]]
+    summaries = ray.get([w.imagine.remote(s, g) for w, s, g in parts])
+    per_start: list[Any] = [None] * len(starts)
+    rewards, success = [], []
+    for (_, _, gids), s in zip(parts, summaries, strict=True):
+        term = s["terminated"].reshape(len(gids), -1)  # (groups, N)
+        for gid, task, row in zip(gids, s["tasks"], term, strict=True):
+            per_start[gid] = [task, float(row.mean())]
+        rewards.append(s["rewards"])
+        success.append(s["terminated"])
+    out = {"starts": len(starts), "rollouts": int(sum(len(x) for x in success)),
+           "success_rate": float(np.concatenate(success).mean()),
+           "reward_mean": float(np.concatenate(rewards).mean()), "per_start": per_start,
+           "seconds": time.perf_counter() - t0}
+    if progress:
+        print(f"imagined evaluation: success {100 * out['success_rate']:.1f}% over {out['rollouts']} "
+              f"rollouts from {len(starts)} starts ({out['seconds']:.0f} s)")
+    return out
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, default=float))
 
 
 def _write_files(folder: Path, files: dict[str, bytes]) -> Path:

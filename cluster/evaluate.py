@@ -11,6 +11,7 @@ from tqdm import tqdm
 from actors.eval_worker import EVAL_SEED_OFFSET, EvalWorker
 from actors.evaluation import EvalJob, summarize
 from cluster.backends import PolicyFactory, ReflectorFactory
+from cluster.fsutil import write_text_atomic
 from envs.config import EnvConfig
 
 
@@ -76,9 +77,7 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
             _write_videos(records, Path(out) / "videos", prefix=mode)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        tmp = Path(out) / ".report.json.tmp"
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(Path(out) / "report.json")
+        write_text_atomic(Path(out) / "report.json", json.dumps(report, indent=1))
     return report
 
 

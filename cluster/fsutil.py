@@ -3,7 +3,8 @@
 ``staged_folder(target)`` yields a fresh staging folder beside ``target``; when the block ends
 without an exception the staging folder replaces ``target`` (the old one, if any, is moved
 aside first and removed after), otherwise it is deleted and ``target`` stays as it was.
-Checkpoints, episode stores and exported policies are all written this way.
+Checkpoints, episode stores and exported policies are all written this way; single files
+(reports, summaries, configs) go through ``write_text_atomic``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a hidden file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def replace_folder(staging: Path, target: Path) -> None:

@@ -36,6 +36,27 @@ def _rate(s: dict[str, Any]) -> str:
     return f"{100 * s['success_rate']:.1f}% [{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]"
 
 
+def _imagined_lines(ev: dict[str, Any], rewards: list[Any]) -> list[str]:
+    """The imagined side of the comparison: the same fixed starts before and after LOOP."""
+    lines = []
+    if rewards:
+        lines.append(f"Training rollouts (sampled actions, different starts each iteration): mean reward "
+                     f"{rewards[0]:.3f} in the first iteration, {rewards[-1]:.3f} in the last "
+                     f"({len(rewards)} iterations).")
+    if "before" in ev and "after" in ev:
+        b, a = ev["before"], ev["after"]
+        fb = [x[1] for x in b["per_start"]]
+        fa = [x[1] for x in a["per_start"]]
+        up = sum(y > x for x, y in zip(fb, fa, strict=True))
+        down = sum(y < x for x, y in zip(fb, fa, strict=True))
+        lines.append(
+            f"Imagined success (reflector R > eta inside the world model, mean actions as in the real "
+            f"evaluation, the same {b['starts']} real starts x {b['rollouts'] // max(1, b['starts'])} "
+            f"rollouts): SFT {100 * b['success_rate']:.1f}%, post-trained {100 * a['success_rate']:.1f}% "
+            f"(starts where it rose {up}, fell {down}).")
+    return [*lines, ""] if lines else []
+
+
 def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]], *, seconds: float
                 ) -> dict[str, Any]:
     """Build the report (markdown + numbers) from the stages' results and post-training metrics."""
@@ -64,13 +85,7 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
           for m, c in comp.items()],
         "",
     ]
-    if imagined:
-        lines += [
-            f"Imagined success (reflector R > eta inside the world model): first iteration "
-            f"{100 * (imagined[0] or 0):.1f}%, last {100 * (imagined[-1] or 0):.1f}%; mean reward "
-            f"{rewards[0]:.3f} -> {rewards[-1]:.3f} over {len(metrics)} iterations.",
-            "",
-        ]
+    lines += _imagined_lines(results["post_train"].get("imagined_eval") or {}, rewards)
     timed = {k: v["seconds"] for k, v in results.items() if "seconds" in v}
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in timed.items())
     lines += [f"Stage times: {timing}; total {sum(timed.values()):.0f} s (this invocation "
@@ -82,5 +97,7 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
         "post_trained": {m: {k: post[m][k] for k in ("success_rate", "ci95", "episodes")} for m in comp},
         "paired": comp,
         "imagined_success": imagined,
+        "imagined_eval": {k: v["success_rate"]
+                          for k, v in (results["post_train"].get("imagined_eval") or {}).items()},
         "reward_mean": rewards,
     }

@@ -65,3 +65,21 @@ def test_reflector_termination_stops_early():
     assert res.old_log_probs.shape == (3, 1)
     assert res.terminated.all() and res.done[:, 0].all()
     assert res.env_steps == 3  # one imagined step each, then R > eta stops them
+
+
+def test_deterministic_group_acts_with_the_mean():
+    """Imagined evaluation acts with mu: with the deterministic fake simulator every rollout of
+    the group is the same, and its actions are the policy's mean for the observed frames."""
+    policy, sim, refl, init, _, _ = _setup()
+    res = rollout_group(policy, sim, refl, init, key="g2", group_id=0, group_size=3,
+                        max_policy_steps=2, execute_steps=2, eta=0.99, policy_version=0,
+                        deterministic=True)
+    assert np.array_equal(res.actions[0], res.actions[1]) and np.array_equal(res.actions[0], res.actions[2])
+    obs = {"image": res.images[:, 1], "proprio": res.proprio[:, 1], "instruction": [init.instruction] * 3}
+    with torch.no_grad():
+        _, _, mu, _ = policy.act(obs, deterministic=True)
+    np.testing.assert_allclose(res.actions[:, 1], mu.numpy(), atol=1e-6)
+    sampled = rollout_group(policy, sim, refl, init, key="g3", group_id=0, group_size=3,
+                            max_policy_steps=1, execute_steps=2, eta=0.99, policy_version=0,
+                            generator=torch.Generator().manual_seed(0))
+    assert not np.array_equal(sampled.actions[0], sampled.actions[1])

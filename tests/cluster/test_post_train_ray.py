@@ -40,7 +40,7 @@ def assets(tmp_path_factory):
     return root
 
 
-def make_cfg(root, run: str, iterations: int) -> ExperimentConfig:
+def make_cfg(root, run: str, iterations: int, imagined_eval_states: int = 0) -> ExperimentConfig:
     cfg = ExperimentConfig(name=run)
     return dataclasses.replace(
         cfg,
@@ -54,14 +54,15 @@ def make_cfg(root, run: str, iterations: int) -> ExperimentConfig:
                                     reflector=dataclasses.replace(cfg.cluster.reflector, num_cpus=0.25)),
         post_train=PostTrainConfig(policy=str(root / "sft"), data=[str(root / "demos")],
                                    iterations=iterations, checkpoint_every=1, tensorboard=False,
-                                   run_dir=str(root / "runs" / "{name}"), video_every=2),
+                                   run_dir=str(root / "runs" / "{name}"), video_every=2,
+                                   imagined_eval_states=imagined_eval_states),
     )
 
 
 def test_two_workers_two_iterations(ray_cluster, assets):
     from cluster.driver import post_train
 
-    cfg = make_cfg(assets, "a", 2)
+    cfg = make_cfg(assets, "a", 2, imagined_eval_states=3)
     summary = post_train(cfg, progress=False)
     run = assets / "runs" / "a"
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -84,15 +85,27 @@ def test_two_workers_two_iterations(ray_cluster, assets):
     assert frozen and all(np.array_equal(v.numpy(), after_sd[k].numpy()) for k, v in frozen.items())
     ckpt = load_file(str(run / "checkpoints" / "iter_000002" / "trainable.safetensors"))
     assert set(ckpt) == set(after_t)
+    # imagined evaluation of the SFT and the final policy on the same 3 starts (3 starts split
+    # over 2 workers), 4 rollouts each
+    ev = json.loads((run / "imagined_eval.json").read_text())
+    assert summary["imagined_eval"] == ev
+    assert [ev["before"]["version"], ev["after"]["version"]] == [0, 2]
+    for side in ev.values():
+        assert side["starts"] == 3 and side["rollouts"] == 12 and 0 <= side["success_rate"] <= 1
+        assert [t for t, _ in side["per_start"]] == [t for t, _ in ev["before"]["per_start"]]
+        assert all(t in ("place_red_on_blue", "lift_red") and 0 <= f <= 1 for t, f in side["per_start"])
 
 
 def test_resume_continues_from_checkpoint(ray_cluster, assets):
     from cluster.driver import post_train
 
-    post_train(make_cfg(assets, "b", 1), progress=False)
+    first = post_train(make_cfg(assets, "b", 1, imagined_eval_states=1), progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         post_train(make_cfg(assets, "b", 2), progress=False)
-    summary = post_train(make_cfg(assets, "b", 2), resume=True, progress=False)
+    summary = post_train(make_cfg(assets, "b", 2, imagined_eval_states=1), resume=True, progress=False)
+    # the SFT policy's imagined evaluation is kept from the first run, not redone with v1
+    assert summary["imagined_eval"]["before"] == first["imagined_eval"]["before"]
+    assert summary["imagined_eval"]["after"]["version"] == 2
     records = [json.loads(x) for x in (assets / "runs" / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [1, 2]
     assert summary["version"] == 2  # restored version 1 after iteration 1, then one more update
