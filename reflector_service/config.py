@@ -44,6 +44,12 @@ class ReflectorModelConfig:
         pooling: how h_t pools the LLM's last hidden states over frame t's k + 1 tokens:
             "mean", or "flatten" (concatenated in grid order, so the head sees where in the frame
             a feature is; the head's input is then (k + 1) * D wide).
+        instruction_film: the head also reads the instruction as the LLM read it: the mean last
+            hidden state of the prompt tokens (it does not depend on the frames), standardized by
+            its mean and spread over the training instructions, appended to h_t and scaling the
+            head's hidden features (FiLM). R then weighs per-task visual evidence, so "this task
+            is done" is as easy to express as "some task is done"; through the causal LLM alone
+            the frame tokens carry the instruction only faintly. False: frames only.
         head_hidden: hidden width of the reward head.
         eta: termination threshold on R.
         hold: R_t is the smallest per-frame reward of the last ``hold`` frames (fewer at the
@@ -75,6 +81,7 @@ class ReflectorModelConfig:
     max_instruction_tokens: int = 32
     window: int = 4
     pooling: Literal["mean", "flatten"] = "flatten"
+    instruction_film: bool = True
     head_hidden: int = 128
     eta: float = 0.5
     hold: int = 1
@@ -142,6 +149,12 @@ class ReflectorTrainConfig:
         success_fraction: share of each batch drawn from successful episodes (0: episodes in
             their natural proportion); oversampling them balances the classes while keeping R
             close to a probability.
+        mismatched_episodes: extra episodes per step that teach the reward to read the
+            instruction: successful expert episodes scored with another task's instruction,
+            their success frames labeled 0 (frames before success are left out of the loss: a
+            place episode passes through lift's success). Assumes, as in the tabletop tasks and
+            LIBERO's suites, that when an expert finishes one task no other task is done. 0:
+            off (the reward then learns "some task is done", not "this task is done").
         frame_probe_weight: weight of the auxiliary single-frame loss (train.FrameProbe) that
             trains the adapter and projector on every frame a step touches (0: off).
         grad_clip: max gradient norm.
@@ -163,6 +176,7 @@ class ReflectorTrainConfig:
     eval_every: int = 100
     pos_weight: float = 1.0
     success_fraction: float = 0.5
+    mismatched_episodes: int = 4
     frame_probe_weight: float = 0.0
     grad_clip: float = 1.0
     calibrate_eta: bool = True
@@ -185,6 +199,8 @@ class ReflectorTrainConfig:
         require(self.pos_weight >= 0, f"reflector train pos_weight must be >= 0 (0 = auto), got {self.pos_weight}")
         require(0.0 <= self.success_fraction < 1.0,
                 f"reflector train success_fraction must be in [0, 1), got {self.success_fraction}")
+        require(self.mismatched_episodes >= 0,
+                f"reflector train mismatched_episodes must be >= 0, got {self.mismatched_episodes}")
         require(self.frame_probe_weight >= 0,
                 f"reflector train frame_probe_weight must be >= 0, got {self.frame_probe_weight}")
         require(self.grad_clip > 0, f"reflector train grad_clip must be > 0, got {self.grad_clip}")

@@ -7,7 +7,9 @@ Sequence read by the causal LLM for one context (see ``context.py`` for which fr
 where v_i are the projected, pooled patch features of one frame (k = frame_grid**2) and SUM is a
 learned summary embedding. h_t is the mean of the LLM's last hidden states over the k + 1 tokens
 of frame t (or, with ``pooling: flatten``, their concatenation), so it sees the instruction and
-every earlier context frame through causal attention.
+every earlier context frame through causal attention; with ``instruction_film`` (default) the
+head also reads the prompt tokens' mean last hidden state, standardized over the training
+instructions (``fit_instructions``), appended to h_t and scaling the head's hidden features.
 Padding is masked and positions skip it, so a row's result does not depend on its batch.
 Only the projector (with learned grid-cell embeddings), the summary embedding, the head (and the
 optional pixel adapter) train.
@@ -65,6 +67,8 @@ class ReflectorState:
         tokens: frame index -> (B, k, D) projected tokens of frames that may be needed again.
         num_frames: frames added so far.
         recent: per-frame rewards (B,) of the last ``hold - 1`` frames (for ``hold_min``).
+        prompt_vec: (B, D) standardized mean last hidden state of the prompt tokens (or (B, 0)
+            without ``instruction_film``).
     """
 
     cache: object
@@ -74,6 +78,7 @@ class ReflectorState:
     tokens: dict[int, torch.Tensor]
     num_frames: int = 0
     recent: list[torch.Tensor] = field(default_factory=list)
+    prompt_vec: torch.Tensor | None = None
 
     @property
     def prompt_width(self) -> int:
@@ -104,7 +109,17 @@ class Reflector(nn.Module):
         nn.init.zeros_(self.projector[-1].bias)
         self.summary = nn.Parameter(torch.randn(width) * emb_std)
         self.cell_embed = nn.Parameter(torch.randn(cfg.frame_grid**2, width) * emb_std)  # (k, D)
-        pooled = width * (cfg.tokens_per_frame if cfg.pooling == "flatten" else 1)
+        film = cfg.instruction_film
+        pooled = width * ((cfg.tokens_per_frame if cfg.pooling == "flatten" else 1) + int(film))
+        # standardization of the prompt's hidden state over the training instructions (set by
+        # fit_instructions; saved with the trainable part, not trained)
+        self.prompt_center = nn.Parameter(torch.zeros(width if film else 0), requires_grad=False)
+        self.prompt_scale = nn.Parameter(torch.ones(width if film else 0), requires_grad=False)
+        # FiLM of the head's hidden features; zero-initialized, so training starts from the plain head
+        self.film = nn.Linear(width, cfg.head_hidden) if film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.head = nn.Sequential(
             nn.LayerNorm(pooled), nn.Linear(pooled, cfg.head_hidden), nn.GELU(),
             nn.Linear(cfg.head_hidden, 1),
@@ -206,9 +221,38 @@ class Reflector(nn.Module):
         summary = self.summary.expand(*tokens.shape[:-2], 1, self.width)
         return torch.cat([tokens, summary], dim=-2).flatten(-3, -2)
 
-    def _pool(self, group: torch.Tensor) -> torch.Tensor:
-        """h_t from the last hidden states of frame t's tokens: (..., k + 1, D) -> (..., P)."""
-        return group.flatten(-2) if self.cfg.pooling == "flatten" else group.mean(dim=-2)
+    def _logit(self, group: torch.Tensor, prompt_vec: torch.Tensor) -> torch.Tensor:
+        """Reward logits from the last hidden states of frame t's tokens (..., k + 1, D) and the
+        prompt pools (..., Q * D) -> (...,)."""
+        h = group.flatten(-2) if self.cfg.pooling == "flatten" else group.mean(dim=-2)
+        z = self.head[2](self.head[1](self.head[0](torch.cat([h, prompt_vec], dim=-1))))
+        if self.film is not None:
+            z = z * (1 + self.film(prompt_vec))
+        return self.head[3](z).squeeze(-1)
+
+    def _prompt_vec(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Standardized mean last hidden state over the real prompt tokens: (B, P, D), (B, P) ->
+        (B, D), or (B, 0) without ``instruction_film``."""
+        if not self.cfg.instruction_film:
+            return hidden.new_zeros(hidden.shape[0], 0)
+        m = mask.to(hidden.dtype)[..., None]
+        mean = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+        return (mean - self.prompt_center) * self.prompt_scale
+
+    @torch.no_grad()
+    def fit_instructions(self, instructions: Sequence[str]) -> None:
+        """Set the prompt standardization from the training instructions (mean and per-dimension
+        spread of their prompt vectors; a single instruction keeps scale 1)."""
+        if not self.cfg.instruction_film or not instructions:
+            return
+        emb, mask, _ = self._prompt_block(sorted(set(instructions)))
+        pos = torch.arange(emb.shape[1], device=self.device).expand(emb.shape[0], -1)
+        self.prompt_center.zero_()
+        self.prompt_scale.fill_(1.0)
+        p = self._prompt_vec(self._llm(emb, mask, pos), mask)  # (I, D)
+        self.prompt_center.copy_(p.mean(dim=0))
+        if len(p) > 1:
+            self.prompt_scale.copy_(1.0 / (p.std(dim=0) + 1e-3))
 
     def _llm(self, embeds, mask, positions, cache=None) -> torch.Tensor:
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
@@ -258,11 +302,12 @@ class Reflector(nn.Module):
                 p_len[idx, None] + torch.arange(nf * k1, device=self.device)[None],
             ], dim=1)
             hidden = self._llm(emb, mask, positions)  # (R, S, D)
+            pvec = self._prompt_vec(hidden[:, :pw], mask[:, :pw])  # (R, D)
             for r, (b, ch) in enumerate(part):
                 js = sorted(ch.outputs)
                 starts = pw + torch.tensor(js, device=self.device) * k1
                 grp = hidden[r, starts[:, None] + torch.arange(k1, device=self.device)[None]]  # (J, k1, D)
-                logits = self.head(self._pool(grp)).squeeze(-1)  # (J,)
+                logits = self._logit(grp, pvec[r].expand(len(js), -1))  # (J,)
                 ns = torch.tensor([ch.outputs[j] - 1 for j in js], device=self.device)
                 outs[b] = outs[b].index_put((ns,), logits)
         return outs
@@ -298,8 +343,9 @@ class Reflector(nn.Module):
         emb, mask, lens = self._prompt_block(instructions)
         cache = DynamicCache()
         pos = torch.arange(emb.shape[1], device=self.device).expand(len(instructions), -1)
-        self._llm(emb, mask, pos, cache)
-        return ReflectorState(cache=cache, prompt_len=lens, prompt_mask=mask, cached=[], tokens={})
+        hidden = self._llm(emb, mask, pos, cache)
+        return ReflectorState(cache=cache, prompt_len=lens, prompt_mask=mask, cached=[], tokens={},
+                              prompt_vec=self._prompt_vec(hidden, mask))
 
     @torch.no_grad()
     def step(self, state: ReflectorState, frames) -> torch.Tensor:
@@ -340,10 +386,10 @@ class Reflector(nn.Module):
             raise RuntimeError(f"reflector KV cache holds {state.cache.get_seq_length()} tokens, "
                                f"expected {past}")
         hidden = self._llm(blk, mask, pos, state.cache)
-        h = self._pool(hidden[:, -k1:])
+        logit = self._logit(hidden[:, -k1:], state.prompt_vec)  # (B,)
         state.cached = keep + [cur]
         state.tokens = {f: v for f, v in state.tokens.items() if f in state.cached}
-        r = torch.sigmoid(self.head(h).squeeze(-1)).float().cpu()  # (B,) per-frame reward
+        r = torch.sigmoid(logit).float().cpu()  # (B,) per-frame reward
         held = torch.stack([r, *state.recent]).amin(dim=0)
         state.recent = [r, *state.recent][: self.cfg.hold - 1]
         return held

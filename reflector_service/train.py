@@ -16,7 +16,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,61 +27,10 @@ from cluster.configlib import to_dict
 from reflector_service.checkpoint import load_checkpoint, read_config, read_meta, save_checkpoint
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
+from reflector_service.episodes import LabeledEpisode, load_labeled_episodes, score_episodes
 from reflector_service.metrics import calibrate_eta, reflector_metrics
-from reflector_service.model import Reflector, hold_min
-
-
-@dataclass
-class LabeledEpisode:
-    """Frames and labels of one episode. images: (T, H, W, 3) uint8; labels: (T,) bool.
-
-    ``store`` names the episode store it came from: the validation split and the eta calibration
-    treat each store as its own kind of episode (a noisy expert's near misses and a weak policy's
-    easy failures are both "exploration", yet a reflector may stop one and not the other).
-    """
-
-    episode_id: str
-    task_id: str
-    instruction: str
-    source: str
-    images: torch.Tensor
-    labels: np.ndarray
-    store: str = ""
-
-    @property
-    def succeeded(self) -> bool:
-        return bool(self.labels.any())
-
-
-def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True) -> list[LabeledEpisode]:
-    """Every episode of the given episode stores (all sources).
-
-    Raises:
-        FileNotFoundError: a store does not exist.
-        ValueError: stores with different image sizes, or no episodes at all.
-    """
-    from trajectories.store import EpisodeStore
-
-    episodes: list[LabeledEpisode] = []
-    size = None
-    for p in paths:
-        store = EpisodeStore(p)
-        for eid in tqdm(store.episode_ids, desc=f"load {Path(p).name}", disable=not progress):
-            ep = store.load_episode(eid)
-            hw = ep.images.shape[1:3]
-            if size is None:
-                size = (hw, p)
-            elif hw != size[0]:
-                raise ValueError(f"episode store {p} has {hw[0]}x{hw[1]} frames but {size[1]} has "
-                                 f"{size[0][0]}x{size[0][1]}; train on stores of one image size")
-            episodes.append(LabeledEpisode(
-                episode_id=ep.episode_id, task_id=ep.task_id, instruction=ep.instruction,
-                source=ep.source, images=torch.from_numpy(np.ascontiguousarray(ep.images)),
-                labels=np.asarray(ep.success, dtype=bool), store=str(p),
-            ))
-    if not episodes:
-        raise ValueError(f"no episodes in {', '.join(map(str, paths))}")
-    return episodes
+from reflector_service.mismatch import MismatchSampler, mismatch_false_success
+from reflector_service.model import Reflector
 
 
 def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: int
@@ -101,20 +49,6 @@ def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: in
         val += [group[i] for i in order[:n_val]]
         train += [group[i] for i in order[n_val:]]
     return train, val
-
-
-@torch.no_grad()
-def score_episodes(model: Reflector, episodes: Sequence[LabeledEpisode], *, batch: int = 8,
-                   progress: bool = False) -> list[np.ndarray]:
-    """R for every prefix of every episode (full scoring; episodes may differ in length)."""
-    model.eval()
-    out: list[np.ndarray] = []
-    for lo in tqdm(range(0, len(episodes), batch), desc="score", disable=not progress):
-        part = episodes[lo: lo + batch]
-        toks = [model.frame_tokens(e.images) for e in part]
-        logits = model.prefix_logits(toks, [e.instruction for e in part])
-        out += [hold_min(torch.sigmoid(x).cpu(), model.cfg.hold).numpy() for x in logits]
-    return out
 
 
 def frozen_fingerprint(model: Reflector) -> dict[str, str]:
@@ -243,6 +177,7 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         f"({n_pos} success), pos_weight {pos_weight:.2f}")
 
     model = Reflector(model_cfg)
+    model.fit_instructions([e.instruction for e in train_eps])
     before = frozen_fingerprint(model)
     feats = _precompute(model, train_eps, progress)
     params = [p for _, p in model.trainable_named_parameters()]
@@ -256,6 +191,10 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     rng = np.random.default_rng(train_cfg.seed)
     all_rows = [chains(len(e.labels), model_cfg.window) for e in train_eps]
     focus = [_switch_frames(e.labels, train_cfg.focus_margin) for e in train_eps]
+    mismatch = MismatchSampler(train_eps, train_cfg.mismatched_episodes, rng)
+    if train_cfg.mismatched_episodes and not mismatch.pool:
+        log("reflector: no successful expert episodes of two or more tasks; training without "
+            "mismatched instructions")
 
     def validate(step: int) -> dict:
         probe = val_eps or train_eps[: max(1, len(train_eps) // 5)]
@@ -267,6 +206,9 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         m["loss"] = float(F.binary_cross_entropy(r.double(), y.double()))
         m["step"] = step
         m["on"] = "val" if val_eps else "train subset (val_fraction is 0)"
+        mm = mismatch_false_success(model, probe, eta=model_cfg.eta, per_episode=1)
+        m["mismatch_false_success"] = None if mm is None else mm["rate"]
+        m["instruction_auc"] = None if mm is None else mm["instruction_auc"]
         return m
 
     out.mkdir(parents=True, exist_ok=True)
@@ -281,10 +223,11 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
             log(f"reflector: time budget {train_cfg.time_budget_s:.0f} s reached at step {step}")
             break
         batch = draw()
+        items = [(i, train_eps[i].instruction, None) for i in batch] + mismatch(batch)
         model.train()
         toks, rows, instr, ys, ws = [], [], [], [], []
         aux_in, aux_y = [], []
-        for i in batch:
+        for i, instruction, only in items:
             e = train_eps[i]
             ch, w = sample_rows(all_rows[i], len(e.labels), train_cfg.rows_per_episode, rng,
                                 focus=focus[i])
@@ -292,13 +235,17 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
             idx = torch.tensor(need)
             tok = model.frame_tokens(e.images[idx], feats[i][idx])  # (F, k, D)
             toks.append(torch.zeros(len(e.labels), *tok.shape[1:]).index_put((idx,), tok))
-            if probe is not None:
+            if probe is not None and only is None:
                 aux_in.append(probe.inputs(tok, instr_vec[e.instruction]))
                 aux_y.append(torch.from_numpy(e.labels[need]).float())
             rows.append(ch)
-            instr.append(e.instruction)
-            ys.append(torch.from_numpy(e.labels).float())
-            ws.append(w)
+            instr.append(instruction)
+            if only is None:
+                ys.append(torch.from_numpy(e.labels).float())
+                ws.append(w)
+            else:  # another task's instruction: its success frames are failures, the rest unknown
+                ys.append(torch.zeros(len(e.labels)))
+                ws.append(w * torch.from_numpy(only).float())
         logits = model.prefix_logits(toks, instr, rows=rows)
         lg, y, w = torch.cat(logits), torch.cat(ys), torch.cat(ws)
         keep = w > 0
@@ -373,6 +320,13 @@ def _switch_frames(labels: np.ndarray, margin: int) -> list[int]:
     return sorted(f for f in near if 0 <= f < len(labels))
 
 
+def _selection_score(m: dict) -> float:
+    """The best checkpoint has the highest lower of the two AUCs: success vs not (roc_auc) and
+    this task vs another task's instruction on the same success frames (instruction_auc)."""
+    aucs = [m[k] for k in ("roc_auc", "instruction_auc") if m.get(k) is not None]
+    return min(aucs) if aucs else -1.0
+
+
 def _evaluate_and_save(model: Reflector, m: dict, history: list[dict], best: dict | None,
                        out: Path, t0: float, log: Callable[[str], None]) -> dict | None:
     m["seconds"] = time.monotonic() - t0
@@ -380,11 +334,11 @@ def _evaluate_and_save(model: Reflector, m: dict, history: list[dict], best: dic
     auc = m["roc_auc"] if m["roc_auc"] is not None else -1.0
     log(f"reflector step {m['step']}: {m['on']} loss {m['loss']:.4f} auc {auc:.4f} "
         f"acc {m['frame_accuracy']:.4f} early_term {m['early_termination_rate']} "
-        f"timing {m['timing_error_mean_abs']}")
+        f"timing {m['timing_error_mean_abs']} instruction auc {m.get('instruction_auc')} "
+        f"wrong-instruction success {m.get('mismatch_false_success')}")
     meta = {"step": m["step"], "metrics": m}
     save_checkpoint(model, out / "last", meta=meta)
-    best_key = (auc, -m["loss"])
-    if best is None or best_key > (best["roc_auc"] if best["roc_auc"] is not None else -1.0, -best["loss"]):
+    if best is None or (_selection_score(m), -m["loss"]) > (_selection_score(best), -best["loss"]):
         save_checkpoint(model, out / "best", meta=meta)
         return m
     return best

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 HELP = "evaluate a reflector checkpoint on episode stores (AUC, accuracy, termination) with a plot"
@@ -25,9 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cluster.fsutil import write_text_atomic
     from reflector_service.checkpoint import load_checkpoint
+    from reflector_service.episodes import load_labeled_episodes, score_episodes
     from reflector_service.metrics import plot_rewards, reflector_metrics
-    from reflector_service.train import load_labeled_episodes, score_episodes
+    from reflector_service.mismatch import mismatch_false_success
 
     if args.eta is not None and not 0.0 < args.eta < 1.0:
         raise ValueError(f"--eta must be in (0, 1), got {args.eta}")
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for src in sorted({e.source for e in episodes}):
         idx = [i for i, e in enumerate(episodes) if e.source == src]
         by_source[src] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta)
+    # does R read the instruction? successful expert episodes under every other task's instruction
+    metrics["mismatch_false_success"] = mismatch_false_success(model, episodes, eta=eta)
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     report = {"ckpt": str(args.ckpt), "data": list(args.data), "eta": eta, **metrics,
@@ -62,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
                     f"({episodes[i].source})", rewards[i], labels[i]) for i in picked]
     if curves:
         report["plot"] = str(plot_rewards(out / "rewards.png", curves, eta=eta))
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "by_source"}, indent=2))
     return 0

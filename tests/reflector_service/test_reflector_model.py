@@ -45,10 +45,10 @@ def test_score_shape_and_range():
     assert torch.all((r >= 0) & (r <= 1)) and torch.isfinite(r).all()
 
 
-@pytest.mark.parametrize("kind,window", [("dinov2", 3), ("siglip", 5)])
-def test_incremental_equals_full(kind, window):
+@pytest.mark.parametrize("kind,window,reads_prompt", [("dinov2", 3, True), ("siglip", 5, False)])
+def test_incremental_equals_full(kind, window, reads_prompt):
     m = _model(vision_model=kind, window=window, vision_adapter=kind == "siglip",
-               pooling="flatten" if kind == "siglip" else "mean")
+               pooling="flatten" if kind == "siglip" else "mean", instruction_film=reads_prompt)
     frames = _frames(2, 23, size=40)  # resized to the tower's 32 px; stride doubles 3 times
     full = m.score(frames, INSTR)
     state = m.start(INSTR)
@@ -56,6 +56,20 @@ def test_incremental_equals_full(kind, window):
     torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
     assert len(state.cached) <= window
     assert state.cache.get_seq_length() == state.prompt_width + len(state.cached) * m.cfg.tokens_per_frame
+
+
+def test_fit_instructions_standardizes_the_prompt_vectors():
+    m = _model()
+    instructions = [*INSTR, "lift the red block", "put the yellow block on the green plate"]
+    m.fit_instructions(instructions)
+    emb, mask, _ = m._prompt_block(instructions)
+    pos = torch.arange(emb.shape[1]).expand(len(instructions), -1)
+    with torch.no_grad():
+        p = m._prompt_vec(m._llm(emb, mask, pos), mask)  # (4, D)
+    torch.testing.assert_close(p.mean(0), torch.zeros(m.width), atol=1e-4, rtol=0)
+    std = p.std(0)  # (D,) 1 up to the 1e-3 guard against dimensions that do not vary
+    assert 0.95 < float(std.median()) <= 1.0 and float(std.max()) <= 1.0
+    assert not m.prompt_center.requires_grad and not m.prompt_scale.requires_grad
 
 
 def test_score_does_not_depend_on_batch_or_later_frames():

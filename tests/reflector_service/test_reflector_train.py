@@ -80,8 +80,10 @@ def test_frozen_fingerprint_detects_a_change():
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(1)
     m = Reflector(ReflectorModelConfig(window=3, vision_adapter=True, vision_model="siglip")).eval()
+    m.fit_instructions(["lift the red block", "put the red block on the blue plate", "lift the yellow block"])
     with torch.no_grad():
         m.head[-1].bias.fill_(0.3)
+        m.film.weight.normal_()  # the instruction scales the head (zero at init)
     save_checkpoint(m, tmp_path / "ck", meta={"step": 7})
     frames = np.random.default_rng(0).integers(0, 256, (2, 6, 32, 32, 3), dtype=np.uint8)
     instr = ["lift the red block", "put the red block on the blue plate"]
@@ -210,6 +212,8 @@ def test_cli_train_and_eval(stores, tmp_path, capsys):
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     for key in ("roc_auc", "frame_accuracy", "early_termination_rate", "timing_error_mean_abs"):
         assert key in report
+    assert report["mismatch_false_success"]["pairs"] == sum(
+        e.succeeded for e in load_labeled_episodes([stores[1]], progress=False))
     assert report["episodes"] == 12 and (tmp_path / "ev" / "rewards.png").stat().st_size > 1000
 
 
@@ -275,3 +279,35 @@ def test_new_train_fields_are_validated():
         ReflectorTrainConfig(focus_margin=-1)
     with pytest.raises((ConfigError, ValueError), match="adapter_pool"):
         ReflectorModelConfig(adapter_pool="sum")
+
+
+def test_mismatched_instructions_are_learned_as_not_done(trained, stores):
+    """Training pairs successful expert episodes with the other task's instruction (success
+    frames labeled 0): the trained reward says "done" for the own instruction, not the other."""
+    from reflector_service.mismatch import MismatchSampler, mismatch_false_success
+
+    episodes = load_labeled_episodes([stores[0]], progress=False)
+    draw = MismatchSampler(episodes, 3, np.random.default_rng(0))
+    picked = draw()
+    assert len(picked) == 3
+    for i, instruction, mask in picked:
+        e = episodes[i]
+        assert e.source == "expert" and e.succeeded and instruction != e.instruction
+        assert np.array_equal(mask, e.labels)
+    assert MismatchSampler(episodes, 0, np.random.default_rng(0)).pool == []
+    # the step's own successful expert episodes come first: the same frames under both instructions
+    batch = [i for i, e in enumerate(episodes) if e.succeeded][:2] + [i for i, e in enumerate(episodes)
+                                                                      if not e.succeeded][:2]
+    assert [i for i, _, _ in draw(batch)][:2] == batch[:2]
+
+    out, summary = trained
+    last = summary["history"][-1]
+    assert last["mismatch_false_success"] is not None and last["instruction_auc"] >= 0.8
+    model = load_checkpoint(out / "best")
+    test = load_labeled_episodes([stores[1]], progress=False)
+    wrong = mismatch_false_success(model, test, eta=0.5)
+    assert wrong["pairs"] == sum(e.succeeded for e in test) and wrong["rate"] <= 0.2
+    assert wrong["instruction_auc"] >= 0.8
+    own = score_episodes(model, [e for e in test if e.succeeded])
+    assert np.mean([(r[e.labels] > 0.5).any() for r, e in
+                    zip(own, [e for e in test if e.succeeded], strict=True)]) >= 0.8
