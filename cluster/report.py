@@ -85,7 +85,8 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
           for m, c in comp.items()],
         "",
     ]
-    lines += _imagined_lines(results["post_train"].get("imagined_eval") or {}, rewards)
+    imagined_eval = results["post_train"].get("imagined_eval") or {}
+    lines += _imagined_lines(imagined_eval, rewards)
     timed = {k: v["seconds"] for k, v in results.items() if "seconds" in v}
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in timed.items())
     lines += [f"Stage times: {timing}; total {sum(timed.values()):.0f} s (this invocation "
@@ -97,7 +98,6 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
         "post_trained": {m: {k: post[m][k] for k in ("success_rate", "ci95", "episodes")} for m in comp},
         "paired": comp,
         "imagined_success": imagined,
-        "imagined_eval": {k: v["success_rate"]
-                          for k, v in (results["post_train"].get("imagined_eval") or {}).items()},
+        "imagined_eval": {k: v["success_rate"] for k, v in imagined_eval.items()},
         "reward_mean": rewards,
     }

@@ -223,21 +223,33 @@ class Reflector(nn.Module):
 
     def _logit(self, group: torch.Tensor, prompt_vec: torch.Tensor) -> torch.Tensor:
         """Reward logits from the last hidden states of frame t's tokens (..., k + 1, D) and the
-        prompt pools (..., Q * D) -> (...,)."""
+        prompt vector (..., D) (or (..., 0) without ``instruction_film``) -> (...,)."""
         h = group.flatten(-2) if self.cfg.pooling == "flatten" else group.mean(dim=-2)
         z = self.head[2](self.head[1](self.head[0](torch.cat([h, prompt_vec], dim=-1))))
         if self.film is not None:
             z = z * (1 + self.film(prompt_vec))
         return self.head[3](z).squeeze(-1)
 
+    @staticmethod
+    def _prompt_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean last hidden state over the real prompt tokens: (B, P, D), (B, P) -> (B, D)."""
+        m = mask.to(hidden.dtype)[..., None]
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
     def _prompt_vec(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Standardized mean last hidden state over the real prompt tokens: (B, P, D), (B, P) ->
-        (B, D), or (B, 0) without ``instruction_film``."""
+        """The head's view of the instruction: the standardized prompt mean (B, D), or (B, 0)
+        without ``instruction_film``."""
         if not self.cfg.instruction_film:
             return hidden.new_zeros(hidden.shape[0], 0)
-        m = mask.to(hidden.dtype)[..., None]
-        mean = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
-        return (mean - self.prompt_center) * self.prompt_scale
+        return (self._prompt_mean(hidden, mask) - self.prompt_center) * self.prompt_scale
+
+    def _run_prompt(self, instructions: Sequence[str], cache=None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The prompts alone through the LLM (into ``cache`` if given): last hidden states
+        (B, P, D), mask (B, P) and true lengths (B,)."""
+        emb, mask, lens = self._prompt_block(instructions)
+        pos = torch.arange(emb.shape[1], device=self.device).expand(len(instructions), -1)
+        return self._llm(emb, mask, pos, cache), mask, lens
 
     @torch.no_grad()
     def fit_instructions(self, instructions: Sequence[str]) -> None:
@@ -245,12 +257,10 @@ class Reflector(nn.Module):
         spread of their prompt vectors; a single instruction keeps scale 1)."""
         if not self.cfg.instruction_film or not instructions:
             return
-        emb, mask, _ = self._prompt_block(sorted(set(instructions)))
-        pos = torch.arange(emb.shape[1], device=self.device).expand(emb.shape[0], -1)
-        self.prompt_center.zero_()
-        self.prompt_scale.fill_(1.0)
-        p = self._prompt_vec(self._llm(emb, mask, pos), mask)  # (I, D)
+        hidden, mask, _ = self._run_prompt(sorted(set(instructions)))
+        p = self._prompt_mean(hidden, mask)  # (I, D)
         self.prompt_center.copy_(p.mean(dim=0))
+        self.prompt_scale.fill_(1.0)
         if len(p) > 1:
             self.prompt_scale.copy_(1.0 / (p.std(dim=0) + 1e-3))
 
@@ -340,10 +350,8 @@ class Reflector(nn.Module):
 
         if len(instructions) == 0:
             raise ValueError("reflector start needs at least one instruction")
-        emb, mask, lens = self._prompt_block(instructions)
         cache = DynamicCache()
-        pos = torch.arange(emb.shape[1], device=self.device).expand(len(instructions), -1)
-        hidden = self._llm(emb, mask, pos, cache)
+        hidden, mask, lens = self._run_prompt(instructions, cache)
         return ReflectorState(cache=cache, prompt_len=lens, prompt_mask=mask, cached=[], tokens={},
                               prompt_vec=self._prompt_vec(hidden, mask))
 

@@ -206,7 +206,7 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         m["loss"] = float(F.binary_cross_entropy(r.double(), y.double()))
         m["step"] = step
         m["on"] = "val" if val_eps else "train subset (val_fraction is 0)"
-        mm = mismatch_false_success(model, probe, eta=model_cfg.eta, per_episode=1)
+        mm = mismatch_false_success(model, probe, rewards, eta=model_cfg.eta, per_episode=1)
         m["mismatch_false_success"] = None if mm is None else mm["rate"]
         m["instruction_auc"] = None if mm is None else mm["instruction_auc"]
         return m

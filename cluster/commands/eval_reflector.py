@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         idx = [i for i, e in enumerate(episodes) if e.source == src]
         by_source[src] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta)
     # does R read the instruction? successful expert episodes under every other task's instruction
-    metrics["mismatch_false_success"] = mismatch_false_success(model, episodes, eta=eta)
+    metrics["mismatch_false_success"] = mismatch_false_success(model, episodes, rewards, eta=eta)
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     report = {"ckpt": str(args.ckpt), "data": list(args.data), "eta": eta, **metrics,

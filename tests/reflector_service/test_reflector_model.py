@@ -62,10 +62,7 @@ def test_fit_instructions_standardizes_the_prompt_vectors():
     m = _model()
     instructions = [*INSTR, "lift the red block", "put the yellow block on the green plate"]
     m.fit_instructions(instructions)
-    emb, mask, _ = m._prompt_block(instructions)
-    pos = torch.arange(emb.shape[1]).expand(len(instructions), -1)
-    with torch.no_grad():
-        p = m._prompt_vec(m._llm(emb, mask, pos), mask)  # (4, D)
+    p = m.start(instructions).prompt_vec  # (4, D), what the head reads
     torch.testing.assert_close(p.mean(0), torch.zeros(m.width), atol=1e-4, rtol=0)
     std = p.std(0)  # (D,) 1 up to the 1e-3 guard against dimensions that do not vary
     assert 0.95 < float(std.median()) <= 1.0 and float(std.max()) <= 1.0

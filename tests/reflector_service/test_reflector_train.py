@@ -305,7 +305,7 @@ def test_mismatched_instructions_are_learned_as_not_done(trained, stores):
     assert last["mismatch_false_success"] is not None and last["instruction_auc"] >= 0.8
     model = load_checkpoint(out / "best")
     test = load_labeled_episodes([stores[1]], progress=False)
-    wrong = mismatch_false_success(model, test, eta=0.5)
+    wrong = mismatch_false_success(model, test, score_episodes(model, test), eta=0.5)
     assert wrong["pairs"] == sum(e.succeeded for e in test) and wrong["rate"] <= 0.2
     assert wrong["instruction_auc"] >= 0.8
     own = score_episodes(model, [e for e in test if e.succeeded])
