@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "evaluate a reflector checkpoint on episode stores (AUC, accuracy, termination) with a plot"
+HELP = ("evaluate a reflector checkpoint on episode stores (AUC, accuracy, termination, whether R "
+        "reads the instruction) with a plot")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
