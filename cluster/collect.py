@@ -13,6 +13,7 @@ from actors.exploration import (
     ActionSource,
     EpisodeSpec,
     LaplacePerturbed,
+    NearMissExpert,
     PolicySampler,
     ScriptedExpert,
     run_episode,
@@ -37,16 +38,19 @@ def check_sources(env_name: str, source: str, policy_path: str | None) -> None:
     if env_name != "tabletop" and not policy_path:
         raise ValueError(f"the {env_name} env has no scripted expert: collect with --source exploration "
                          "--policy CKPT (import expert demos with rehearse import-libero)")
-    if source == "expert" and policy_path:
-        raise ValueError("--policy is for --source exploration; expert demos come from the "
+    if source in ("expert", "near_miss") and policy_path:
+        raise ValueError(f"--policy is for --source exploration; {source} episodes come from the "
                          "scripted expert")
 
 
 def action_source(source: str, collect_cfg: CollectConfig, policy_path: str | None) -> ActionSource:
-    """expert: the scripted expert; exploration: the policy's own Laplace samples when a policy
-    is given (World-Env's self-exploration), else Laplace noise around the scripted expert."""
+    """expert: the scripted expert; near_miss: the expert stopping one step short of success
+    (hard negatives for the reflector); exploration: the policy's own Laplace samples when a
+    policy is given (World-Env's self-exploration), else Laplace noise around the scripted expert."""
     if source == "expert":
         return ScriptedExpert()
+    if source == "near_miss":
+        return NearMissExpert()
     if policy_path:
         from policy.checkpoint import load_policy
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SOURCES = ("expert", "exploration", "policy", "imagined")
+SOURCES = ("expert", "exploration", "policy", "imagined", "near_miss")
 SCHEMA_VERSION = "1"
 META_KEY = b"rehearse.meta"  # JSON: env name, image size, camera, controller limits, ...
 VERSION_KEY = b"rehearse.schema_version"

@@ -11,8 +11,9 @@ HELP = "collect expert or Laplace-perturbed exploration episodes in a real env i
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", choices=["tabletop", "libero"], default=None,
                    help="environment (default: the config's env.name)")
-    p.add_argument("--source", choices=["expert", "exploration"], required=True,
-                   help="expert: scripted expert; exploration: a ~ Laplace(expert, b)")
+    p.add_argument("--source", choices=["expert", "exploration", "near_miss"], required=True,
+                   help="expert: scripted expert; exploration: a ~ Laplace(expert, b); near_miss: the "
+                   "expert holding the block just short of success (reflector hard negatives)")
     p.add_argument("--episodes-per-task", type=int, default=None,
                    help="episodes per task (default: collect.episodes_per_task)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")

@@ -34,6 +34,12 @@ def test_collect_expert_and_exploration(tmp_path, capsys):
     assert {e["source"] for e in store.episode_info} == {"exploration"}
     assert store.meta["image_size"] == 64
 
+    rc = main(["collect", "--source", "near_miss", "--episodes-per-task", "1", "--tasks", "place_red_on_blue",
+               "--out", str(tmp_path / "near"), "--no-progress"])
+    assert rc == 0
+    store = EpisodeStore(tmp_path / "near")
+    assert [(e["source"], e["success"]) for e in store.episode_info] == [("near_miss", False)]
+
 
 def test_existing_output_refused(tmp_path, capsys):
     out = tmp_path / "d"

@@ -55,3 +55,26 @@ def test_finished_task_stays_finished():
         ep = run_episode(env, EpisodeSpec(task, 3), ScriptedExpert(), steps_after_success=10)
         first = int(ep.success.argmax())
         assert ep.success[first:].all(), task
+
+
+def test_near_miss_expert_holds_the_block_just_short_of_success():
+    """Hard negatives: the task's block ends held (gripper closed) over its target or below the
+    lift height, and no frame of the episode is a success."""
+    from actors.exploration import EpisodeSpec, NearMissExpert, run_episode
+    from envs.tabletop_tasks import BLOCK_SIZE, LIFT_HEIGHT, TASKS
+
+    env = TabletopEnv(EnvConfig(image_size=32, layout="homes"))
+    for i, task in enumerate(env.task_names):
+        ep = run_episode(env, EpisodeSpec(task, 40 + i, "near_miss"), NearMissExpert())
+        spec = TASKS[task]
+        block = env.object_positions()[spec.block]
+        assert not ep.success.any() and ep.num_steps == env.max_steps, task
+        assert env.holding == spec.block, task
+        if spec.kind == "lift":
+            assert LIFT_HEIGHT - NearMissExpert().high - 0.01 <= block[2] - BLOCK_SIZE / 2 < LIFT_HEIGHT, task
+        else:
+            goal = env.object_positions()[spec.target]
+            assert np.max(np.abs(block[:2] - goal[:2])) < 0.02, task  # over the target ...
+            assert block[2] - goal[2] > BLOCK_SIZE / 2 + 0.01, task  # ... but not resting on it
+    with pytest.raises(ValueError, match="near-miss heights"):
+        NearMissExpert(low=0.05, high=0.01)
