@@ -10,6 +10,7 @@ last step) and the steps after termination are padding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,6 +88,66 @@ class GroupResult:
         return self.done.argmax(axis=1) + 1
 
 
+@dataclass
+class ChunkRecord:
+    """What the policy did in one group, T policy steps (padded after ``done``): see
+    ``GroupResult`` for the shapes."""
+
+    images: np.ndarray
+    proprio: np.ndarray
+    actions: np.ndarray
+    old_log_probs: np.ndarray
+    done: np.ndarray
+    env_steps: int
+
+
+def act_in_chunks(policy: Any, observe: Callable[[], dict[str, Any]],
+                  advance: Callable[[np.ndarray, np.ndarray], np.ndarray], *, n: int,
+                  max_policy_steps: int, execute_steps: int, deterministic: bool = False,
+                  generator: torch.Generator | None = None) -> ChunkRecord:
+    """The loop of one group, shared by imagined and real rollouts.
+
+    The policy acts on the N current observations, then up to ``execute_steps`` actions of the
+    chunk run, each through ``advance``, until every rollout has ended or the horizon is
+    reached.
+
+    Args:
+        observe: () -> the policy's batch: "image" (N, H, W, 3), "proprio" (N, 8), "instruction".
+        advance: (env_actions (N, 7), active (N,) bool) -> stop (N,) bool: run one action of the
+            active rollouts and say which of them ended with it.
+    Returns:
+        the record; ``done`` (N, T) holds exactly one True per row.
+    """
+    active = np.ones(n, dtype=bool)
+    images, proprios, actions, logps, dones = [], [], [], [], []
+    env_steps = 0
+    for t in range(max_policy_steps):
+        batch = observe()
+        a, logp, _mu, _log_scale = policy.act(batch, deterministic=deterministic, generator=generator)
+        env_a = policy.to_env_actions(a)  # (N, chunk, 7)
+        images.append(np.asarray(batch["image"]))
+        proprios.append(np.asarray(batch["proprio"], dtype=np.float32))
+        actions.append(a.float().cpu().numpy())
+        logps.append(logp.float().cpu().numpy())
+        done_now = np.zeros(n, dtype=bool)
+        for k in range(min(execute_steps, env_a.shape[1])):
+            env_steps += int(active.sum())
+            stop = active & advance(env_a[:, k], active.copy())
+            done_now |= stop
+            active &= ~stop
+            if not active.any():
+                break
+        if t == max_policy_steps - 1:
+            done_now |= active
+            active[:] = False
+        dones.append(done_now)
+        if not active.any():
+            break
+    return ChunkRecord(images=np.stack(images, axis=1), proprio=np.stack(proprios, axis=1),
+                       actions=np.stack(actions, axis=1), old_log_probs=np.stack(logps, axis=1),
+                       done=np.stack(dones, axis=1), env_steps=env_steps)
+
+
 def rollout_group(
     policy: Any,
     sim: SimulatorClient,
@@ -120,67 +181,34 @@ def rollout_group(
     """
     n = group_size
     frames0 = np.repeat(init.frames[None], n, axis=0)  # (N, T0, H, W, 3)
-    proprio = np.repeat(init.proprio[None].astype(np.float32), n, axis=0)  # (N, 8)
-    instructions = [init.instruction] * n
-    sim.reset(key, frames0, proprio)
-    rewards = np.asarray(reflector.reset(key, instructions, frames0), dtype=np.float64)
-    image = frames0[:, -1]
-    active = np.ones(n, dtype=bool)
-    images, proprios, actions, logps, dones = [], [], [], [], []
-    video = [image] if keep_frames else []
-    env_steps = 0
+    state = {"image": frames0[:, -1], "proprio": np.repeat(init.proprio[None].astype(np.float32), n, axis=0),
+             "instruction": [init.instruction] * n}
+    sim.reset(key, frames0, state["proprio"])
+    rewards = np.asarray(reflector.reset(key, state["instruction"], frames0), dtype=np.float64)
+    video = [state["image"]] if keep_frames else []
+
+    def advance(env_a: np.ndarray, active: np.ndarray) -> np.ndarray:
+        nonlocal rewards
+        # every environment of the group steps (the services batch them); ended ones keep their reward
+        state["proprio"] = next_proprio(state["proprio"], env_a, limits=limits).astype(np.float32)
+        state["image"] = sim.step(key, state["proprio"])
+        # non-finite rewards pass through: the learner skips (and counts) such updates
+        r = np.asarray(reflector.score(key, state["image"]), dtype=np.float64)
+        rewards = np.where(active, r, rewards)
+        if keep_frames:
+            video.append(state["image"])
+        return r > eta
+
     try:
-        for t in range(max_policy_steps):
-            batch = {"image": image, "proprio": proprio, "instruction": instructions}
-            a, logp, _mu, _log_scale = policy.act(batch, deterministic=deterministic, generator=generator)
-            env_a = policy.to_env_actions(a)  # (N, chunk, 7)
-            images.append(image)
-            proprios.append(proprio)
-            actions.append(a.float().cpu().numpy())
-            logps.append(logp.float().cpu().numpy())
-            done_now = np.zeros(n, dtype=bool)
-            for k in range(min(execute_steps, env_a.shape[1])):
-                proprio = next_proprio(proprio, env_a[:, k], limits=limits).astype(np.float32)
-                image = sim.step(key, proprio)
-                # non-finite rewards pass through: the learner skips (and counts) such updates
-                r = np.asarray(reflector.score(key, image), dtype=np.float64)
-                env_steps += int(active.sum())
-                rewards = np.where(active, r, rewards)
-                stop = active & (r > eta)
-                done_now |= stop
-                active &= ~stop
-                if keep_frames:
-                    video.append(image)
-                if not active.any():
-                    break
-            if t == max_policy_steps - 1:
-                done_now |= active
-                active[:] = False
-            dones.append(done_now)
-            if not active.any():
-                break
+        rec = act_in_chunks(policy, lambda: dict(state), advance, n=n, max_policy_steps=max_policy_steps,
+                            execute_steps=execute_steps, deterministic=deterministic, generator=generator)
     finally:
         sim.release(key)
         reflector.release(key)
-    done = np.stack(dones, axis=1)  # (N, T)
-    # each trajectory is done exactly once: keep only the first True per row
-    first = done.argmax(axis=1)
-    done = np.zeros_like(done)
-    done[np.arange(n), first] = True
-    terminated = rewards > eta
     return GroupResult(
-        key=key,
-        group_id=group_id,
-        policy_version=policy_version,
-        init=init,
-        images=np.stack(images, axis=1),
-        proprio=np.stack(proprios, axis=1),
-        actions=np.stack(actions, axis=1),
-        old_log_probs=np.stack(logps, axis=1),
-        done=done,
-        rewards=rewards.astype(np.float32),
-        terminated=terminated,
-        env_steps=env_steps,
+        key=key, group_id=group_id, policy_version=policy_version, init=init, images=rec.images,
+        proprio=rec.proprio, actions=rec.actions, old_log_probs=rec.old_log_probs, done=rec.done,
+        rewards=rewards.astype(np.float32), terminated=rewards > eta, env_steps=rec.env_steps,
         frames=np.concatenate([frames0[:, :-1], np.stack(video, axis=1)], axis=1) if keep_frames else None,
     )
 

@@ -3,7 +3,8 @@
 Wrap with ``ray.remote(**resources)(RolloutWorker)`` where it is created (``cluster/placement``).
 The worker holds no training state: the learner publishes trainable weights (LoRA + heads)
 with a version, the worker copies them in place before its next rollouts, and every trajectory
-records the version it came from.
+records the version it came from. ``RealRolloutWorker`` runs the same groups in the real env
+with its ground-truth success as the reward (``post_train.world: real``, the oracle).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 
 from actors.clients import RayReflectorClient, RaySimulatorClient
 from actors.config import RolloutConfig
+from actors.evaluation import EnvPool, EvalJob
+from actors.real_rollout import real_rollout_group
 from actors.rollout import (
     GroupResult,
     ReflectorClient,
@@ -45,14 +48,18 @@ class RolloutWorker:
         if not 0.0 < rollout.eta < 1.0:
             raise ValueError(f"rollout worker needs a termination eta in (0, 1), got {rollout.eta}: "
                              "resolve 0 with reflector_service.checkpoint.termination_eta first")
+        self._setup(policy_factory, rollout, worker_index, seed)
+        self.sim = RaySimulatorClient(sim) if isinstance(sim, list) else sim
+        self.reflector = RayReflectorClient(reflector) if isinstance(reflector, list) else reflector
+        self.limits = limits
+
+    def _setup(self, policy_factory: Callable[[], Any], rollout: RolloutConfig, worker_index: int,
+               seed: int) -> None:
         torch.set_num_threads(1)
         self.policy = policy_factory()
         self.policy.eval()
-        self.sim = RaySimulatorClient(sim) if isinstance(sim, list) else sim
-        self.reflector = RayReflectorClient(reflector) if isinstance(reflector, list) else reflector
         self.cfg = rollout
         self.index = worker_index
-        self.limits = limits
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed + worker_index)
         self._groups_run = 0
@@ -112,8 +119,50 @@ class RolloutWorker:
             "versions": [r.policy_version for r in results],
             "tasks": [r.init.task_id for r in results],
             "frames": results[0].frames if keep_frames else None,
-            "recoveries": self.sim.recoveries + self.reflector.recoveries,
+            "recoveries": self._recoveries(),
         }
+
+    def _recoveries(self) -> int:
+        return self.sim.recoveries + self.reflector.recoveries
 
     def ping(self) -> int:
         return self.version
+
+
+class RealRolloutWorker(RolloutWorker):
+    """Runs RLOO groups in the real environment with its ground-truth success as the reward
+    (``post_train.world: real``; ``actors/real_rollout.py``); starts are ``EvalJob`` (task,
+    seed), and everything else (weights, versions, summaries, the learner's batch) is as for
+    imagined groups.
+
+    Args:
+        policy_factory: builds the policy.
+        env_factory: builds one real env; the worker keeps ``group_size`` of them.
+        rollout: rollout settings (group size, horizon; eta is not used).
+        worker_index, seed: as for ``RolloutWorker``.
+    """
+
+    def __init__(self, policy_factory: Callable[[], Any], *, env_factory: Callable[[], Any],
+                 rollout: RolloutConfig, worker_index: int, seed: int = 0):
+        self._setup(policy_factory, rollout, worker_index, seed)
+        self.envs = EnvPool(env_factory)
+
+    def run_groups(self, inits: list[EvalJob], group_ids: list[int], *,  # type: ignore[override]
+                   keep_frames: bool = False, deterministic: bool = False) -> list[GroupResult]:
+        envs = self.envs.take(self.cfg.group_size)
+        results = []
+        for start, gid in zip(inits, group_ids, strict=True):
+            self._groups_run += 1
+            results.append(real_rollout_group(
+                self.policy, envs, start, group_id=gid, max_policy_steps=self.cfg.max_policy_steps,
+                execute_steps=self.cfg.execute_steps, policy_version=self.version,
+                generator=self.generator, keep_frames=keep_frames and not results,
+                deterministic=deterministic))
+        return results
+
+    def _recoveries(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        """Free the envs (call before the process ends)."""
+        self.envs.close()

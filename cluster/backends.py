@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.base import Camera
+from envs.config import EnvConfig
 
 
 def _check_folder(path: str, what: str, key: str) -> None:
@@ -83,3 +84,15 @@ class ReflectorFactory:
         from reflector_service.keyed import KeyedReflector
 
         return KeyedReflector(load_checkpoint(self.path, device=device_for(self.num_gpus)))
+
+
+class EnvFactory:
+    """Picklable builder of the real env."""
+
+    def __init__(self, cfg: EnvConfig):
+        self.cfg = cfg
+
+    def __call__(self) -> Any:
+        from envs.factory import make_env
+
+        return make_env(self.cfg)

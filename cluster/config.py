@@ -81,11 +81,25 @@ class ClusterConfig:
         for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0")
 
-    def gpus_needed(self) -> float:
-        """GPUs the placement asks for in total."""
-        return (self.rollout_workers * self.rollout_worker_gpus + self.learners * self.learner_gpus
-                + self.simulator.replicas * self.simulator.num_gpus
-                + self.reflector.replicas * self.reflector.num_gpus)
+    def gpus_needed(self, *, services: bool = True) -> float:
+        """GPUs the placement asks for in total (``services``: the simulator and reflector
+        replicas too; a real-env run starts none)."""
+        need = self.rollout_workers * self.rollout_worker_gpus + self.learners * self.learner_gpus
+        if services:
+            need += (self.simulator.replicas * self.simulator.num_gpus
+                     + self.reflector.replicas * self.reflector.num_gpus)
+        return need
+
+    def cpus_needed(self, *, services: bool = True) -> float:
+        """CPUs the placement reserves in total (``services`` as for ``gpus_needed``)."""
+        need = self.rollout_workers * self.rollout_worker_cpus + self.learners * self.learner_cpus
+        if services:
+            need += (self.simulator.replicas * self.simulator.num_cpus
+                     + self.reflector.replicas * self.reflector.num_cpus)
+        return need
+
+
+WORLDS = ("imagined", "real")
 
 
 @dataclass
@@ -108,6 +122,11 @@ class PostTrainConfig:
             this many fixed real starts (step 0 of episodes in ``data``), each rolled out as a
             group with the mean action, like the real-env evaluation; the same starts for both
             policies, so imagined and real gains can be compared (0: none).
+        world: where rollouts happen. "imagined" (the method): the world simulator and the
+            reflector. "real": the real env of the ``env`` section with its ground-truth
+            success as the reward, same groups, horizon and update (RIPT-VLA's setting): the
+            oracle that tells what imagination costs. A real run needs neither ``simulator``,
+            ``reflector`` nor ``data`` and skips the imagined evaluation.
     """
 
     policy: str = ""
@@ -121,8 +140,10 @@ class PostTrainConfig:
     tensorboard: bool = True
     fake_latency_ms: float = 0.0
     imagined_eval_states: int = 0
+    world: str = "imagined"
 
     def __post_init__(self) -> None:
+        require(self.world in WORLDS, f"post_train.world must be one of {list(WORLDS)}, got {self.world!r}")
         require(self.imagined_eval_states >= 0, "post_train.imagined_eval_states must be >= 0")
         require(self.iterations >= 1, f"post_train.iterations must be >= 1, got {self.iterations}")
         require(self.checkpoint_every >= 1, "post_train.checkpoint_every must be >= 1")
@@ -144,6 +165,10 @@ class DemoConfig:
         steps_after_success: frames recorded past the first success (reflector labels).
         eval_episodes_per_task: real-env evaluation episodes per task and policy.
         video_episodes: real-env GIFs per evaluated policy.
+        real_env_loop: also run LOOP in the real env with its ground-truth success as the
+            reward (``post_train.world: real``: the same SFT policy, groups, horizon and
+            iterations) and evaluate that policy beside the others: the oracle that shows what
+            the world model and the reflector cost.
     """
 
     run_dir: str = "runs/{name}"
@@ -155,6 +180,7 @@ class DemoConfig:
     steps_after_success: int = 5
     eval_episodes_per_task: int = 13
     video_episodes: int = 2
+    real_env_loop: bool = True
 
     def __post_init__(self) -> None:
         for name in ("sft_demos_per_task", "expert_episodes_per_task", "eval_episodes_per_task"):

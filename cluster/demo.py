@@ -2,8 +2,9 @@
 
 collect (expert demos, expert and perturbed episodes) -> SFT on 5 demos per task -> the SFT
 policy's self-exploration -> world simulator training -> reflector training -> LOOP
-post-training on a local Ray -> real-env evaluation of the SFT and post-trained policies on the
-same seeds -> a report. Each finished stage leaves ``stages/<name>.json`` in the run folder; a
+post-training in imagination on a local Ray -> the same LOOP in the real env with its
+ground-truth reward (the oracle, ``demo.real_env_loop``) -> real-env evaluation of the SFT and
+post-trained policies on the same seeds -> a report. Each finished stage leaves ``stages/<name>.json`` in the run folder; a
 rerun skips finished stages.
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 from cluster.config import ExperimentConfig, dump_config
 from cluster.fsutil import write_text_atomic
 
-STAGES = ("collect", "sft", "explore", "simulator", "reflector", "post_train", "evaluate", "report")
+STAGES = ("collect", "sft", "explore", "simulator", "reflector", "post_train", "post_train_real", "evaluate",
+          "report")
 
 # --quick: the same stages at smoke-test sizes (minutes, no learning claim)
 QUICK_OVERRIDES = [
@@ -159,11 +161,28 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         summary = post_train(dataclasses.replace(cfg, post_train=pt), progress=progress)
         return summary
 
+    def do_post_train_real() -> dict[str, Any]:
+        import shutil
+
+        from cluster.driver import post_train
+
+        if not d.real_env_loop:
+            return {"skipped": True}
+        pt_dir = run / "post_train_real"
+        if pt_dir.exists():
+            shutil.rmtree(pt_dir)
+        pt = dataclasses.replace(cfg.post_train, world="real", policy=str(ckpt / "sft"), run_dir=str(pt_dir),
+                                 imagined_eval_states=0)
+        return post_train(dataclasses.replace(cfg, post_train=pt), progress=progress)
+
     def do_evaluate() -> dict[str, Any]:
         from cluster.evaluate import evaluate_policy
 
         out = {}
-        for name, path in (("sft", ckpt / "sft"), ("post_trained", Path(results["post_train"]["policy"]))):
+        policies = [("sft", ckpt / "sft"), ("post_trained", Path(results["post_train"]["policy"]))]
+        if "policy" in results["post_train_real"]:
+            policies.append(("post_trained_real", Path(results["post_train_real"]["policy"])))
+        for name, path in policies:
             out[name] = evaluate_policy(
                 str(path), cfg.env, tasks=tasks, episodes_per_task=d.eval_episodes_per_task, seed=cfg.seed,
                 reflector_path=results["reflector"]["checkpoint"], modes=("ground_truth", "reflector"),
@@ -176,7 +195,9 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         from cluster.metrics import read_metrics
         from cluster.report import demo_report
 
-        report = demo_report(results, read_metrics(run / "post_train"), seconds=time.perf_counter() - t_all)
+        real = read_metrics(run / "post_train_real") if "policy" in results["post_train_real"] else None
+        report = demo_report(results, read_metrics(run / "post_train"), seconds=time.perf_counter() - t_all,
+                             real_metrics=real)
         (run / "report.md").write_text(report["markdown"])
         return report
 
@@ -186,6 +207,7 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
     stage("simulator", do_simulator)
     stage("reflector", do_reflector)
     stage("post_train", do_post_train)
+    stage("post_train_real", do_post_train_real)
     stage("evaluate", do_evaluate)
     report = stage("report", do_report)
     log(report["markdown"])

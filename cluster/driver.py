@@ -18,8 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from actors.eval_worker import EVAL_SEED_OFFSET
-from actors.rollout_worker import RolloutWorker
-from cluster.backends import PolicyFactory, ReflectorFactory, SimulatorFactory
+from actors.real_rollout import RealStartSampler
+from actors.rollout_worker import RealRolloutWorker, RolloutWorker
+from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory, SimulatorFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
 from cluster.config import ExperimentConfig, dump_config
 from cluster.configlib import ConfigError
@@ -83,14 +84,8 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     import ray
 
     pt, cc = cfg.post_train, cfg.cluster
-    rc = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
+    imagined_world = pt.world == "imagined"
     run_dir = run_dir_of(cfg)
-    if not pt.data:
-        raise ConfigError("post_train.data is empty: name the episode stores whose real frames "
-                          "start the imagined rollouts (e.g. the expert demos)")
-    stores = [EpisodeStore(p) for p in pt.data]
-    camera = stores[0].camera()
-    limits = _controller_limits(stores[0].meta)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and not resume:
         raise FileExistsError(f"run folder {run_dir} already holds checkpoints: pass --resume to "
@@ -99,31 +94,20 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
     policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
     policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
-    sim_f = SimulatorFactory(pt.simulator, camera.to_dict(), cc.simulator.num_gpus, seed=cfg.seed,
-                             fake_latency_ms=pt.fake_latency_ms)
-    refl_f = ReflectorFactory(pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms)
-    sampler = InitialStateSampler(stores, keyframes=rc.keyframes, context_frames=rc.context_frames,
-                                  seed=cfg.seed, sources=("expert",))
-    eval_starts = InitialStateSampler(
-        stores, keyframes=False, context_frames=rc.context_frames, seed=cfg.seed + EVAL_SEED_OFFSET,
-        sources=("expert",)).sample(pt.imagined_eval_states)
+    roles = _ImaginedRoles(cfg) if imagined_world else _RealRoles(cfg)
+    rc = roles.rollout
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
 
     init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
-    check_resources(cc)
+    check_resources(cc, services=imagined_world)
     tag = f"{cfg.name}-{int(time.time()) % 100000}"
-    sims = start_replicas(SimulatorService, cc.simulator, sim_f, name=f"{tag}-sim")
-    refls = start_replicas(ReflectorService, cc.reflector, refl_f, name=f"{tag}-reflector")
+    roles.start_services(tag)
     learners = LearnerGroup(policy_l, cfg.learner, num_learners=cc.learners, num_gpus=cc.learner_gpus,
                             num_cpus=cc.learner_cpus, seed=cfg.seed, name=f"{tag}-learner")
     learner = learners.lead  # rank 0 speaks for the group
-    workers = [
-        start_actor(RolloutWorker, policy_w, sim=sims, reflector=refls, rollout=rc, worker_index=i,
-                    seed=cfg.seed, limits=limits, num_gpus=cc.rollout_worker_gpus,
-                    num_cpus=cc.rollout_worker_cpus, name=f"{tag}-rollout-{i}")
-        for i in range(cc.rollout_workers)
-    ]
+    workers = [roles.start_worker(policy_w, i, name=f"{tag}-rollout-{i}") for i in range(cc.rollout_workers)]
+    sampler = roles.sampler
     logger = MetricsLogger(run_dir, tensorboard=pt.tensorboard)
     start = 0
     try:
@@ -137,19 +121,18 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         ray.get([w.load_weights.remote(current) for w in workers])
         version = ray.get(learner.version.remote())  # 0 = the SFT weights
         imagined = _load_json(run_dir / "imagined_eval.json") if resume else {}
-        if eval_starts and "before" not in imagined:
-            imagined["before"] = {"version": version, **_imagine(workers, eval_starts, progress=progress)}
+        if roles.eval_starts and "before" not in imagined:
+            imagined["before"] = {"version": version, **_imagine(workers, roles.eval_starts, progress=progress)}
             _write_json(run_dir / "imagined_eval.json", imagined)
         last: dict[str, float] = {}
-        bar = tqdm(range(start, pt.iterations), desc="post-train", unit="it", disable=not progress,
-                   initial=start, total=pt.iterations)
+        bar = tqdm(range(start, pt.iterations), desc=f"post-train ({pt.world})", unit="it",
+                   disable=not progress, initial=start, total=pt.iterations)
         for it in bar:
             t_it = time.perf_counter()
             g = rc.groups_per_worker
             inits = sampler.sample(len(workers) * g)
             video = pt.video_every > 0 and (it + 1) % pt.video_every == 0
-            sim_before = ray.get([s.stats.remote() for s in sims])
-            refl_before = ray.get([s.stats.remote() for s in refls])
+            services_before = roles.service_stats()
             pairs = [
                 w.rollout.options(num_returns=2).remote(
                     inits[i * g:(i + 1) * g],
@@ -167,11 +150,9 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
             version = versions[0]
             rewards = np.concatenate([s["rewards"] for s in summaries])
             env_steps = sum(s["env_steps"] for s in summaries)
-            sim_stats = _service_delta(sim_before, ray.get([s.stats.remote() for s in sims]))
-            refl_stats = _service_delta(refl_before, ray.get([s.stats.remote() for s in refls]))
             metrics.update({
                 "rollout/reward_mean": float(rewards.mean()),
-                "rollout/imagined_success": float(np.concatenate([s["terminated"] for s in summaries]).mean()),
+                "rollout/success": float(np.concatenate([s["terminated"] for s in summaries]).mean()),
                 "rollout/episode_policy_steps": float(np.concatenate([s["lengths"] for s in summaries]).mean()),
                 "rollout/behaviour_version": float(min(min(s["versions"]) for s in summaries)),
                 "rollout/recoveries": float(sum(s["recoveries"] for s in summaries)),
@@ -181,33 +162,118 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
                 "broadcast/time_s": broadcast_s,
                 "broadcast/bytes": float(trainable_bytes),
                 "broadcast/version": float(version),
-                **{f"sim/{k}": v for k, v in sim_stats.items()},
-                **{f"reflector/{k}": v for k, v in refl_stats.items()},
+                **roles.service_delta(services_before),
             })
             logger.log(it + 1, metrics)
             last = metrics
             bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
                             kl=f"{metrics.get('learner/approx_kl', float('nan')):.4f}")
             if video and summaries[0]["frames"] is not None:
-                _save_video(summaries[0]["frames"], run_dir / "videos" / f"imagined_iter_{it + 1:04d}.gif")
+                _save_video(summaries[0]["frames"], run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif")
             if (it + 1) % pt.checkpoint_every == 0 or it + 1 == pt.iterations:
                 save_run_checkpoint(run_dir, it + 1, ray.get(learner.checkpoint_state.remote()),
                                     {"sampler_cursor": sampler.cursor, "version": version, "seed": cfg.seed})
         bar.close()
-        if eval_starts:
-            imagined["after"] = {"version": version, **_imagine(workers, eval_starts, progress=progress)}
+        if roles.eval_starts:
+            imagined["after"] = {"version": version, **_imagine(workers, roles.eval_starts, progress=progress)}
             _write_json(run_dir / "imagined_eval.json", imagined)
         files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
         export = _write_files(run_dir / "policy", files)
-        summary = {"run_dir": str(run_dir), "iterations": pt.iterations, "version": version,
+        summary = {"run_dir": str(run_dir), "world": pt.world, "iterations": pt.iterations, "version": version,
                    "policy": str(export), "eta": rc.eta, "last": last, "imagined_eval": imagined}
         _write_json(run_dir / "summary.json", summary)
         return summary
     finally:
         logger.close()
         learners.kill()
-        for a in [*workers, *sims, *refls]:
+        if not imagined_world:
+            ray.get([w.close.remote() for w in workers])
+        for a in [*workers, *roles.services]:
             ray.kill(a)
+
+
+class _ImaginedRoles:
+    """Rollouts in imagination: simulator and reflector replicas, initial states from real
+    episodes (keyframes), the imagined evaluation's fixed starts."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        pt, cc = cfg.post_train, cfg.cluster
+        if not pt.data:
+            raise ConfigError("post_train.data is empty: name the episode stores whose real frames "
+                              "start the imagined rollouts (e.g. the expert demos)")
+        self.cfg = cfg
+        self.rollout = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
+        stores = [EpisodeStore(p) for p in pt.data]
+        camera = stores[0].camera()
+        self.limits = _controller_limits(stores[0].meta)
+        self.sim_f = SimulatorFactory(pt.simulator, camera.to_dict(), cc.simulator.num_gpus, seed=cfg.seed,
+                                      fake_latency_ms=pt.fake_latency_ms)
+        self.refl_f = ReflectorFactory(pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms)
+        rc = self.rollout
+        self.sampler = InitialStateSampler(stores, keyframes=rc.keyframes, context_frames=rc.context_frames,
+                                           seed=cfg.seed, sources=("expert",))
+        self.eval_starts = InitialStateSampler(
+            stores, keyframes=False, context_frames=rc.context_frames, seed=cfg.seed + EVAL_SEED_OFFSET,
+            sources=("expert",)).sample(pt.imagined_eval_states)
+        self.sims: list[Any] = []
+        self.refls: list[Any] = []
+
+    @property
+    def services(self) -> list[Any]:
+        return [*self.sims, *self.refls]
+
+    def start_services(self, tag: str) -> None:
+        cc = self.cfg.cluster
+        self.sims = start_replicas(SimulatorService, cc.simulator, self.sim_f, name=f"{tag}-sim")
+        self.refls = start_replicas(ReflectorService, cc.reflector, self.refl_f, name=f"{tag}-reflector")
+
+    def start_worker(self, policy_f: PolicyFactory, i: int, *, name: str) -> Any:
+        cc = self.cfg.cluster
+        return start_actor(RolloutWorker, policy_f, sim=self.sims, reflector=self.refls, rollout=self.rollout,
+                           worker_index=i, seed=self.cfg.seed, limits=self.limits,
+                           num_gpus=cc.rollout_worker_gpus, num_cpus=cc.rollout_worker_cpus, name=name)
+
+    def service_stats(self) -> tuple[list[dict], list[dict]]:
+        import ray
+
+        return ray.get([s.stats.remote() for s in self.sims]), ray.get([s.stats.remote() for s in self.refls])
+
+    def service_delta(self, before: tuple[list[dict], list[dict]]) -> dict[str, float]:
+        """``sim/`` and ``reflector/`` metrics of the calls made since ``before``."""
+        sim_after, refl_after = self.service_stats()
+        return {**{f"sim/{k}": v for k, v in _service_delta(before[0], sim_after).items()},
+                **{f"reflector/{k}": v for k, v in _service_delta(before[1], refl_after).items()}}
+
+
+class _RealRoles:
+    """Rollouts in the real env with its ground-truth reward: no services, fresh real starts
+    (task, seed) per group, no imagined evaluation."""
+
+    services: list[Any] = []
+    eval_starts: list[Any] = []
+
+    def __init__(self, cfg: ExperimentConfig):
+        from envs.factory import task_names
+
+        self.cfg = cfg
+        self.rollout = cfg.rollout
+        self.env_f = EnvFactory(cfg.env)
+        self.sampler = RealStartSampler(task_names(cfg.env), seed=cfg.seed)
+
+    def start_services(self, tag: str) -> None:
+        pass
+
+    def start_worker(self, policy_f: PolicyFactory, i: int, *, name: str) -> Any:
+        cc = self.cfg.cluster
+        return start_actor(RealRolloutWorker, policy_f, env_factory=self.env_f, rollout=self.rollout,
+                           worker_index=i, seed=self.cfg.seed, num_gpus=cc.rollout_worker_gpus,
+                           num_cpus=cc.rollout_worker_cpus, name=name)
+
+    def service_stats(self) -> None:
+        return None
+
+    def service_delta(self, before: None) -> dict[str, float]:
+        return {}
 
 
 def _imagine(workers: list[Any], starts: list[Any], *, progress: bool) -> dict[str, Any]:

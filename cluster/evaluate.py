@@ -10,21 +10,9 @@ from tqdm import tqdm
 
 from actors.eval_worker import EVAL_SEED_OFFSET, EvalWorker
 from actors.evaluation import EvalJob, summarize
-from cluster.backends import PolicyFactory, ReflectorFactory
+from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory
 from cluster.fsutil import write_text_atomic
 from envs.config import EnvConfig
-
-
-class EnvFactory:
-    """Picklable builder of the real env."""
-
-    def __init__(self, cfg: EnvConfig):
-        self.cfg = cfg
-
-    def __call__(self) -> Any:
-        from envs.factory import make_env
-
-        return make_env(self.cfg)
 
 
 def eval_jobs(tasks: list[str], episodes_per_task: int, *, seed: int) -> list[EvalJob]:

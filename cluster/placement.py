@@ -13,22 +13,21 @@ from cluster.config import ClusterConfig, ReplicaConfig
 from cluster.configlib import ConfigError
 
 
-def check_resources(cfg: ClusterConfig) -> None:
-    """Raise one clear error before anything starts if the cluster lacks what the config asks."""
+def check_resources(cfg: ClusterConfig, *, services: bool = True) -> None:
+    """Raise one clear error before anything starts if the cluster lacks what the config asks
+    (``services``: count the simulator and reflector replicas)."""
     import ray
 
     have = ray.cluster_resources()
     gpus, cpus = float(have.get("GPU", 0.0)), float(have.get("CPU", 0.0))
-    need_gpus = cfg.gpus_needed()
+    need_gpus = cfg.gpus_needed(services=services)
     if need_gpus > gpus + 1e-9:
         raise ConfigError(
             f"the config asks for {need_gpus:g} GPUs (cluster.rollout_workers x "
             f"rollout_worker_gpus + learners x learner_gpus + simulator/reflector replicas x num_gpus) but "
             f"the Ray cluster has {gpus:g}; lower them (0 runs on CPU) or add GPU nodes"
         )
-    need_cpus = (cfg.rollout_workers * cfg.rollout_worker_cpus + cfg.learners * cfg.learner_cpus
-                 + cfg.simulator.replicas * cfg.simulator.num_cpus
-                 + cfg.reflector.replicas * cfg.reflector.num_cpus)
+    need_cpus = cfg.cpus_needed(services=services)
     if need_cpus > cpus + 1e-9:
         raise ConfigError(
             f"the config reserves {need_cpus:g} CPUs for its roles but the Ray cluster has "

@@ -1,5 +1,8 @@
 """The demo's report: real-env success of the SFT and post-trained policies, side by side.
 
+The post-trained policies: LOOP in imagination (the method) and, when the demo ran it, the
+same LOOP in the real env with its ground-truth reward (the oracle).
+
 Both policies are evaluated on the same seeds, so beside each success rate and its 95% Wilson
 interval the report gives the paired comparison: episodes only one of the two solved, and the
 exact two-sided sign-test p-value on those (McNemar's exact test).
@@ -57,17 +60,24 @@ def _imagined_lines(ev: dict[str, Any], rewards: list[Any]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
-def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]], *, seconds: float
-                ) -> dict[str, Any]:
-    """Build the report (markdown + numbers) from the stages' results and post-training metrics."""
+POST_TRAINED = {"post_trained": "post-trained (LOOP in imagination)",
+                "post_trained_real": "post-trained (LOOP in the real env, ground-truth reward: oracle)"}
+
+
+def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]], *, seconds: float,
+                real_metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Build the report (markdown + numbers) from the stages' results and the post-training
+    metrics of the imagined run (and of the real-env run, when there is one)."""
     ev = results["evaluate"]
-    sft, post = ev["sft"], ev["post_trained"]
+    sft = ev["sft"]
+    posts = {k: ev[k] for k in POST_TRAINED if k in ev}
     expert = results["collect"]["demos"]["success_rate"]
+    modes = ("ground_truth", "reflector")
     rows = [("scripted expert (demo collection)", f"{100 * expert:.1f}%", "-")]
-    for name, r in (("SFT (5 demos/task)", sft), ("post-trained (LOOP in imagination)", post)):
+    for name, r in (("SFT (5 demos/task)", sft), *((POST_TRAINED[k], v) for k, v in posts.items())):
         rows.append((name, _rate(r["ground_truth"]), _rate(r["reflector"])))
-    comp = {m: paired(sft[m], post[m]) for m in ("ground_truth", "reflector")}
-    imagined = [m.get("rollout/imagined_success") for m in metrics]
+    comp = {k: {m: paired(sft[m], v[m]) for m in modes} for k, v in posts.items()}
+    imagined = [m.get("rollout/success") for m in metrics]
     rewards = [m.get("rollout/reward_mean") for m in metrics]
     lines = [
         "# rehearse demo report",
@@ -79,14 +89,21 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
         "|---|---|---|",
         *[f"| {a} | {b} | {c} |" for a, b, c in rows],
         "",
-        "Paired on the same seeds (episodes solved by only one of the two; exact sign test):",
-        "",
-        *[f"- {m}: SFT only {c['only_first']}, post-trained only {c['only_second']}, p = {c['p_value']:.3f}"
-          for m, c in comp.items()],
+        "Paired with SFT on the same seeds (episodes solved by only one of the two; exact sign test):",
         "",
     ]
+    for k, c in comp.items():
+        lines += [f"- {POST_TRAINED[k]}, {m}: SFT only {x['only_first']}, post-trained only "
+                  f"{x['only_second']}, p = {x['p_value']:.3f}" for m, x in c.items()]
+    lines.append("")
     imagined_eval = results["post_train"].get("imagined_eval") or {}
     lines += _imagined_lines(imagined_eval, rewards)
+    if real_metrics:
+        real = [m["rollout/success"] for m in real_metrics]
+        half = max(1, len(real) // 2)
+        lines += [f"Real-env LOOP's training rollouts (sampled actions, fresh starts each iteration): "
+                  f"success {100 * sum(real[:half]) / half:.1f}% over the first {half} iterations, "
+                  f"{100 * sum(real[-half:]) / half:.1f}% over the last {half}.", ""]
     timed = {k: v["seconds"] for k, v in results.items() if "seconds" in v}
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in timed.items())
     lines += [f"Stage times: {timing}; total {sum(timed.values()):.0f} s (this invocation "
@@ -94,8 +111,8 @@ def demo_report(results: dict[str, dict[str, Any]], metrics: list[dict[str, Any]
     return {
         "markdown": "\n".join(lines),
         "expert_success": expert,
-        "sft": {m: {k: sft[m][k] for k in ("success_rate", "ci95", "episodes")} for m in comp},
-        "post_trained": {m: {k: post[m][k] for k in ("success_rate", "ci95", "episodes")} for m in comp},
+        **{k: {m: {f: r[m][f] for f in ("success_rate", "ci95", "episodes")} for m in modes}
+           for k, r in (("sft", sft), *posts.items())},
         "paired": comp,
         "imagined_success": imagined,
         "imagined_eval": {k: v["success_rate"] for k, v in imagined_eval.items()},

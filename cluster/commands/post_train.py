@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "post-train a policy with LOOP in the world simulator, on Ray (local or --address / RAY_ADDRESS)"
+HELP = ("post-train a policy with LOOP in the world simulator (or, --world real, in the real env with "
+        "its ground-truth reward), on Ray (local or --address / RAY_ADDRESS)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reflector", default=None, help="reflector checkpoint or 'fake'")
     p.add_argument("--data", action="append", default=None, help="episode store(s) of initial states")
     p.add_argument("--iterations", type=int, default=None, help="LOOP iterations")
+    p.add_argument("--world", choices=("imagined", "real"), default=None,
+                   help="where rollouts happen (post_train.world): the world simulator and reflector "
+                   "(imagined), or the real env with its success as the reward (real, the oracle)")
     p.add_argument("--run-dir", default=None, help="run folder (post_train.run_dir)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     pt = cfg.post_train
     changes = {k: v for k, v in {
         "policy": args.policy, "simulator": args.simulator, "reflector": args.reflector,
-        "data": args.data, "iterations": args.iterations, "run_dir": args.run_dir}.items()
+        "data": args.data, "iterations": args.iterations, "run_dir": args.run_dir, "world": args.world}.items()
         if v is not None}
     if changes:
         cfg = dataclasses.replace(cfg, post_train=dataclasses.replace(pt, **changes))

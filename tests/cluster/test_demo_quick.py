@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cluster.cli import main
+from cluster.demo import STAGES
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -16,10 +17,10 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     assert main(["demo", "--quick", "--run-dir", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "# rehearse demo report" in out
-    for stage in ("collect", "sft", "explore", "simulator", "reflector", "post_train", "evaluate", "report"):
+    for stage in STAGES:
         assert (run / "stages" / f"{stage}.json").is_file(), stage
     report = json.loads((run / "stages" / "report.json").read_text())
-    for policy in ("sft", "post_trained"):
+    for policy in ("sft", "post_trained", "post_trained_real"):
         for mode in ("ground_truth", "reflector"):
             r = report[policy][mode]
             assert r["episodes"] == 16 and 0.0 <= r["success_rate"] <= 1.0
@@ -27,8 +28,10 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     assert len(report["imagined_success"]) == 2
     assert (run / "post_train" / "policy" / "trainable.safetensors").is_file()
     assert (run / "post_train" / "videos" / "imagined_iter_0002.gif").is_file()
+    assert (run / "post_train_real" / "videos" / "real_iter_0002.gif").is_file()
+    assert "LOOP in the real env" in (run / "report.md").read_text()
     assert list((run / "eval" / "sft" / "videos").glob("*.gif"))
     assert (run / "report.md").read_text().startswith("# rehearse demo report")
     # a rerun resumes: every stage is skipped
     assert main(["demo", "--quick", "--run-dir", str(run), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("finished earlier, skipped") == 8
+    assert capsys.readouterr().out.count("finished earlier, skipped") == len(STAGES)

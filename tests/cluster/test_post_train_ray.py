@@ -96,6 +96,31 @@ def test_two_workers_two_iterations(ray_cluster, assets):
         assert all(t in ("place_red_on_blue", "lift_red") and 0 <= f <= 1 for t, f in side["per_start"])
 
 
+def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets):
+    """post_train.world = real: rollouts in the real env with its success as the reward; no
+    simulator, reflector or episode data needed, and versions advance as in imagination."""
+    from cluster.driver import post_train
+
+    cfg = make_cfg(assets, "real", 2)
+    cfg = dataclasses.replace(
+        cfg, env=EnvConfig(image_size=32),
+        post_train=dataclasses.replace(cfg.post_train, world="real", simulator="/does/not/exist",
+                                       reflector="/does/not/exist", data=[]))
+    summary = post_train(cfg, progress=False)
+    run = assets / "runs" / "real"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["broadcast/version"] for r in records] == [1, 2]
+    assert [r["rollout/behaviour_version"] for r in records] == [0, 1]
+    assert summary["world"] == "real" and summary["imagined_eval"] == {}
+    for r in records:
+        assert 0.0 <= r["rollout/success"] <= 1.0 and r["rollout/reward_mean"] == r["rollout/success"]
+        assert r["throughput/env_steps_per_s"] > 0 and not any(k.startswith(("sim/", "reflector/")) for k in r)
+    assert (run / "videos" / "real_iter_0002.gif").is_file()
+    assert (run / "policy" / "trainable.safetensors").is_file()
+    state = json.loads((run / "checkpoints" / "iter_000002" / "driver_state.json").read_text())
+    assert state["sampler_cursor"] == 4
+
+
 def test_resume_continues_from_checkpoint(ray_cluster, assets):
     from cluster.driver import post_train
 
