@@ -180,7 +180,7 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
         export = _write_files(run_dir / "policy", files)
         summary = {"run_dir": str(run_dir), "world": pt.world, "iterations": pt.iterations, "version": version,
-                   "policy": str(export), "eta": rc.eta, "last": last, "imagined_eval": imagined}
+                   "policy": str(export), "eta": rc.eta if imagined_world else None, "last": last, "imagined_eval": imagined}
         _write_json(run_dir / "summary.json", summary)
         return summary
     finally:
