@@ -162,7 +162,3 @@ class RealRolloutWorker(RolloutWorker):
 
     def _recoveries(self) -> int:
         return 0
-
-    def close(self) -> None:
-        """Free the envs (call before the process ends)."""
-        self.envs.close()

@@ -186,8 +186,6 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     finally:
         logger.close()
         learners.kill()
-        if not imagined_world:
-            ray.get([w.close.remote() for w in workers])
         for a in [*workers, *roles.services]:
             ray.kill(a)
 

