@@ -69,7 +69,7 @@ class NearMissExpert(ActionSource):
         self._h = None
 
     def __call__(self, env: Env, obs: Observation, rng: np.random.Generator) -> np.ndarray:
-        from envs.tabletop_expert import XY_TOL, expert_action
+        from envs.tabletop_expert import XY_TOL, expert_action, move_to
         from envs.tabletop_tasks import BLOCK_SIZE, LIFT_HEIGHT, OBJECTS, TASKS
 
         if self._h is None:
@@ -78,8 +78,7 @@ class NearMissExpert(ActionSource):
         if env.holding != task.block:
             return expert_action(env)
         pos = env.object_positions()
-        s = env.proprio
-        ee = s[:3]
+        ee = env.proprio[:3]
         offset = pos[task.block] - ee  # the carried block's center from the EE
         half = BLOCK_SIZE / 2
         if task.kind == "lift":
@@ -91,11 +90,7 @@ class NearMissExpert(ActionSource):
                 return expert_action(env)  # still carrying toward the target
             rest_z = goal[2] + OBJECTS[task.target].half[2] + half - offset[2]
             target = np.array([goal_xy[0], goal_xy[1], rest_z + self._h])
-        a = np.zeros(7, dtype=np.float32)
-        a[:3] = np.clip((target - ee) / env.limits.pos_limit, -1.0, 1.0)
-        a[3:6] = np.clip(-s[3:6] / env.limits.rot_limit, -1.0, 1.0)
-        a[6] = 1.0  # keep holding
-        return a
+        return move_to(env, target, 1.0)  # keep holding
 
 
 class LaplacePerturbed(ActionSource):

@@ -4,8 +4,8 @@ collect (expert demos, expert and perturbed episodes) -> SFT on 5 demos per task
 policy's self-exploration -> world simulator training -> reflector training -> LOOP
 post-training in imagination on a local Ray -> the same LOOP in the real env with its
 ground-truth reward (the oracle, ``demo.real_env_loop``) -> real-env evaluation of the SFT and
-post-trained policies on the same seeds -> a report. Each finished stage leaves ``stages/<name>.json`` in the run folder; a
-rerun skips finished stages.
+post-trained policies on the same seeds -> a report. Each finished stage leaves
+``stages/<name>.json`` in the run folder; a rerun skips finished stages.
 """
 
 from __future__ import annotations

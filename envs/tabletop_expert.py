@@ -79,13 +79,32 @@ def expert_action(
                 target = np.array([goal_xy[0], goal_xy[1], goal_top + half - offset[2]])
                 if abs(ee[2] - target[2]) < Z_TOL:
                     grip = -1.0
-    a = np.zeros(ACTION_DIM)
-    a[:3] = np.clip((target - ee) / env.limits.pos_limit, -1.0, 1.0)
-    a[3:6] = np.clip(-s[3:6] / env.limits.rot_limit, -1.0, 1.0)  # keep the gripper upright
+    a = _command(env, target, grip)
     if noise > 0 and rng is not None:
         a[:6] = np.clip(a[:6] + rng.normal(0.0, noise, size=6), -1.0, 1.0)
-    a[6] = grip
     return a.astype(np.float32)
 
 
-__all__ = ["expert_action"]
+def move_to(env: TabletopEnv, target: np.ndarray, grip: float) -> np.ndarray:
+    """The saturated proportional command toward an EE waypoint, gripper kept upright.
+
+    Args:
+        env: a ``TabletopEnv`` after ``reset``.
+        target: (3,) EE waypoint in meters.
+        grip: gripper command (-1 open, +1 close).
+    Returns:
+        (7,) float32 action in [-1, 1].
+    """
+    return _command(env, target, grip).astype(np.float32)
+
+
+def _command(env: TabletopEnv, target: np.ndarray, grip: float) -> np.ndarray:
+    s = env.proprio  # (8,): EE position (3), EE axis-angle (3), finger opening, ...
+    a = np.zeros(ACTION_DIM)  # float64 until the caller's noise is added
+    a[:3] = np.clip((target - s[:3]) / env.limits.pos_limit, -1.0, 1.0)
+    a[3:6] = np.clip(-s[3:6] / env.limits.rot_limit, -1.0, 1.0)
+    a[6] = grip
+    return a
+
+
+__all__ = ["expert_action", "move_to"]
