@@ -49,8 +49,8 @@ class RolloutConfig:
         max_policy_steps: policy calls (action chunks) per imagined episode at most.
         execute_steps: actions of each chunk executed before the policy acts again (<= chunk).
         eta: reflector termination threshold (terminate when R > eta); 0 takes the eta stored
-            in the reflector checkpoint, which reflector training chooses on its validation
-            split (``reflector.train.calibrate_eta``).
+            in the reflector checkpoint, which reflector training chooses (with the hold) on
+            its validation split and calibration stores (``reflector.train.calibrate_eta``).
         keyframes: start from keyframes inside real episodes (WoVR) as well as from step 0.
         context_frames: real frames before the start given as history.
         eval_episodes: real-env episodes per evaluation.

@@ -162,6 +162,9 @@ class DemoConfig:
         expert_episodes_per_task: expert episodes for the world model and reflector.
         exploration_episodes_per_task: Laplace-perturbed expert episodes (failures included).
         policy_episodes_per_task: self-exploration episodes of the SFT policy.
+        calibration_episodes_per_task: Laplace-perturbed expert episodes (other seeds) that
+            only choose the reflector's termination rule (hold, eta), never trained on: the
+            validation split holds too few failures to bound early termination at 5%.
         steps_after_success: frames recorded past the first success (reflector labels).
         eval_episodes_per_task: real-env evaluation episodes per task and policy.
         video_episodes: real-env GIFs per evaluated policy.
@@ -177,6 +180,7 @@ class DemoConfig:
     expert_episodes_per_task: int = 25
     exploration_episodes_per_task: int = 25
     policy_episodes_per_task: int = 10
+    calibration_episodes_per_task: int = 25
     steps_after_success: int = 5
     eval_episodes_per_task: int = 13
     video_episodes: int = 2
@@ -186,7 +190,7 @@ class DemoConfig:
         for name in ("sft_demos_per_task", "expert_episodes_per_task", "eval_episodes_per_task"):
             require(getattr(self, name) >= 1, f"demo.{name} must be >= 1")
         for name in ("val_demos_per_task", "exploration_episodes_per_task", "policy_episodes_per_task",
-                     "steps_after_success", "video_episodes"):
+                     "calibration_episodes_per_task", "steps_after_success", "video_episodes"):
             require(getattr(self, name) >= 0, f"demo.{name} must be >= 0")
 
 

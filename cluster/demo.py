@@ -27,6 +27,7 @@ STAGES = ("collect", "sft", "explore", "simulator", "reflector", "post_train", "
 QUICK_OVERRIDES = [
     "demo.sft_demos_per_task=2", "demo.val_demos_per_task=1", "demo.expert_episodes_per_task=3",
     "demo.exploration_episodes_per_task=3", "demo.policy_episodes_per_task=1",
+    "demo.calibration_episodes_per_task=2",
     "demo.eval_episodes_per_task=2", "demo.video_episodes=1",
     "sft.steps=20", "sft.scale_steps=5", "sft.val_every=10",
     "simulator.train.steps=6", "simulator.train.time_budget_s=60", "simulator.train.val_every=3",
@@ -104,6 +105,9 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         if d.exploration_episodes_per_task:
             out["exploration"] = gather(data / "explore", "exploration", d.exploration_episodes_per_task,
                                         seed=s + 2000, after=d.steps_after_success)
+        if d.calibration_episodes_per_task:  # the reflector's termination rule only
+            out["calibration"] = gather(data / "calibrate", "exploration", d.calibration_episodes_per_task,
+                                        seed=s + 4000, after=d.steps_after_success)
         return out
 
     def do_sft() -> dict[str, Any]:
@@ -143,8 +147,9 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         out = run / "reflector"
         if out.exists():
             shutil.rmtree(out)
+        calibrate = [str(data / "calibrate")] if (data / "calibrate").is_dir() else []
         summary = train_reflector(cfg.reflector.model, cfg.reflector.train, world_data(), out,
-                                  progress=progress, log=log)
+                                  progress=progress, log=log, calibration_data=calibrate)
         return {"checkpoint": str(out / "best"), "best": summary.get("best"), "steps": summary.get("steps")}
 
     def do_post_train() -> dict[str, Any]:

@@ -30,6 +30,10 @@ class ReflectorModelConfig:
         vision_adapter: add a small trainable CNN on the pixels beside the frozen tower (for
             towers with random weights, which carry little task information by themselves).
         adapter_width: channels of that CNN.
+        motion: the pixel adapter also reads the frame's difference from the frame before it
+            (the first frame's difference is zero): whether the gripper moves away from a block
+            or holds still above it is then visible per frame, where a single 32 px frame of a
+            block just released and of one held a few cm above its target look alike.
         adapter_pool: how the CNN's feature map is pooled to its (2 frame_grid)^2 cells: "max"
             keeps a small local pattern (a block resting on a plate) at full strength, "avg"
             averages it with the rest of the cell.
@@ -69,6 +73,7 @@ class ReflectorModelConfig:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     vision_adapter: bool = True
     adapter_width: int = 32
+    motion: bool = False
     adapter_pool: Literal["avg", "max"] = "max"
     frame_grid: int = 2
     llm_path: str | None = None
@@ -116,6 +121,8 @@ class ReflectorModelConfig:
         require(self.window >= 2, f"reflector window must be >= 2 frames, got {self.window}")
         require(0.0 < self.eta < 1.0, f"reflector eta must be in (0, 1), got {self.eta}")
         require(self.hold >= 1, f"reflector hold must be >= 1 frame, got {self.hold}")
+        require(not self.motion or self.vision_adapter,
+                "reflector motion needs vision_adapter (the adapter is what reads the difference)")
         require(self.gguf_file is None or self.llm_path is not None,
                 "reflector gguf_file needs llm_path (the folder holding the file)")
 
@@ -158,9 +165,14 @@ class ReflectorTrainConfig:
         frame_probe_weight: weight of the auxiliary single-frame loss (train.FrameProbe) that
             trains the adapter and projector on every frame a step touches (0: off).
         grad_clip: max gradient norm.
-        calibrate_eta: after training, set the best checkpoint's eta to the smallest value whose
-            early-termination rate on the failed validation episodes of every episode store
-            is at most max_early_termination (``metrics.calibrate_eta``).
+        calibrate_eta: after training, set the best checkpoint's termination rule: the eta
+            (and, with calibrate_hold, the hold) that misses the fewest successful episodes
+            while its early-termination rate on the failed episodes of every episode store is
+            at most max_early_termination (``metrics.calibrate_termination``), on the
+            validation split plus any calibration stores (``train_reflector``'s
+            ``calibration_data``, never trained on).
+        calibrate_hold: also choose the model's ``hold`` among ``metrics.HOLD_GRID`` (1-4);
+            False keeps the configured hold.
         max_early_termination: see calibrate_eta.
         seed: split, sampling and init seed.
     """
@@ -180,6 +192,7 @@ class ReflectorTrainConfig:
     frame_probe_weight: float = 0.0
     grad_clip: float = 1.0
     calibrate_eta: bool = True
+    calibrate_hold: bool = True
     max_early_termination: float = 0.05
     seed: int = 0
 

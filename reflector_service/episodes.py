@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from reflector_service.model import Reflector, hold_min
+from reflector_service.model import Reflector, hold_min, previous_frames
 
 
 @dataclass
@@ -69,15 +69,20 @@ def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True)
 
 @torch.no_grad()
 def score_episodes(model: Reflector, episodes: Sequence[LabeledEpisode], *, batch: int = 8,
-                   progress: bool = False) -> list[np.ndarray]:
-    """R for every prefix of every episode (full scoring; episodes may differ in length)."""
+                   progress: bool = False, hold: int | None = None) -> list[np.ndarray]:
+    """R for every prefix of every episode (full scoring; episodes may differ in length).
+
+    ``hold`` None applies the checkpoint's hold rule (R as rollouts see it); 1 gives the
+    per-frame reward r_t = sigmoid(head(h_t)) itself.
+    """
+    hold = model.cfg.hold if hold is None else hold
     model.eval()
     out: list[np.ndarray] = []
     for lo in tqdm(range(0, len(episodes), batch), desc="score", disable=not progress):
         part = episodes[lo: lo + batch]
-        toks = [model.frame_tokens(e.images) for e in part]
+        toks = [model.frame_tokens(e.images, prev=previous_frames(e.images)) for e in part]
         logits = model.prefix_logits(toks, [e.instruction for e in part])
-        out += [hold_min(torch.sigmoid(x).cpu(), model.cfg.hold).numpy() for x in logits]
+        out += [hold_min(torch.sigmoid(x).cpu(), hold).numpy() for x in logits]
     return out
 
 

@@ -31,15 +31,22 @@ def first_above(r: np.ndarray, eta: float) -> int | None:
 
 
 def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
-                      eta: float) -> dict[str, float | int | None]:
+                      eta: float, frame_rewards: Sequence[np.ndarray] | None = None
+                      ) -> dict[str, float | int | None]:
     """Metrics of per-frame rewards against per-frame success labels.
 
     Args:
-        rewards: per episode, (T,) R for every prefix.
+        rewards: per episode, (T,) R for every prefix, as rollouts see it (after the hold rule).
         labels: per episode, (T,) bool success labels.
         eta: termination threshold.
+        frame_rewards: per episode, (T,) the per-frame reward before the hold rule (hold 1);
+            adds ``frame_roc_auc``. The hold rule takes the minimum of the last ``hold`` frames,
+            so the first success frame of every episode scores like the failure frame before it:
+            roc_auc (of R after the rule) ranks the reward rollouts receive, frame_roc_auc the
+            reward model's own per-frame judgement.
     Returns:
-        frame_accuracy, roc_auc, counts; on successful episodes (any success label) the
+        frame_accuracy, roc_auc, frame_roc_auc (None without frame_rewards), counts; on
+        successful episodes (any success label) the
         termination timing error (first R > eta minus first success frame, in steps: mean
         absolute, median absolute, mean signed), premature_rate (stops before success) and
         missed_rate (never stops); on failed episodes early_termination_rate (stops at all).
@@ -73,6 +80,8 @@ def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray
         "positive_frames": int(y_all.sum()),
         "frame_accuracy": float(np.mean((r_all > eta) == y_all)),
         "roc_auc": roc_auc(r_all, y_all),
+        "frame_roc_auc": None if frame_rewards is None else roc_auc(
+            np.concatenate([np.asarray(r, dtype=np.float64) for r in frame_rewards]), y_all),
         "successful_episodes": n_succ,
         "failed_episodes": n_fail,
         "timing_error_mean_abs": float(np.abs(err).mean()) if len(err) else None,
@@ -85,55 +94,74 @@ def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray
 
 
 ETA_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 ... 0.95
+HOLD_GRID = (1, 2, 3, 4)
 
 
-def calibrate_eta(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
-                  max_early_termination: float, groups: Sequence[str] | None = None
-                  ) -> tuple[float, list[dict]]:
-    """The smallest eta of ``ETA_GRID`` whose early-termination rate on the failed episodes of
-    every group is at most ``max_early_termination``; where none is, the eta with the lowest
-    worst-group rate (smallest first).
+def calibrate_termination(frame_rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
+                          max_early_termination: float, groups: Sequence[str] | None = None,
+                          holds: Sequence[int] = (1,)) -> tuple[int, float, list[dict]]:
+    """The termination rule (hold, eta): among the rules of ``holds`` x ``ETA_GRID`` whose
+    early-termination rate on the failed episodes of every group is at most
+    ``max_early_termination``, the one that misses the fewest successful episodes (never stops
+    them), the smaller hold and then the smaller eta among equals; where none is within the
+    limit, the rule with the lowest worst-group rate (then the same order).
 
+    For one hold this is the smallest eta within the limit (a larger eta only misses more).
     Groups are kinds of episodes (the store each came from): a weak policy's easy failures can
     outnumber a noisy expert's near misses, and a pooled rate would then hide that the
     reflector stops the near misses. One group (``groups`` None) is the pooled rule.
-    Meant for a validation split, never the episodes a report is computed on.
+    Meant for a validation or calibration split, never the episodes a report is computed on.
 
     Args:
-        rewards: per episode, (T,) R for every prefix.
+        frame_rewards: per episode, (T,) per-frame reward for every prefix (before any hold rule;
+            with ``holds`` (1,) any rewards, used as they are).
         labels: per episode, (T,) bool success labels; at least one episode must have none.
-        max_early_termination: the largest acceptable share of a group's failed episodes stopped
-            by R > eta.
+        max_early_termination: the largest acceptable share of a group's failed episodes stopped.
         groups: per episode, its group's name.
+        holds: hold values to try (R_t = min of the last ``hold`` per-frame rewards).
     Returns:
-        eta and the sweep (per grid value: eta, early_termination_rate pooled and
+        hold, eta and the sweep (per rule: hold, eta, early_termination_rate pooled and
         worst_group_early_termination, premature_rate, missed_rate, and the rate per group).
     Raises:
-        ValueError: no failed episode to calibrate on, or ``groups`` of another length.
+        ValueError: no failed episode to calibrate on, ``groups`` of another length, or a hold < 1.
     """
+    import torch
+
+    from reflector_service.model import hold_min
+
     failed = [not np.asarray(y, dtype=bool).any() for y in labels]
     if not any(failed):
-        raise ValueError("eta calibration needs failed episodes (no success label) in the "
-                         "validation split")
+        raise ValueError("termination calibration needs failed episodes (no success label) in "
+                         "the validation split")
     groups = list(groups) if groups is not None else [""] * len(labels)
     if len(groups) != len(labels):
         raise ValueError(f"groups has {len(groups)} entries for {len(labels)} episodes")
+    if not holds or min(holds) < 1:
+        raise ValueError(f"calibration holds must be >= 1, got {list(holds)}")
     members: dict[str, list[int]] = {}  # group with a failed episode -> its episodes
     for g in sorted({g for g, f in zip(groups, failed, strict=True) if f}):
         members[g] = [i for i, gi in enumerate(groups) if gi == g]
     sweep: list[dict[str, Any]] = []
-    for eta in ETA_GRID:
-        m = reflector_metrics(rewards, labels, eta=eta)
-        per_group = {g: reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx],
-                                          eta=eta)["early_termination_rate"]
-                     for g, idx in members.items()}
-        sweep.append({"eta": eta, **{k: m[k] for k in
-                                     ("early_termination_rate", "premature_rate", "missed_rate")},
-                      "worst_group_early_termination": max(per_group.values()),
-                      "early_termination_by_group": per_group})
+    for hold in sorted(set(holds)):
+        rewards = [hold_min(torch.from_numpy(np.asarray(r, dtype=np.float64)), hold).numpy()
+                   for r in frame_rewards]
+        for eta in ETA_GRID:
+            m = reflector_metrics(rewards, labels, eta=eta)
+            per_group = {g: reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx],
+                                              eta=eta)["early_termination_rate"]
+                         for g, idx in members.items()}
+            sweep.append({"hold": hold, "eta": eta, **{k: m[k] for k in
+                          ("early_termination_rate", "premature_rate", "missed_rate")},
+                          "worst_group_early_termination": max(per_group.values()),
+                          "early_termination_by_group": per_group})
+
+    def order(s: dict) -> tuple:
+        return (s["missed_rate"] or 0.0, s["hold"], s["eta"])
+
     ok = [s for s in sweep if s["worst_group_early_termination"] <= max_early_termination]
-    pick = ok[0] if ok else min(sweep, key=lambda s: s["worst_group_early_termination"])
-    return float(pick["eta"]), sweep
+    pick = min(ok, key=order) if ok else min(
+        sweep, key=lambda s: (s["worst_group_early_termination"], *order(s)))
+    return int(pick["hold"]), float(pick["eta"]), sweep
 
 
 def plot_rewards(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], *,

@@ -32,21 +32,21 @@ from reflector_service.context import Chain, anchors, chains
 
 
 class PixelAdapter(nn.Module):
-    """Small trainable CNN on the normalized pixels: (N, 3, S, S) -> (N, 4 C, g, g).
+    """Small trainable CNN on the normalized pixels: (N, 3 or 6, S, S) -> (N, 4 C, g, g).
 
     Four 3x3 convolutions (two of stride 2, receptive field 15 px) give a (S/4)^2 map, max- or
     average-pooled to (2g)^2 and folded 2x2 into channels (pixel unshuffle), so each of the g^2 tokens keeps where
     inside its cell things are instead of averaging them away.
     """
 
-    def __init__(self, width: int, grid: int, *, pool: str = "max"):
+    def __init__(self, width: int, grid: int, *, pool: str = "max", in_channels: int = 3):
         super().__init__()
         self.grid = grid
         self.pool = F.adaptive_max_pool2d if pool == "max" else F.adaptive_avg_pool2d
         groups = 8 if width % 8 == 0 else 1
         layers: list[nn.Module] = []
         for i, s in enumerate((1, 2, 1, 2)):
-            layers += [nn.Conv2d(3 if i == 0 else width, width, 3, stride=s, padding=1),
+            layers += [nn.Conv2d(in_channels if i == 0 else width, width, 3, stride=s, padding=1),
                        nn.GroupNorm(groups, width), nn.GELU()]
         self.net = nn.Sequential(*layers)
 
@@ -67,6 +67,8 @@ class ReflectorState:
         tokens: frame index -> (B, k, D) projected tokens of frames that may be needed again.
         num_frames: frames added so far.
         recent: per-frame rewards (B,) of the last ``hold - 1`` frames (for ``hold_min``).
+        last_frame: (B, H, W, 3) the newest frame so far (``motion`` reads the next one's
+            difference from it).
         prompt_vec: (B, D) standardized mean last hidden state of the prompt tokens (or (B, 0)
             without ``instruction_film``).
     """
@@ -78,6 +80,7 @@ class ReflectorState:
     tokens: dict[int, torch.Tensor]
     num_frames: int = 0
     recent: list[torch.Tensor] = field(default_factory=list)
+    last_frame: torch.Tensor | None = None
     prompt_vec: torch.Tensor | None = None
 
     @property
@@ -99,7 +102,8 @@ class Reflector(nn.Module):
         self.llm, self.tokenizer, self.llm_random = build_llm(cfg)
         width = int(self.llm.config.hidden_size)
         self.width = width
-        self.adapter = PixelAdapter(cfg.adapter_width, cfg.frame_grid, pool=cfg.adapter_pool) if cfg.vision_adapter else None
+        self.adapter = PixelAdapter(cfg.adapter_width, cfg.frame_grid, pool=cfg.adapter_pool,
+                                    in_channels=6 if cfg.motion else 3) if cfg.vision_adapter else None
         in_dim = vision_width + (4 * cfg.adapter_width if cfg.vision_adapter else 0)
         emb_std = float(self.llm.get_input_embeddings().weight.std())
         self.projector = nn.Sequential(
@@ -170,15 +174,25 @@ class Reflector(nn.Module):
         pooled = F.adaptive_avg_pool2d(feats, self.cfg.frame_grid)  # (N, Dv, g, g)
         return pooled.flatten(2).transpose(1, 2)
 
-    def frame_tokens(self, frames: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
+    def frame_tokens(self, frames: torch.Tensor, frozen: torch.Tensor | None = None, *,
+                     prev: torch.Tensor | None = None) -> torch.Tensor:
         """Projected visual tokens: (N, H, W, 3) uint8 -> (N, k, D).
 
         Args:
             frozen: precomputed ``frozen_features(frames)`` (N, k, Dv), if at hand.
+            prev: (N, H, W, 3) uint8, the frame before each frame in its episode (the frame
+                itself for a first frame; ``previous_frames`` builds it for whole videos).
+                Required with ``motion``, ignored without.
         """
         feats = self.frozen_features(frames) if frozen is None else frozen.to(self.device)
         if self.adapter is not None:
-            a = self.adapter(self.pixels(frames)).flatten(2).transpose(1, 2)  # (N, k, C)
+            pix = self.pixels(frames)
+            if self.cfg.motion:
+                if prev is None or prev.shape != frames.shape:
+                    raise ValueError("reflector with motion needs prev, the frame before each "
+                                     f"frame, of shape {tuple(frames.shape)}")
+                pix = torch.cat([pix, pix - self.pixels(prev)], dim=1)  # (N, 6, S, S)
+            a = self.adapter(pix).flatten(2).transpose(1, 2)  # (N, k, C)
             feats = torch.cat([feats, a], dim=-1)
         return self.projector(feats) + self.cell_embed
 
@@ -336,7 +350,9 @@ class Reflector(nn.Module):
         video = check_frames(frames, instructions)
         b, t = video.shape[:2]
         flat = video.reshape(b * t, *video.shape[2:])
-        toks = torch.cat([self.frame_tokens(flat[i: i + 256]) for i in range(0, len(flat), 256)])
+        prev = previous_frames(video, dim=1).reshape(flat.shape)
+        toks = torch.cat([self.frame_tokens(flat[i: i + 256], prev=prev[i: i + 256])
+                          for i in range(0, len(flat), 256)])
         toks = toks.view(b, t, *toks.shape[1:])
         logits = self.prefix_logits(list(toks), list(instructions))
         return hold_min(torch.sigmoid(torch.stack(logits)).float().cpu(), self.cfg.hold)
@@ -375,7 +391,9 @@ class Reflector(nn.Module):
                              f"{tuple(frames.shape)}")
         k1 = self.cfg.tokens_per_frame
         cur = state.num_frames
-        state.tokens[cur] = self.frame_tokens(frames)
+        prev = frames if state.last_frame is None else state.last_frame
+        state.tokens[cur] = self.frame_tokens(frames, prev=prev)
+        state.last_frame = frames
         state.num_frames = n = cur + 1
         keep = anchors(n, self.cfg.window)
         p = 0
@@ -401,6 +419,13 @@ class Reflector(nn.Module):
         held = torch.stack([r, *state.recent]).amin(dim=0)
         state.recent = [r, *state.recent][: self.cfg.hold - 1]
         return held
+
+
+def previous_frames(frames: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """The frame before each frame along the time axis ``dim``, the first frame standing for its
+    own predecessor: same shape as ``frames``."""
+    t = frames.shape[dim]
+    return frames.index_select(dim, (torch.arange(t, device=frames.device) - 1).clamp(min=0))
 
 
 def hold_min(r: torch.Tensor, hold: int) -> torch.Tensor:

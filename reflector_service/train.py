@@ -28,9 +28,9 @@ from reflector_service.checkpoint import load_checkpoint, read_config, read_meta
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
 from reflector_service.episodes import LabeledEpisode, load_labeled_episodes, score_episodes
-from reflector_service.metrics import calibrate_eta, reflector_metrics
+from reflector_service.metrics import HOLD_GRID, calibrate_termination, reflector_metrics
 from reflector_service.mismatch import MismatchSampler, mismatch_false_success
-from reflector_service.model import Reflector
+from reflector_service.model import Reflector, hold_min
 
 
 def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: int
@@ -149,7 +149,8 @@ class BatchSampler:
 
 def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainConfig,
                     data: Sequence[str | Path], out: str | Path, *, progress: bool = True,
-                    log: Callable[[str], None] = print) -> dict:
+                    log: Callable[[str], None] = print,
+                    calibration_data: Sequence[str | Path] = ()) -> dict:
     """Train a reflector and write checkpoints ``out/best`` and ``out/last`` plus ``out/summary.json``.
 
     Args:
@@ -157,6 +158,9 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         train_cfg: optimizer, budget, validation.
         data: episode store folders (expert, exploration, ... together).
         out: output folder.
+        calibration_data: episode stores used only to choose the termination rule (with the
+            validation split), never trained on: more failed episodes make the early-termination
+            limit mean something (the validation split holds a few of each store).
         progress: show tqdm bars.
         log: where one-line progress messages go.
     Returns:
@@ -166,6 +170,7 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     t_start = time.monotonic()
     torch.manual_seed(train_cfg.seed)
     episodes = load_labeled_episodes(data, progress=progress)
+    calib_eps = load_labeled_episodes(calibration_data, progress=progress) if calibration_data else []
     train_eps, val_eps = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     n_pos = int(sum(e.labels.sum() for e in train_eps))
     n_all = int(sum(len(e.labels) for e in train_eps))
@@ -198,11 +203,12 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
 
     def validate(step: int) -> dict:
         probe = val_eps or train_eps[: max(1, len(train_eps) // 5)]
-        rewards = score_episodes(model, probe)
+        frame = score_episodes(model, probe, hold=1)
+        rewards = [hold_min(torch.from_numpy(r), model_cfg.hold).numpy() for r in frame]
         labels = [e.labels for e in probe]
         r = torch.from_numpy(np.concatenate(rewards)).clamp(1e-6, 1 - 1e-6)
         y = torch.from_numpy(np.concatenate(labels)).float()
-        m = reflector_metrics(rewards, labels, eta=model_cfg.eta)
+        m = reflector_metrics(rewards, labels, eta=model_cfg.eta, frame_rewards=frame)
         m["loss"] = float(F.binary_cross_entropy(r.double(), y.double()))
         m["step"] = step
         m["on"] = "val" if val_eps else "train subset (val_fraction is 0)"
@@ -233,7 +239,8 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
                                 focus=focus[i])
             need = sorted({f for c in ch for f in c.frames})
             idx = torch.tensor(need)
-            tok = model.frame_tokens(e.images[idx], feats[i][idx])  # (F, k, D)
+            tok = model.frame_tokens(e.images[idx], feats[i][idx],
+                                     prev=e.images[(idx - 1).clamp(min=0)])  # (F, k, D)
             toks.append(torch.zeros(len(e.labels), *tok.shape[1:]).index_put((idx,), tok))
             if probe is not None and only is None:
                 aux_in.append(probe.inputs(tok, instr_vec[e.instruction]))
@@ -271,14 +278,14 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         raise RuntimeError(f"reflector training changed frozen parameters: {changed[:5]}")
     calibration = None
     if train_cfg.calibrate_eta:
-        calibration = _calibrate_best(out / "best", val_eps, train_cfg.max_early_termination, log)
+        calibration = _calibrate_best(out / "best", val_eps + calib_eps, train_cfg, log)
     summary = {
         "steps": step, "seconds": time.monotonic() - t0,
         "total_seconds": time.monotonic() - t_start, "pos_weight": pos_weight,
         "train_episodes": len(train_eps), "val_episodes": len(val_eps),
         "val_episode_ids": [e.episode_id for e in val_eps], "frozen_unchanged": True,
         "best": best, "history": history, "eta_calibration": calibration,
-        "data": [str(p) for p in data],
+        "data": [str(p) for p in data], "calibration_data": [str(p) for p in calibration_data],
         "model": to_dict(model_cfg), "train": to_dict(train_cfg),
         "checkpoints": {"best": str(out / "best"), "last": str(out / "last")},
     }
@@ -288,26 +295,30 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     return summary
 
 
-def _calibrate_best(ckpt: Path, val_eps: Sequence[LabeledEpisode], max_early: float,
+def _calibrate_best(ckpt: Path, episodes: Sequence[LabeledEpisode], train_cfg: ReflectorTrainConfig,
                     log: Callable[[str], None]) -> dict | None:
-    """Choose eta on the validation split (``metrics.calibrate_eta``) and store it in the
-    checkpoint's config, so rollouts and evaluations that take the checkpoint's eta use it."""
-    failed = sum(not e.succeeded for e in val_eps)
+    """Choose the termination rule on held-out episodes (``metrics.calibrate_termination``) and
+    store it in the checkpoint's config, so rollouts and evaluations that take the checkpoint's
+    eta and hold use it."""
+    failed = sum(not e.succeeded for e in episodes)
     if not failed:
         log("reflector: no failed episode in the validation split; eta stays "
             f"{read_config(ckpt).eta} (add exploration episodes to calibrate it)")
         return None
     model = load_checkpoint(ckpt)
-    eta, sweep = calibrate_eta(score_episodes(model, val_eps), [e.labels for e in val_eps],
-                               max_early_termination=max_early,
-                               groups=[e.store for e in val_eps])
-    chosen = next(s for s in sweep if s["eta"] == eta)
-    calibration = {"eta": eta, "max_early_termination": max_early, "failed_episodes": failed,
-                   "successful_episodes": len(val_eps) - failed, "sweep": sweep}
-    model.cfg = dataclasses.replace(model.cfg, eta=eta)
+    holds = HOLD_GRID if train_cfg.calibrate_hold else (model.cfg.hold,)
+    max_early = train_cfg.max_early_termination
+    hold, eta, sweep = calibrate_termination(
+        score_episodes(model, episodes, hold=1), [e.labels for e in episodes],
+        max_early_termination=max_early, groups=[e.store for e in episodes], holds=holds)
+    chosen = next(s for s in sweep if s["eta"] == eta and s["hold"] == hold)
+    calibration = {"eta": eta, "hold": hold, "max_early_termination": max_early,
+                   "failed_episodes": failed, "successful_episodes": len(episodes) - failed,
+                   "stores": sorted({e.store for e in episodes}), "sweep": sweep}
+    model.cfg = dataclasses.replace(model.cfg, eta=eta, hold=hold)
     save_checkpoint(model, ckpt, meta={**read_meta(ckpt), "eta_calibration": calibration})
-    log(f"reflector: eta {eta} chosen on {len(val_eps)} validation episodes ({failed} failed): "
-        f"early termination {chosen['early_termination_rate']:.3f}, worst store "
+    log(f"reflector: hold {hold}, eta {eta} chosen on {len(episodes)} held-out episodes ({failed} "
+        f"failed): early termination {chosen['early_termination_rate']:.3f}, worst store "
         f"{chosen['worst_group_early_termination']:.3f} (limit {max_early}), "
         f"premature {chosen['premature_rate']}, missed {chosen['missed_rate']}")
     return calibration
@@ -333,6 +344,7 @@ def _evaluate_and_save(model: Reflector, m: dict, history: list[dict], best: dic
     history.append(m)
     auc = m["roc_auc"] if m["roc_auc"] is not None else -1.0
     log(f"reflector step {m['step']}: {m['on']} loss {m['loss']:.4f} auc {auc:.4f} "
+        f"(per frame {m.get('frame_roc_auc')}) "
         f"acc {m['frame_accuracy']:.4f} early_term {m['early_termination_rate']} "
         f"timing {m['timing_error_mean_abs']} instruction auc {m.get('instruction_auc')} "
         f"wrong-instruction success {m.get('mismatch_false_success')}")

@@ -25,11 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from cluster.fsutil import write_text_atomic
     from reflector_service.checkpoint import load_checkpoint
     from reflector_service.episodes import load_labeled_episodes, score_episodes
     from reflector_service.metrics import plot_rewards, reflector_metrics
     from reflector_service.mismatch import mismatch_false_success
+    from reflector_service.model import hold_min
 
     if args.eta is not None and not 0.0 < args.eta < 1.0:
         raise ValueError(f"--eta must be in (0, 1), got {args.eta}")
@@ -46,13 +49,15 @@ def run(args: argparse.Namespace) -> int:
         episodes = [e for e in episodes if e.episode_id in keep]
         if not episodes:
             raise ValueError(f"none of the episodes in --data are in the validation split of {f}")
-    rewards = score_episodes(model, episodes, progress=not args.no_progress)
+    frame = score_episodes(model, episodes, progress=not args.no_progress, hold=1)
+    rewards = [hold_min(torch.from_numpy(r), model.cfg.hold).numpy() for r in frame]
     labels = [e.labels for e in episodes]
-    metrics = reflector_metrics(rewards, labels, eta=eta)
+    metrics = reflector_metrics(rewards, labels, eta=eta, frame_rewards=frame)
     by_source = {}
     for src in sorted({e.source for e in episodes}):
         idx = [i for i, e in enumerate(episodes) if e.source == src]
-        by_source[src] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta)
+        by_source[src] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta,
+                                           frame_rewards=[frame[i] for i in idx])
     # does R read the instruction? successful expert episodes under every other task's instruction
     metrics["mismatch_false_success"] = mismatch_false_success(model, episodes, rewards, eta=eta)
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval"

@@ -26,6 +26,10 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
             assert r["episodes"] == 16 and 0.0 <= r["success_rate"] <= 1.0
             assert r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
     assert len(report["imagined_success"]) == 2
+    # the reflector's termination rule is also calibrated on a store it never trained on
+    refl = json.loads((run / "reflector" / "summary.json").read_text())
+    assert refl["calibration_data"] == [str(run / "data" / "calibrate")]
+    assert str(run / "data" / "calibrate") not in refl["data"]
     assert (run / "post_train" / "policy" / "trainable.safetensors").is_file()
     assert (run / "post_train" / "videos" / "imagined_iter_0002.gif").is_file()
     assert (run / "post_train_real" / "videos" / "real_iter_0002.gif").is_file()

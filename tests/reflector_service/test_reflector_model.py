@@ -8,7 +8,7 @@ import torch
 
 from reflector_service.config import ReflectorModelConfig
 from reflector_service.context import chains, context, stride
-from reflector_service.model import Reflector
+from reflector_service.model import Reflector, previous_frames
 
 INSTR = ["put the red block on the blue plate", "lift the yellow block"]
 
@@ -199,6 +199,27 @@ def test_smollm2_reflector_incremental_equals_full():
     state = m.start(INSTR)
     inc = torch.stack([m.step(state, frames[:, t]) for t in range(5)], dim=1)
     torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
+
+
+def test_motion_reads_the_previous_frame_and_incremental_equals_full():
+    m = _model(window=4, motion=True, hold=2)
+    frames = _frames(2, 9)
+    full = m.score(frames, INSTR)
+    state = m.start(INSTR)
+    inc = torch.stack([m.step(state, frames[:, t]) for t in range(9)], dim=1)
+    torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
+    # a frame's tokens depend on the frame before it with motion, and only then
+    x = torch.from_numpy(frames[0, 1:3])
+    prev_a, prev_b = torch.from_numpy(frames[0, 0:2]), torch.from_numpy(_frames(1, 2, seed=5)[0])
+    assert not torch.allclose(m.frame_tokens(x, prev=prev_a), m.frame_tokens(x, prev=prev_b))
+    still = _model(window=4)
+    torch.testing.assert_close(still.frame_tokens(x, prev=prev_a), still.frame_tokens(x, prev=prev_b))
+    video = torch.arange(4).view(1, 4, 1)
+    assert previous_frames(video, dim=1).flatten().tolist() == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match="prev"):
+        m.frame_tokens(torch.from_numpy(frames[0]))
+    with pytest.raises(ValueError, match="motion needs vision_adapter"):
+        ReflectorModelConfig(motion=True, vision_adapter=False)
 
 
 @pytest.mark.parametrize("hold", [1, 2, 3, 7])

@@ -21,8 +21,8 @@ from reflector_service.checkpoint import (  # noqa: E402
     termination_eta,
 )
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig  # noqa: E402
-from reflector_service.metrics import calibrate_eta, reflector_metrics  # noqa: E402
-from reflector_service.model import Reflector  # noqa: E402
+from reflector_service.metrics import calibrate_termination, reflector_metrics  # noqa: E402
+from reflector_service.model import Reflector, hold_min  # noqa: E402
 from reflector_service.train import (  # noqa: E402
     LabeledEpisode,
     frozen_fingerprint,
@@ -132,18 +132,19 @@ def test_calibrate_eta_takes_the_smallest_eta_within_the_early_termination_limit
                np.array([0.1, 0.62, 0.1, 0.1]),  # failed episodes peaking at 0.62, 0.74, 0.81
                np.array([0.1, 0.74, 0.2, 0.1]),
                np.array([0.81, 0.2, 0.1, 0.1])]
-    eta, sweep = calibrate_eta(rewards, labels, max_early_termination=0.0)
+    _, eta, sweep = calibrate_termination(rewards, labels, max_early_termination=0.0)
     assert eta == 0.85 and [s["eta"] for s in sweep][:2] == [0.5, 0.55]
     # a plain loop over the grid gives the same choice
     plain = [e for e in sweep if sum(r.max() > e["eta"] for r in rewards[1:]) / 3 <= 0.0]
     assert plain[0]["eta"] == eta
-    eta, _ = calibrate_eta(rewards, labels, max_early_termination=0.34)  # one of three allowed
+    _, eta, _ = calibrate_termination(rewards, labels, max_early_termination=0.34)  # one of three allowed
     assert eta == 0.75
     never = [np.array([0.1, 0.99]), np.array([0.1, 0.99])]  # no eta of the grid stops none
-    eta, _ = calibrate_eta(never, [np.array([0, 1], bool), np.zeros(2, bool)], max_early_termination=0.0)
+    _, eta, _ = calibrate_termination(never, [np.array([0, 1], bool), np.zeros(2, bool)],
+                                      max_early_termination=0.0)
     assert eta == 0.5  # the lowest early-termination rate, the smallest eta among equals
     with pytest.raises(ValueError, match="failed episodes"):
-        calibrate_eta(rewards[:1], labels[:1], max_early_termination=0.05)
+        calibrate_termination(rewards[:1], labels[:1], max_early_termination=0.05)
 
 
 def test_calibrate_eta_holds_every_group_to_the_limit():
@@ -152,15 +153,38 @@ def test_calibrate_eta_holds_every_group_to_the_limit():
     labels = [np.array([0, 1], bool)] + [np.zeros(2, bool)] * 5
     rewards = [np.array([0.2, 0.99])] + [np.array([0.1, 0.3])] * 4 + [np.array([0.72, 0.1])]
     groups = ["expert"] + ["policy"] * 4 + ["noisy"]
-    eta, _ = calibrate_eta(rewards, labels, max_early_termination=0.2)
+    _, eta, _ = calibrate_termination(rewards, labels, max_early_termination=0.2)
     assert eta == 0.5  # pooled rule: 20% is within the limit
-    eta, sweep = calibrate_eta(rewards, labels, max_early_termination=0.2, groups=groups)
+    _, eta, sweep = calibrate_termination(rewards, labels, max_early_termination=0.2, groups=groups)
     assert eta == 0.75  # the near miss's group must not be stopped
     first = sweep[0]
     assert first["early_termination_by_group"] == {"noisy": 1.0, "policy": 0.0}
     assert first["worst_group_early_termination"] == 1.0 and first["early_termination_rate"] == 0.2
     with pytest.raises(ValueError, match="groups has 2 entries"):
-        calibrate_eta(rewards, labels, max_early_termination=0.2, groups=groups[:2])
+        calibrate_termination(rewards, labels, max_early_termination=0.2, groups=groups[:2])
+
+
+def test_calibrate_termination_chooses_hold_and_eta_that_miss_the_fewest_successes():
+    # per-frame rewards: a failure with a single-frame spike to 0.9 (hold 2 ignores it) and
+    # one with two frames at 0.7; the success holds 0.85 for three frames
+    labels = [np.array([0, 0, 1, 1, 1], bool), np.zeros(5, bool), np.zeros(5, bool)]
+    frame = [np.array([0.1, 0.2, 0.85, 0.85, 0.85]), np.array([0.1, 0.9, 0.1, 0.1, 0.1]),
+             np.array([0.1, 0.7, 0.7, 0.1, 0.1])]
+    hold, eta, sweep = calibrate_termination(frame, labels, max_early_termination=0.0, holds=(1, 2, 3))
+    # hold 1 needs eta 0.9 and then misses the success; hold 2 stops no failure from 0.7 on,
+    # hold 3 none from 0.5 on: both stop the success, the smaller hold wins
+    assert (hold, eta) == (2, 0.7)
+    assert {s["hold"] for s in sweep} == {1, 2, 3} and len(sweep) == 30
+    plain = [s for s in sweep if s["worst_group_early_termination"] == 0.0]
+    assert min(s["missed_rate"] for s in plain) == 0.0 and all(
+        (s["hold"], s["eta"]) >= (2, 0.7) for s in plain if s["missed_rate"] == 0.0)
+    # a success seen for only two frames: hold 3 misses it, so it is never chosen
+    short = [np.array([0.1, 0.1, 0.1, 0.85, 0.85]), *frame[1:]]
+    hold, _, _ = calibrate_termination(short, [np.array([0, 0, 0, 1, 1], bool), *labels[1:]],
+                                       max_early_termination=0.0, holds=(3, 2))
+    assert hold == 2
+    with pytest.raises(ValueError, match="holds must be >= 1"):
+        calibrate_termination(frame, labels, max_early_termination=0.0, holds=(0, 2))
 
 
 def test_split_holds_out_a_share_of_every_store_and_outcome():
@@ -182,15 +206,27 @@ def test_training_stores_the_calibrated_eta(trained):
     out, summary = trained
     cal = summary["eta_calibration"]
     assert cal is not None and cal["failed_episodes"] > 0
-    assert read_config(out / "best").eta == cal["eta"]
+    assert (read_config(out / "best").eta, read_config(out / "best").hold) == (cal["eta"], cal["hold"])
     assert read_meta(out / "best")["eta_calibration"]["eta"] == cal["eta"]
-    chosen = next(s for s in cal["sweep"] if s["eta"] == cal["eta"])
+    chosen = next(s for s in cal["sweep"] if (s["eta"], s["hold"]) == (cal["eta"], cal["hold"]))
     assert chosen["early_termination_rate"] <= 0.05 or all(
         s["early_termination_rate"] >= chosen["early_termination_rate"] for s in cal["sweep"])
     # rollouts take the checkpoint's eta unless the config sets one
     assert termination_eta(0.0, str(out / "best")) == cal["eta"]
     assert termination_eta(0.7, str(out / "best")) == 0.7
     assert termination_eta(0.0, "fake") == ReflectorModelConfig().eta
+
+
+def test_frame_auc_ranks_the_reward_before_the_hold_rule():
+    # a perfect per-frame reward; after hold 2 the first success frame takes the failure
+    # frame's value before it, so R ranks one success frame below a failure frame
+    labels = [np.array([0, 0, 1, 1], bool), np.zeros(3, bool)]
+    frame = [np.array([0.1, 0.4, 0.9, 0.95]), np.array([0.45, 0.45, 0.2])]
+    held = [hold_min(torch.from_numpy(r), 2).numpy() for r in frame]
+    m = reflector_metrics(held, labels, eta=0.5, frame_rewards=frame)
+    assert m["frame_roc_auc"] == 1.0 and m["roc_auc"] < 1.0
+    assert m["early_termination_rate"] == 0.0 and m["timing_error_mean_signed"] == 1.0
+    assert reflector_metrics(held, labels, eta=0.5)["frame_roc_auc"] is None
 
 
 def test_cli_train_and_eval(stores, tmp_path, capsys):
@@ -201,16 +237,21 @@ def test_cli_train_and_eval(stores, tmp_path, capsys):
                    "    rows_per_episode: 2\n    eval_every: 5\n")
     out = tmp_path / "run"
     rc = main(["train-reflector", "--config", str(cfg), "--data", str(stores[0]), "--out", str(out),
-               "--max-steps", "6", "--no-progress", "--set", "reflector.train.lr=0.003"])
+               "--max-steps", "6", "--no-progress", "--set", "reflector.train.lr=0.003",
+               "--calibrate-on", str(stores[1])])
     assert rc == 0
     assert (out / "best" / "trainable.safetensors").is_file() and (out / "last" / "config.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["lr"] == 0.003 and summary["model"]["window"] == 4
+    cal = summary["eta_calibration"]  # the validation split and the calibration store, by store
+    assert summary["calibration_data"] == [str(stores[1])] and str(stores[1]) in cal["stores"]
+    assert (read_config(out / "best").hold, read_config(out / "best").eta) == (cal["hold"], cal["eta"])
     rc = main(["eval-reflector", "--ckpt", str(out / "best"), "--data", str(stores[1]),
                "--out", str(tmp_path / "ev"), "--no-progress", "--plot-episodes", "2"])
     assert rc == 0
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    for key in ("roc_auc", "frame_accuracy", "early_termination_rate", "timing_error_mean_abs"):
+    for key in ("roc_auc", "frame_roc_auc", "frame_accuracy", "early_termination_rate",
+                "timing_error_mean_abs"):
         assert key in report
     assert report["mismatch_false_success"]["pairs"] == sum(
         e.succeeded for e in load_labeled_episodes([stores[1]], progress=False))
@@ -224,6 +265,12 @@ def test_cli_bad_input(stores, tmp_path, capsys):
     assert rc == 2 and "checkpoint" in capsys.readouterr().err
     rc = main(["train-reflector", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
+               "--calibrate-on", str(tmp_path / "none")])
+    assert rc == 2 and "--calibrate-on" in capsys.readouterr().err
+    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
+               "--calibrate-on", str(stores[0])])
+    assert rc == 2 and "must not repeat --data" in capsys.readouterr().err
     rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
                "--set", "reflector.model.window=1"])
     err = capsys.readouterr().err
