@@ -1,5 +1,6 @@
 # rehearse: `make demo` (set up, then run the whole pipeline on the embedded default),
-# `make test` (set up, then run the test suite). `make setup` alone creates .venv.
+# `make test` (set up, check lint and formatting, then run the test suite). `make setup`
+# alone creates .venv.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -12,7 +13,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh --dev --libero --venv $(VENV)
 	touch $@
 
-test: setup
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -20,6 +21,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)

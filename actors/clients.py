@@ -100,14 +100,19 @@ class RaySimulatorClient(_RayClient):
         self._groups: dict[str, dict[str, Any]] = {}
 
     def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
-        self._groups[key] = {"first": frames[:, :1], "recent": list(frames.transpose(1, 0, 2, 3, 4)),
-                             "proprio": proprio}
+        self._groups[key] = {
+            "first": frames[:, :1],
+            "recent": list(frames.transpose(1, 0, 2, 3, 4)),
+            "proprio": proprio,
+        }
         self._call(key, "reset", key, frames, proprio)
 
     def _recover(self, key: str) -> None:
         g = self._groups[key]
-        recent = g["recent"][-(self.context_frames - 1):] if self.context_frames > 1 else []
-        ctx = np.concatenate([g["first"], np.stack(recent, axis=1)], axis=1) if recent else g["first"]
+        recent = g["recent"][-(self.context_frames - 1) :] if self.context_frames > 1 else []
+        ctx = (
+            np.concatenate([g["first"], np.stack(recent, axis=1)], axis=1) if recent else g["first"]
+        )
         import ray
 
         ray.get(self._handle(key).reset.remote(key, ctx, g["proprio"]))
@@ -115,7 +120,7 @@ class RaySimulatorClient(_RayClient):
     def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
         frames = self._call(key, "step", key, next_proprio, recover=lambda: self._recover(key))
         g = self._groups[key]
-        g["recent"] = (g["recent"] + [frames])[-self.context_frames:]
+        g["recent"] = (g["recent"] + [frames])[-self.context_frames :]
         g["proprio"] = next_proprio
         return frames
 
@@ -142,7 +147,11 @@ class RayReflectorClient(_RayClient):
         import ray
 
         g = self._groups[key]
-        ray.get(self._handle(key).reset.remote(key, g["instructions"], np.concatenate(g["frames"], axis=1)))
+        ray.get(
+            self._handle(key).reset.remote(
+                key, g["instructions"], np.concatenate(g["frames"], axis=1)
+            )
+        )
 
     def score(self, key: str, frames: np.ndarray) -> np.ndarray:
         out = self._call(key, "score", key, frames, recover=lambda: self._recover(key))

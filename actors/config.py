@@ -32,7 +32,9 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         require(self.exploration_scale >= 0, "collect.exploration_scale must be >= 0")
-        require(self.exploration_gripper_scale >= 0, "collect.exploration_gripper_scale must be >= 0")
+        require(
+            self.exploration_gripper_scale >= 0, "collect.exploration_gripper_scale must be >= 0"
+        )
         require(self.episodes_per_task >= 1, "collect.episodes_per_task must be >= 1")
         require(self.steps_after_success >= 0, "collect.steps_after_success must be >= 0")
         require(self.policy_execute_steps >= 0, "collect.policy_execute_steps must be >= 0")
@@ -68,12 +70,16 @@ class RolloutConfig:
     eval_max_steps: int = 0
 
     def __post_init__(self) -> None:
-        require(self.group_size >= 2, f"rollout.group_size must be >= 2 (RLOO), got {self.group_size}")
+        require(
+            self.group_size >= 2, f"rollout.group_size must be >= 2 (RLOO), got {self.group_size}"
+        )
         require(self.groups_per_worker >= 1, "rollout.groups_per_worker must be >= 1")
         require(self.max_policy_steps >= 1, "rollout.max_policy_steps must be >= 1")
         require(self.execute_steps >= 1, "rollout.execute_steps must be >= 1")
-        require(0.0 <= self.eta < 1.0,
-                f"rollout.eta must be in (0, 1), or 0 for the reflector checkpoint's, got {self.eta}")
+        require(
+            0.0 <= self.eta < 1.0,
+            f"rollout.eta must be in (0, 1), or 0 for the reflector checkpoint's, got {self.eta}",
+        )
         require(self.context_frames >= 1, "rollout.context_frames must be >= 1")
         require(self.eval_episodes >= 1, "rollout.eval_episodes must be >= 1")
         require(self.eval_max_steps >= 0, "rollout.eval_max_steps must be >= 0")

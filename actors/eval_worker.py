@@ -26,19 +26,29 @@ class EvalWorker:
         reflector_factory: builds a keyed reflector backend (for reflector termination), or None.
     """
 
-    def __init__(self, policy_factory: Callable[[], Any], env_factory: Callable[[], Any],
-                 reflector_factory: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        policy_factory: Callable[[], Any],
+        env_factory: Callable[[], Any],
+        reflector_factory: Callable[[], Any] | None = None,
+    ):
         torch.set_num_threads(1)
         self.policy = policy_factory().eval()
         self.envs = EnvPool(env_factory)
         self.reflector = reflector_factory() if reflector_factory is not None else None
 
-    def evaluate(self, jobs: list[EvalJob], *, use_reflector: bool = False, **kwargs: Any
-                 ) -> list[dict[str, Any]]:
+    def evaluate(
+        self, jobs: list[EvalJob], *, use_reflector: bool = False, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         if use_reflector and self.reflector is None:
             raise ValueError("reflector termination asked for, but no reflector was given")
-        return evaluate_jobs(self.policy, self.envs, jobs,
-                             reflector=self.reflector if use_reflector else None, **kwargs)
+        return evaluate_jobs(
+            self.policy,
+            self.envs,
+            jobs,
+            reflector=self.reflector if use_reflector else None,
+            **kwargs,
+        )
 
     def close(self) -> None:
         """Free the envs (call before the process ends)."""

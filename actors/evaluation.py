@@ -45,10 +45,19 @@ class EnvPool:
         self.envs = []
 
 
-def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list[EvalJob], *,
-                  execute_steps: int = 0, max_steps: int = 0, deterministic: bool = True,
-                  reflector: Any = None, eta: float = 0.5, keep_frames: int = 0,
-                  seed: int = 0) -> list[dict[str, Any]]:
+def evaluate_jobs(
+    policy: Any,
+    make_env: Callable[[], Any] | EnvPool,
+    jobs: list[EvalJob],
+    *,
+    execute_steps: int = 0,
+    max_steps: int = 0,
+    deterministic: bool = True,
+    reflector: Any = None,
+    eta: float = 0.5,
+    keep_frames: int = 0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Run one episode per job; returns one record per job (same order).
 
     Args:
@@ -74,14 +83,19 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list
     frames: list[list[np.ndarray]] = [[o.image] for o in obs[:keep_frames]]
     key = "eval"
     if reflector is not None:
-        reflector.reset(key, [o.instruction for o in obs], np.stack([o.image for o in obs])[:, None])
+        reflector.reset(
+            key, [o.instruction for o in obs], np.stack([o.image for o in obs])[:, None]
+        )
     running = list(range(n))
     gen = torch.Generator().manual_seed(seed)
     chunk_k = execute_steps or policy.cfg.chunk
     try:
         while running:
-            actions, *_ = policy.act(observation_batch([obs[i] for i in running]), deterministic=deterministic,
-                                     generator=gen)
+            actions, *_ = policy.act(
+                observation_batch([obs[i] for i in running]),
+                deterministic=deterministic,
+                generator=gen,
+            )
             env_actions = policy.to_env_actions(actions)  # (B, chunk, A)
             active = {i: True for i in running}
             for k in range(min(chunk_k, env_actions.shape[1])):
@@ -102,7 +116,8 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list
                     elif steps[i] >= limit:
                         active[i], how[i] = False, "limit"
                 if reflector is not None:
-                    # every env of the group is scored each step (finished ones with their last frame)
+                    # every env of the group is scored each step (finished ones with their
+                    # last frame)
                     r = reflector.score_batch([(key, np.stack([o.image for o in obs]))])[0]
                     for i in live:
                         if active[i] and r[i] > eta:
@@ -113,16 +128,22 @@ def evaluate_jobs(policy: Any, make_env: Callable[[], Any] | EnvPool, jobs: list
             reflector.release(key)
     records = []
     for i, j in enumerate(jobs):
-        rec = {"task": j.task, "seed": j.seed, "success": bool(success[i]), "steps": int(steps[i]),
-               "terminated_by": how[i]}
+        rec = {
+            "task": j.task,
+            "seed": j.seed,
+            "success": bool(success[i]),
+            "steps": int(steps[i]),
+            "terminated_by": how[i],
+        }
         if i < keep_frames:
             rec["frames"] = np.stack(frames[i])
         records.append(rec)
     return records
 
 
-def evaluate_expert(make_env: Callable[[], Any], jobs: list[EvalJob], *, max_steps: int = 0
-                    ) -> list[dict[str, Any]]:
+def evaluate_expert(
+    make_env: Callable[[], Any], jobs: list[EvalJob], *, max_steps: int = 0
+) -> list[dict[str, Any]]:
     """The scripted expert (tabletop) on the same jobs: records like ``evaluate_jobs``'s."""
     from actors.exploration import EpisodeSpec, ScriptedExpert, run_episode
 
@@ -131,8 +152,15 @@ def evaluate_expert(make_env: Callable[[], Any], jobs: list[EvalJob], *, max_ste
     records = []
     for j in jobs:
         ep = run_episode(env, EpisodeSpec(j.task, j.seed), expert, max_steps=max_steps or None)
-        records.append({"task": j.task, "seed": j.seed, "success": bool(ep.success[-1]),
-                        "steps": ep.num_steps, "terminated_by": "success" if ep.success[-1] else "limit"})
+        records.append(
+            {
+                "task": j.task,
+                "seed": j.seed,
+                "success": bool(ep.success[-1]),
+                "steps": ep.num_steps,
+                "terminated_by": "success" if ep.success[-1] else "limit",
+            }
+        )
     env.close()
     return records
 
@@ -158,7 +186,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     for r in records:
         ends[r["terminated_by"]] = ends.get(r["terminated_by"], 0) + 1
     lo, hi = wilson_interval(wins, n)
-    return {"episodes": n, "successes": int(wins), "success_rate": wins / max(1, n),
-            "ci95": [lo, hi], "per_task": per_task, "ended_by": ends,
-            "outcomes": [[r["task"], r["seed"], bool(r["success"])] for r in records],
-            "mean_steps": float(np.mean([r["steps"] for r in records])) if n else 0.0}
+    return {
+        "episodes": n,
+        "successes": int(wins),
+        "success_rate": wins / max(1, n),
+        "ci95": [lo, hi],
+        "per_task": per_task,
+        "ended_by": ends,
+        "outcomes": [[r["task"], r["seed"], bool(r["success"])] for r in records],
+        "mean_steps": float(np.mean([r["steps"] for r in records])) if n else 0.0,
+    }

@@ -143,8 +143,14 @@ class PolicySampler(ActionSource):
         return self._queue.pop(0)
 
 
-def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionSource, *, max_steps: int | None = None,
-                steps_after_success: int = 0) -> Episode:
+def run_episode(
+    env: Env,
+    spec: EpisodeSpec,
+    action_fn: ActionSource,
+    *,
+    max_steps: int | None = None,
+    steps_after_success: int = 0,
+) -> Episode:
     """Roll out one episode in a real env and record it in the step schema.
 
     Args:
@@ -159,7 +165,13 @@ def run_episode(env: Env, spec: EpisodeSpec, action_fn: ActionSource, *, max_ste
     rng = np.random.default_rng([spec.seed, 7919])
     obs = env.reset(spec.task, seed=spec.seed)
     action_fn.begin()
-    images, wrists, proprio, actions, success = [obs.image], [obs.wrist_image], [obs.proprio], [], [False]
+    images, wrists, proprio, actions, success = (
+        [obs.image],
+        [obs.wrist_image],
+        [obs.proprio],
+        [],
+        [False],
+    )
     limit = max_steps or env.max_steps
     first_success = None
     for t in range(limit):

@@ -78,9 +78,14 @@ def real_rollout_group(
     n = len(envs)
     obs = [env.reset(start.task, seed=start.seed) for env in envs]
     first = obs[0]
-    init = InitialState(episode_id=f"real-{start.task}-{start.seed}", start=0, task_id=start.task,
-                        instruction=first.instruction, frames=first.image[None],
-                        proprio=np.asarray(first.proprio, dtype=np.float32))
+    init = InitialState(
+        episode_id=f"real-{start.task}-{start.seed}",
+        start=0,
+        task_id=start.task,
+        instruction=first.instruction,
+        frames=first.image[None],
+        proprio=np.asarray(first.proprio, dtype=np.float32),
+    )
     success = np.zeros(n, dtype=bool)
     video = [first.image[None].repeat(n, axis=0)] if keep_frames else []
 
@@ -93,11 +98,28 @@ def real_rollout_group(
             video.append(np.stack([o.image for o in obs]))
         return success.copy()
 
-    rec = act_in_chunks(policy, lambda: observation_batch(obs), advance, n=n, max_policy_steps=max_policy_steps,
-                        execute_steps=execute_steps, deterministic=deterministic, generator=generator)
+    rec = act_in_chunks(
+        policy,
+        lambda: observation_batch(obs),
+        advance,
+        n=n,
+        max_policy_steps=max_policy_steps,
+        execute_steps=execute_steps,
+        deterministic=deterministic,
+        generator=generator,
+    )
     return GroupResult(
-        key=f"real-{group_id}", group_id=group_id, policy_version=policy_version, init=init,
-        images=rec.images, proprio=rec.proprio, actions=rec.actions, old_log_probs=rec.old_log_probs,
-        done=rec.done, rewards=success.astype(np.float32), terminated=success.copy(),
-        env_steps=rec.env_steps, frames=np.stack(video, axis=1) if keep_frames else None,
+        key=f"real-{group_id}",
+        group_id=group_id,
+        policy_version=policy_version,
+        init=init,
+        images=rec.images,
+        proprio=rec.proprio,
+        actions=rec.actions,
+        old_log_probs=rec.old_log_probs,
+        done=rec.done,
+        rewards=success.astype(np.float32),
+        terminated=success.copy(),
+        env_steps=rec.env_steps,
+        frames=np.stack(video, axis=1) if keep_frames else None,
     )

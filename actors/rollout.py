@@ -101,10 +101,17 @@ class ChunkRecord:
     env_steps: int
 
 
-def act_in_chunks(policy: Any, observe: Callable[[], dict[str, Any]],
-                  advance: Callable[[np.ndarray, np.ndarray], np.ndarray], *, n: int,
-                  max_policy_steps: int, execute_steps: int, deterministic: bool = False,
-                  generator: torch.Generator | None = None) -> ChunkRecord:
+def act_in_chunks(
+    policy: Any,
+    observe: Callable[[], dict[str, Any]],
+    advance: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    n: int,
+    max_policy_steps: int,
+    execute_steps: int,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+) -> ChunkRecord:
     """The loop of one group, shared by imagined and real rollouts.
 
     The policy acts on the N current observations, then up to ``execute_steps`` actions of the
@@ -123,7 +130,9 @@ def act_in_chunks(policy: Any, observe: Callable[[], dict[str, Any]],
     env_steps = 0
     for t in range(max_policy_steps):
         batch = observe()
-        a, logp, _mu, _log_scale = policy.act(batch, deterministic=deterministic, generator=generator)
+        a, logp, _mu, _log_scale = policy.act(
+            batch, deterministic=deterministic, generator=generator
+        )
         env_a = policy.to_env_actions(a)  # (N, chunk, 7)
         images.append(np.asarray(batch["image"]))
         proprios.append(np.asarray(batch["proprio"], dtype=np.float32))
@@ -143,9 +152,14 @@ def act_in_chunks(policy: Any, observe: Callable[[], dict[str, Any]],
         dones.append(done_now)
         if not active.any():
             break
-    return ChunkRecord(images=np.stack(images, axis=1), proprio=np.stack(proprios, axis=1),
-                       actions=np.stack(actions, axis=1), old_log_probs=np.stack(logps, axis=1),
-                       done=np.stack(dones, axis=1), env_steps=env_steps)
+    return ChunkRecord(
+        images=np.stack(images, axis=1),
+        proprio=np.stack(proprios, axis=1),
+        actions=np.stack(actions, axis=1),
+        old_log_probs=np.stack(logps, axis=1),
+        done=np.stack(dones, axis=1),
+        env_steps=env_steps,
+    )
 
 
 def rollout_group(
@@ -181,15 +195,19 @@ def rollout_group(
     """
     n = group_size
     frames0 = np.repeat(init.frames[None], n, axis=0)  # (N, T0, H, W, 3)
-    state = {"image": frames0[:, -1], "proprio": np.repeat(init.proprio[None].astype(np.float32), n, axis=0),
-             "instruction": [init.instruction] * n}
+    state = {
+        "image": frames0[:, -1],
+        "proprio": np.repeat(init.proprio[None].astype(np.float32), n, axis=0),
+        "instruction": [init.instruction] * n,
+    }
     sim.reset(key, frames0, state["proprio"])
     rewards = np.asarray(reflector.reset(key, state["instruction"], frames0), dtype=np.float64)
     video = [state["image"]] if keep_frames else []
 
     def advance(env_a: np.ndarray, active: np.ndarray) -> np.ndarray:
         nonlocal rewards
-        # every environment of the group steps (the services batch them); ended ones keep their reward
+        # every environment of the group steps (the services batch them); ended ones
+        # keep their reward
         state["proprio"] = next_proprio(state["proprio"], env_a, limits=limits).astype(np.float32)
         state["image"] = sim.step(key, state["proprio"])
         # non-finite rewards pass through: the learner skips (and counts) such updates
@@ -200,16 +218,35 @@ def rollout_group(
         return r > eta
 
     try:
-        rec = act_in_chunks(policy, lambda: dict(state), advance, n=n, max_policy_steps=max_policy_steps,
-                            execute_steps=execute_steps, deterministic=deterministic, generator=generator)
+        rec = act_in_chunks(
+            policy,
+            lambda: dict(state),
+            advance,
+            n=n,
+            max_policy_steps=max_policy_steps,
+            execute_steps=execute_steps,
+            deterministic=deterministic,
+            generator=generator,
+        )
     finally:
         sim.release(key)
         reflector.release(key)
     return GroupResult(
-        key=key, group_id=group_id, policy_version=policy_version, init=init, images=rec.images,
-        proprio=rec.proprio, actions=rec.actions, old_log_probs=rec.old_log_probs, done=rec.done,
-        rewards=rewards.astype(np.float32), terminated=rewards > eta, env_steps=rec.env_steps,
-        frames=np.concatenate([frames0[:, :-1], np.stack(video, axis=1)], axis=1) if keep_frames else None,
+        key=key,
+        group_id=group_id,
+        policy_version=policy_version,
+        init=init,
+        images=rec.images,
+        proprio=rec.proprio,
+        actions=rec.actions,
+        old_log_probs=rec.old_log_probs,
+        done=rec.done,
+        rewards=rewards.astype(np.float32),
+        terminated=rewards > eta,
+        env_steps=rec.env_steps,
+        frames=np.concatenate([frames0[:, :-1], np.stack(video, axis=1)], axis=1)
+        if keep_frames
+        else None,
     )
 
 
@@ -232,8 +269,10 @@ def to_trajectory_batch(results: list[GroupResult], policy: Any) -> Any:
     instructions = [r.init.instruction for r in results for _ in range(len(r.rewards))]
     ids, lengths = policy.tokenize(instructions)  # (B, L), (B,)
     b = len(instructions)
-    done = [np.concatenate([r.done, np.zeros((len(r.done), t - r.done.shape[1]), bool)], axis=1)
-            for r in results]
+    done = [
+        np.concatenate([r.done, np.zeros((len(r.done), t - r.done.shape[1]), bool)], axis=1)
+        for r in results
+    ]
     return TrajectoryBatch(
         obs={
             "image": torch.from_numpy(np.concatenate([pad(r.images) for r in results])),
@@ -245,7 +284,10 @@ def to_trajectory_batch(results: list[GroupResult], policy: Any) -> Any:
         old_log_probs=torch.from_numpy(np.concatenate([pad(r.old_log_probs) for r in results])),
         rewards=torch.from_numpy(np.concatenate([r.rewards for r in results])),
         done=torch.from_numpy(np.concatenate(done)),
-        group_ids=torch.from_numpy(np.concatenate([np.full(len(r.rewards), r.group_id) for r in results])),
+        group_ids=torch.from_numpy(
+            np.concatenate([np.full(len(r.rewards), r.group_id) for r in results])
+        ),
         policy_version=torch.from_numpy(
-            np.concatenate([np.full(len(r.rewards), r.policy_version) for r in results])),
+            np.concatenate([np.full(len(r.rewards), r.policy_version) for r in results])
+        ),
     )

@@ -42,19 +42,34 @@ class RolloutWorker:
         limits: controller limits for the kinematics (None: tabletop defaults).
     """
 
-    def __init__(self, policy_factory: Callable[[], Any], *, sim: SimulatorClient | list[Any],
-                 reflector: ReflectorClient | list[Any], rollout: RolloutConfig, worker_index: int,
-                 seed: int = 0, limits: Any = None):
+    def __init__(
+        self,
+        policy_factory: Callable[[], Any],
+        *,
+        sim: SimulatorClient | list[Any],
+        reflector: ReflectorClient | list[Any],
+        rollout: RolloutConfig,
+        worker_index: int,
+        seed: int = 0,
+        limits: Any = None,
+    ):
         if not 0.0 < rollout.eta < 1.0:
-            raise ValueError(f"rollout worker needs a termination eta in (0, 1), got {rollout.eta}: "
-                             "resolve 0 with reflector_service.checkpoint.termination_eta first")
+            raise ValueError(
+                f"rollout worker needs a termination eta in (0, 1), got {rollout.eta}: "
+                "resolve 0 with reflector_service.checkpoint.termination_eta first"
+            )
         self._setup(policy_factory, rollout, worker_index, seed)
         self.sim = RaySimulatorClient(sim) if isinstance(sim, list) else sim
         self.reflector = RayReflectorClient(reflector) if isinstance(reflector, list) else reflector
         self.limits = limits
 
-    def _setup(self, policy_factory: Callable[[], Any], rollout: RolloutConfig, worker_index: int,
-               seed: int) -> None:
+    def _setup(
+        self,
+        policy_factory: Callable[[], Any],
+        rollout: RolloutConfig,
+        worker_index: int,
+        seed: int,
+    ) -> None:
         torch.set_num_threads(1)
         self.policy = policy_factory()
         self.policy.eval()
@@ -65,31 +80,50 @@ class RolloutWorker:
         self._groups_run = 0
 
     def load_weights(self, published: tuple[int, dict[str, torch.Tensor]]) -> int:
-        """Copy published (version, trainable weights) into the policy in place; returns the version."""
+        """Copy published (version, trainable weights) into the policy in place; returns
+        the version."""
         version, state = published
         self.policy.load_trainable_state_dict(state)
         self.version = int(version)
         return self.version
 
-    def run_groups(self, inits: list[InitialState], group_ids: list[int], *,
-                   keep_frames: bool = False, deterministic: bool = False) -> list[GroupResult]:
+    def run_groups(
+        self,
+        inits: list[InitialState],
+        group_ids: list[int],
+        *,
+        keep_frames: bool = False,
+        deterministic: bool = False,
+    ) -> list[GroupResult]:
         """Run one group per initial state."""
         results = []
         for init, gid in zip(inits, group_ids, strict=True):
             key = f"w{self.index}-g{gid}-{self._groups_run}"
             self._groups_run += 1
-            results.append(rollout_group(
-                self.policy, self.sim, self.reflector, init,
-                key=key, group_id=gid, group_size=self.cfg.group_size,
-                max_policy_steps=self.cfg.max_policy_steps, execute_steps=self.cfg.execute_steps,
-                eta=self.cfg.eta, policy_version=self.version, generator=self.generator,
-                limits=self.limits, keep_frames=keep_frames and not results,
-                deterministic=deterministic,
-            ))
+            results.append(
+                rollout_group(
+                    self.policy,
+                    self.sim,
+                    self.reflector,
+                    init,
+                    key=key,
+                    group_id=gid,
+                    group_size=self.cfg.group_size,
+                    max_policy_steps=self.cfg.max_policy_steps,
+                    execute_steps=self.cfg.execute_steps,
+                    eta=self.cfg.eta,
+                    policy_version=self.version,
+                    generator=self.generator,
+                    limits=self.limits,
+                    keep_frames=keep_frames and not results,
+                    deterministic=deterministic,
+                )
+            )
         return results
 
-    def rollout(self, inits: list[InitialState], group_ids: list[int], *,
-                keep_frames: bool = False) -> tuple[Any, dict[str, Any]]:
+    def rollout(
+        self, inits: list[InitialState], group_ids: list[int], *, keep_frames: bool = False
+    ) -> tuple[Any, dict[str, Any]]:
         """Run groups and return (the learner's TrajectoryBatch, a small summary).
 
         Called with ``num_returns=2`` so the driver fetches only the summary while the batch
@@ -108,7 +142,9 @@ class RolloutWorker:
         results = self.run_groups(inits, group_ids, deterministic=True)
         return self._summary(results, time.perf_counter() - t0, keep_frames=False)
 
-    def _summary(self, results: list[GroupResult], seconds: float, *, keep_frames: bool) -> dict[str, Any]:
+    def _summary(
+        self, results: list[GroupResult], seconds: float, *, keep_frames: bool
+    ) -> dict[str, Any]:
         return {
             "worker": self.index,
             "rollout_s": seconds,
@@ -142,22 +178,44 @@ class RealRolloutWorker(RolloutWorker):
         worker_index, seed: as for ``RolloutWorker``.
     """
 
-    def __init__(self, policy_factory: Callable[[], Any], *, env_factory: Callable[[], Any],
-                 rollout: RolloutConfig, worker_index: int, seed: int = 0):
+    def __init__(
+        self,
+        policy_factory: Callable[[], Any],
+        *,
+        env_factory: Callable[[], Any],
+        rollout: RolloutConfig,
+        worker_index: int,
+        seed: int = 0,
+    ):
         self._setup(policy_factory, rollout, worker_index, seed)
         self.envs = EnvPool(env_factory)
 
-    def run_groups(self, inits: list[EvalJob], group_ids: list[int], *,  # type: ignore[override]
-                   keep_frames: bool = False, deterministic: bool = False) -> list[GroupResult]:
+    def run_groups(
+        self,
+        inits: list[EvalJob],
+        group_ids: list[int],
+        *,  # type: ignore[override]
+        keep_frames: bool = False,
+        deterministic: bool = False,
+    ) -> list[GroupResult]:
         envs = self.envs.take(self.cfg.group_size)
         results = []
         for start, gid in zip(inits, group_ids, strict=True):
             self._groups_run += 1
-            results.append(real_rollout_group(
-                self.policy, envs, start, group_id=gid, max_policy_steps=self.cfg.max_policy_steps,
-                execute_steps=self.cfg.execute_steps, policy_version=self.version,
-                generator=self.generator, keep_frames=keep_frames and not results,
-                deterministic=deterministic))
+            results.append(
+                real_rollout_group(
+                    self.policy,
+                    envs,
+                    start,
+                    group_id=gid,
+                    max_policy_steps=self.cfg.max_policy_steps,
+                    execute_steps=self.cfg.execute_steps,
+                    policy_version=self.version,
+                    generator=self.generator,
+                    keep_frames=keep_frames and not results,
+                    deterministic=deterministic,
+                )
+            )
         return results
 
     def _recoveries(self) -> int:

@@ -36,18 +36,34 @@ def build_assets(root: Path) -> tuple[str, str]:
     from policy.normalization import statistics_from_store
     from trajectories.store import EpisodeStore
 
-    collect(EnvConfig(image_size=32), CollectConfig(), episode_specs(["lift_red"], 2, seed=0, source="expert"),
-            root / "demos", progress=False)
+    collect(
+        EnvConfig(image_size=32),
+        CollectConfig(),
+        episode_specs(["lift_red"], 2, seed=0, source="expert"),
+        root / "demos",
+        progress=False,
+    )
     store = EpisodeStore(root / "demos")
     stats = statistics_from_store(store, dataset_name="tabletop")["tabletop"]
-    policy = build_policy(PolicyConfig(), instructions=[e["instruction"] for e in store.episode_info],
-                          stats=stats)
+    policy = build_policy(
+        PolicyConfig(), instructions=[e["instruction"] for e in store.episode_info], stats=stats
+    )
     save_policy(policy, root / "policy")
     return str(root / "policy"), str(root / "demos")
 
 
-def measure(policy: str, demos: str, *, workers: int, group_size: int, steps: int, latency_ms: float,
-            world_model: str, max_wait_ms: float, repeats: int = 2) -> dict:
+def measure(
+    policy: str,
+    demos: str,
+    *,
+    workers: int,
+    group_size: int,
+    steps: int,
+    latency_ms: float,
+    world_model: str,
+    max_wait_ms: float,
+    repeats: int = 2,
+) -> dict:
     import ray
 
     from actors.config import RolloutConfig
@@ -62,15 +78,35 @@ def measure(policy: str, demos: str, *, workers: int, group_size: int, steps: in
 
     store = EpisodeStore(demos)
     rc = ReplicaConfig(num_cpus=0, max_batch_size=256, max_wait_ms=max_wait_ms)
-    sims = start_replicas(SimulatorService, rc, SimulatorFactory(world_model, store.camera().to_dict(),
-                          fake_latency_ms=latency_ms), name=f"bench-sim-{time.time_ns()}")
-    refls = start_replicas(ReflectorService, rc, ReflectorFactory("fake", fake_latency_ms=latency_ms),
-                           name=f"bench-refl-{time.time_ns()}")
-    rollout = RolloutConfig(group_size=group_size, max_policy_steps=steps // 8 or 1, execute_steps=8,
-                            eta=0.999)
-    ws = [start_actor(RolloutWorker, PolicyFactory(policy), sim=sims, reflector=refls, rollout=rollout,
-                      worker_index=i, num_gpus=0, num_cpus=0, name=f"bench-w{i}-{time.time_ns()}")
-          for i in range(workers)]
+    sims = start_replicas(
+        SimulatorService,
+        rc,
+        SimulatorFactory(world_model, store.camera().to_dict(), fake_latency_ms=latency_ms),
+        name=f"bench-sim-{time.time_ns()}",
+    )
+    refls = start_replicas(
+        ReflectorService,
+        rc,
+        ReflectorFactory("fake", fake_latency_ms=latency_ms),
+        name=f"bench-refl-{time.time_ns()}",
+    )
+    rollout = RolloutConfig(
+        group_size=group_size, max_policy_steps=steps // 8 or 1, execute_steps=8, eta=0.999
+    )
+    ws = [
+        start_actor(
+            RolloutWorker,
+            PolicyFactory(policy),
+            sim=sims,
+            reflector=refls,
+            rollout=rollout,
+            worker_index=i,
+            num_gpus=0,
+            num_cpus=0,
+            name=f"bench-w{i}-{time.time_ns()}",
+        )
+        for i in range(workers)
+    ]
     sampler = InitialStateSampler([store], keyframes=False, seed=0)
     ray.get([w.ping.remote() for w in ws])
     # warm-up, then timed rounds
@@ -85,8 +121,11 @@ def measure(policy: str, demos: str, *, workers: int, group_size: int, steps: in
     for a in [*ws, *sims, *refls]:
         ray.kill(a)
     per_group_steps = steps_done / (workers * repeats * group_size)
-    return {"env_steps_per_s": steps_done / dt, "seconds_per_group_step": dt / (repeats * per_group_steps),
-            "sim_mean_batch_size": stats["mean_batch_size"]}
+    return {
+        "env_steps_per_s": steps_done / dt,
+        "seconds_per_group_step": dt / (repeats * per_group_steps),
+        "sim_mean_batch_size": stats["mean_batch_size"],
+    }
 
 
 def policy_step_ms(policy: str, group_size: int) -> float:
@@ -97,8 +136,11 @@ def policy_step_ms(policy: str, group_size: int) -> float:
 
     torch.set_num_threads(1)
     p = load_policy(policy).eval()
-    batch = {"image": np.zeros((group_size, 32, 32, 3), np.uint8), "proprio": np.zeros((group_size, 8), np.float32),
-             "instruction": ["lift the red block"] * group_size}
+    batch = {
+        "image": np.zeros((group_size, 32, 32, 3), np.uint8),
+        "proprio": np.zeros((group_size, 8), np.float32),
+        "instruction": ["lift the red block"] * group_size,
+    }
     p.act(batch)
     t = time.perf_counter()
     for _ in range(5):
@@ -113,8 +155,12 @@ def main() -> None:
     ap.add_argument("--group-sizes", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--steps", type=int, default=8, help="imagined steps per rollout")
     ap.add_argument("--world-model", default="fake", help="'fake' or a simulator checkpoint")
-    ap.add_argument("--max-wait-ms", type=float, default=None,
-                    help="services' batching window (default: latency / 10)")
+    ap.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=None,
+        help="services' batching window (default: latency / 10)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     wait = args.max_wait_ms if args.max_wait_ms is not None else max(1.0, args.latency_ms / 10)
@@ -123,27 +169,49 @@ def main() -> None:
     init_ray(num_cpus=os.cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
         policy, demos = build_assets(Path(tmp))
-        out: dict = {"latency_ms": args.latency_ms, "max_wait_ms": wait, "cpus": os.cpu_count(),
-                     "world_model": args.world_model}
+        out: dict = {
+            "latency_ms": args.latency_ms,
+            "max_wait_ms": wait,
+            "cpus": os.cpu_count(),
+            "world_model": args.world_model,
+        }
         base = None
         out["workers"] = {}
         for w in args.workers:
-            m = measure(policy, demos, workers=w, group_size=8, steps=args.steps,
-                        latency_ms=args.latency_ms, world_model=args.world_model, max_wait_ms=wait)
+            m = measure(
+                policy,
+                demos,
+                workers=w,
+                group_size=8,
+                steps=args.steps,
+                latency_ms=args.latency_ms,
+                world_model=args.world_model,
+                max_wait_ms=wait,
+            )
             base = base or m["env_steps_per_s"]
             m["speedup_vs_1"] = m["env_steps_per_s"] / base
             out["workers"][str(w)] = m
         pol_ms = policy_step_ms(policy, 8)
         m1 = out["workers"][str(args.workers[0])]
         ideal = 2 * args.latency_ms + pol_ms / 8
-        out["overhead"] = {"policy_ms_per_chunk": pol_ms, "ideal_ms_per_step": ideal,
-                           "measured_ms_per_step": 1000 * m1["seconds_per_group_step"],
-                           "overhead_ms_per_step": 1000 * m1["seconds_per_group_step"] - ideal}
+        out["overhead"] = {
+            "policy_ms_per_chunk": pol_ms,
+            "ideal_ms_per_step": ideal,
+            "measured_ms_per_step": 1000 * m1["seconds_per_group_step"],
+            "overhead_ms_per_step": 1000 * m1["seconds_per_group_step"] - ideal,
+        }
         out["batch"] = {}
         for g in args.group_sizes:
-            out["batch"][str(g)] = measure(policy, demos, workers=1, group_size=g, steps=args.steps,
-                                           latency_ms=args.latency_ms, world_model=args.world_model,
-                                           max_wait_ms=wait)
+            out["batch"][str(g)] = measure(
+                policy,
+                demos,
+                workers=1,
+                group_size=g,
+                steps=args.steps,
+                latency_ms=args.latency_ms,
+                world_model=args.world_model,
+                max_wait_ms=wait,
+            )
     print(json.dumps(out, indent=1))
 
 

@@ -33,8 +33,13 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0, help="episode step limit (0: the suite's)")
     args = p.parse_args()
 
-    cfg = EnvConfig(name="libero", suite=args.suite, image_size=args.size,
-                    wrist_camera=not args.no_wrist, max_steps=args.max_steps)
+    cfg = EnvConfig(
+        name="libero",
+        suite=args.suite,
+        image_size=args.size,
+        wrist_camera=not args.no_wrist,
+        max_steps=args.max_steps,
+    )
     t0 = time.perf_counter()
     env = LiberoEnv(cfg)
     create_s = time.perf_counter() - t0
@@ -65,16 +70,29 @@ def main() -> None:
         successes += int(res.success)
     wall_s = time.perf_counter() - w0
     env.close()
-    print(json.dumps({
-        "create_s": round(create_s, 2),
-        "reset_s": round(float(np.mean(resets)), 2) if resets else None,
-        "step_ms": round(step_ms, 1),
-        "step_cpu_ms": round(step_cpu_ms, 1),
-        "episodes": {"n": args.episodes, "max_steps": env.max_steps, "wall_s": round(wall_s, 1),
-                     "steps": steps, "successes": successes},
-        "config": {"suite": args.suite, "task": task, "size": args.size,
-                   "cameras": 1 if args.no_wrist else 2},
-    }))
+    print(
+        json.dumps(
+            {
+                "create_s": round(create_s, 2),
+                "reset_s": round(float(np.mean(resets)), 2) if resets else None,
+                "step_ms": round(step_ms, 1),
+                "step_cpu_ms": round(step_cpu_ms, 1),
+                "episodes": {
+                    "n": args.episodes,
+                    "max_steps": env.max_steps,
+                    "wall_s": round(wall_s, 1),
+                    "steps": steps,
+                    "successes": successes,
+                },
+                "config": {
+                    "suite": args.suite,
+                    "task": task,
+                    "size": args.size,
+                    "cameras": 1 if args.no_wrist else 2,
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,14 @@ class DynamicBatcher(Generic[Req, Res]):
         max_wait_s: how long the first waiting request may wait for company.
     """
 
-    def __init__(self, fn: Callable[[list[Req]], Sequence[Res]], *, size_of: Callable[[Req], int],
-                 max_batch_size: int, max_wait_s: float):
+    def __init__(
+        self,
+        fn: Callable[[list[Req]], Sequence[Res]],
+        *,
+        size_of: Callable[[Req], int],
+        max_batch_size: int,
+        max_wait_s: float,
+    ):
         if max_batch_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
         self.fn, self.size_of = fn, size_of
@@ -90,8 +96,11 @@ class DynamicBatcher(Generic[Req, Res]):
         while size < self.max_batch_size:
             timeout = deadline - time.perf_counter()
             try:
-                item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(
-                    self._queue.get(), timeout)
+                item = (
+                    self._queue.get_nowait()
+                    if timeout <= 0
+                    else await asyncio.wait_for(self._queue.get(), timeout)
+                )
             except (TimeoutError, asyncio.QueueEmpty):
                 break
             n = self.size_of(item[0])
@@ -110,8 +119,10 @@ class DynamicBatcher(Generic[Req, Res]):
             try:
                 results = await asyncio.to_thread(self.fn, requests)
                 if len(results) != len(requests):
-                    raise RuntimeError(f"batch function returned {len(results)} results for "
-                                       f"{len(requests)} requests")
+                    raise RuntimeError(
+                        f"batch function returned {len(results)} results for "
+                        f"{len(requests)} requests"
+                    )
             except Exception as e:  # every caller of this batch gets the error
                 for _, fut, _ in batch:
                     if not fut.done():
@@ -129,4 +140,3 @@ class DynamicBatcher(Generic[Req, Res]):
             for (_, fut, _), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
-

@@ -20,8 +20,9 @@ def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_run_checkpoint(run_dir: str | Path, iteration: int, learner_state: dict[str, Any],
-                        driver_state: dict[str, Any]) -> Path:
+def save_run_checkpoint(
+    run_dir: str | Path, iteration: int, learner_state: dict[str, Any], driver_state: dict[str, Any]
+) -> Path:
     """Write one checkpoint folder (staged, then renamed) and point ``latest`` at it."""
     from safetensors.torch import save_file
 
@@ -33,7 +34,9 @@ def save_run_checkpoint(run_dir: str | Path, iteration: int, learner_state: dict
     try:
         save_file(learner_state["trainable"], str(stage / "trainable.safetensors"))
         torch.save(learner_state["learner"], stage / "learner_state.pt")
-        (stage / "driver_state.json").write_text(json.dumps({"iteration": iteration, **driver_state}, indent=1))
+        (stage / "driver_state.json").write_text(
+            json.dumps({"iteration": iteration, **driver_state}, indent=1)
+        )
         if final.exists():
             shutil.rmtree(final)
         os.replace(stage, final)

@@ -24,7 +24,9 @@ from trajectories.episode import Episode
 from trajectories.store import StoreBuilder
 
 
-def episode_specs(tasks: Sequence[str], episodes_per_task: int, *, seed: int, source: str) -> list[EpisodeSpec]:
+def episode_specs(
+    tasks: Sequence[str], episodes_per_task: int, *, seed: int, source: str
+) -> list[EpisodeSpec]:
     """Seeds are base seed + 100000 * task index + episode index: stable when tasks are added."""
     return [
         EpisodeSpec(task=t, seed=seed + 100_000 * ti + i, source=source)
@@ -36,17 +38,21 @@ def episode_specs(tasks: Sequence[str], episodes_per_task: int, *, seed: int, so
 def check_sources(env_name: str, source: str, policy_path: str | None) -> None:
     """Refuse what cannot run before any env is built (LIBERO scenes take tens of seconds)."""
     if env_name != "tabletop" and not policy_path:
-        raise ValueError(f"the {env_name} env has no scripted expert: collect with --source exploration "
-                         "--policy CKPT (import expert demos with rehearse import-libero)")
+        raise ValueError(
+            f"the {env_name} env has no scripted expert: collect with --source exploration "
+            "--policy CKPT (import expert demos with rehearse import-libero)"
+        )
     if source in ("expert", "near_miss") and policy_path:
-        raise ValueError(f"--policy is for --source exploration; {source} episodes come from the "
-                         "scripted expert")
+        raise ValueError(
+            f"--policy is for --source exploration; {source} episodes come from the scripted expert"
+        )
 
 
 def action_source(source: str, collect_cfg: CollectConfig, policy_path: str | None) -> ActionSource:
     """expert: the scripted expert; near_miss: the expert stopping one step short of success
     (hard negatives for the reflector); exploration: the policy's own Laplace samples when a
-    policy is given (World-Env's self-exploration), else Laplace noise around the scripted expert."""
+    policy is given (World-Env's self-exploration), else Laplace noise around the scripted
+    expert."""
     if source == "expert":
         return ScriptedExpert()
     if source == "near_miss":
@@ -54,13 +60,22 @@ def action_source(source: str, collect_cfg: CollectConfig, policy_path: str | No
     if policy_path:
         from policy.checkpoint import load_policy
 
-        return PolicySampler(load_policy(policy_path).eval(), execute_steps=collect_cfg.policy_execute_steps)
-    return LaplacePerturbed(ScriptedExpert(), collect_cfg.exploration_scale,
-                            gripper_scale=collect_cfg.exploration_gripper_scale)
+        return PolicySampler(
+            load_policy(policy_path).eval(), execute_steps=collect_cfg.policy_execute_steps
+        )
+    return LaplacePerturbed(
+        ScriptedExpert(),
+        collect_cfg.exploration_scale,
+        gripper_scale=collect_cfg.exploration_gripper_scale,
+    )
 
 
-def collect_chunk(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[EpisodeSpec],
-                  policy_path: str | None = None) -> list[Episode]:
+def collect_chunk(
+    env_cfg: EnvConfig,
+    collect_cfg: CollectConfig,
+    specs: Sequence[EpisodeSpec],
+    policy_path: str | None = None,
+) -> list[Episode]:
     """Collect the given episodes in one process (one env instance)."""
     import torch
 
@@ -74,8 +89,14 @@ def collect_chunk(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequenc
         for spec in specs:
             if spec.source not in sources:
                 sources[spec.source] = action_source(spec.source, collect_cfg, policy_path)
-            out.append(run_episode(env, spec, sources[spec.source],
-                                   steps_after_success=collect_cfg.steps_after_success))
+            out.append(
+                run_episode(
+                    env,
+                    spec,
+                    sources[spec.source],
+                    steps_after_success=collect_cfg.steps_after_success,
+                )
+            )
     finally:
         env.close()
     return out
@@ -86,9 +107,17 @@ def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield seq[i : i + size]
 
 
-def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[EpisodeSpec], out: str | Path, *,
-            workers: int = 0, overwrite: bool = False, progress: bool = True,
-            policy_path: str | None = None) -> dict[str, Any]:
+def collect(
+    env_cfg: EnvConfig,
+    collect_cfg: CollectConfig,
+    specs: Sequence[EpisodeSpec],
+    out: str | Path,
+    *,
+    workers: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    policy_path: str | None = None,
+) -> dict[str, Any]:
     """Collect ``specs`` into a new episode store at ``out``; returns a summary.
 
     Args:
@@ -112,8 +141,12 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
     check_tasks((s.task for s in specs), names)
     stats: dict[str, list[bool]] = {}
     steps = 0
-    bar = tqdm(total=len(specs), desc=f"collect {specs[0].source if specs else ''}",
-               unit="ep", disable=not progress)
+    bar = tqdm(
+        total=len(specs),
+        desc=f"collect {specs[0].source if specs else ''}",
+        unit="ep",
+        disable=not progress,
+    )
     with StoreBuilder(out, meta, overwrite=overwrite) as builder:
         pending: list[Episode] = []
 
@@ -124,7 +157,8 @@ def collect(env_cfg: EnvConfig, collect_cfg: CollectConfig, specs: Sequence[Epis
                 steps += ep.num_steps
             pending.extend(episodes)
             bar.update(len(episodes))
-            bar.set_postfix(success=f"{sum(map(sum, stats.values())) / max(1, sum(map(len, stats.values()))):.2f}")
+            wins, runs = sum(map(sum, stats.values())), sum(map(len, stats.values()))
+            bar.set_postfix(success=f"{wins / max(1, runs):.2f}")
             while len(pending) >= collect_cfg.episodes_per_part:
                 builder.add(pending[: collect_cfg.episodes_per_part])
                 del pending[: collect_cfg.episodes_per_part]

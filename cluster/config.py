@@ -75,7 +75,9 @@ class ClusterConfig:
     reflector: ReplicaConfig = field(default_factory=ReplicaConfig)
 
     def __post_init__(self) -> None:
-        require(self.rollout_workers >= 1, f"rollout_workers must be >= 1, got {self.rollout_workers}")
+        require(
+            self.rollout_workers >= 1, f"rollout_workers must be >= 1, got {self.rollout_workers}"
+        )
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus must be >= 1")
         require(self.learners >= 1, f"learners must be >= 1, got {self.learners}")
         for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
@@ -86,16 +88,20 @@ class ClusterConfig:
         replicas too; a real-env run starts none)."""
         need = self.rollout_workers * self.rollout_worker_gpus + self.learners * self.learner_gpus
         if services:
-            need += (self.simulator.replicas * self.simulator.num_gpus
-                     + self.reflector.replicas * self.reflector.num_gpus)
+            need += (
+                self.simulator.replicas * self.simulator.num_gpus
+                + self.reflector.replicas * self.reflector.num_gpus
+            )
         return need
 
     def cpus_needed(self, *, services: bool = True) -> float:
         """CPUs the placement reserves in total (``services`` as for ``gpus_needed``)."""
         need = self.rollout_workers * self.rollout_worker_cpus + self.learners * self.learner_cpus
         if services:
-            need += (self.simulator.replicas * self.simulator.num_cpus
-                     + self.reflector.replicas * self.reflector.num_cpus)
+            need += (
+                self.simulator.replicas * self.simulator.num_cpus
+                + self.reflector.replicas * self.reflector.num_cpus
+            )
         return need
 
 
@@ -143,7 +149,10 @@ class PostTrainConfig:
     world: str = "imagined"
 
     def __post_init__(self) -> None:
-        require(self.world in WORLDS, f"post_train.world must be one of {list(WORLDS)}, got {self.world!r}")
+        require(
+            self.world in WORLDS,
+            f"post_train.world must be one of {list(WORLDS)}, got {self.world!r}",
+        )
         require(self.imagined_eval_states >= 0, "post_train.imagined_eval_states must be >= 0")
         require(self.iterations >= 1, f"post_train.iterations must be >= 1, got {self.iterations}")
         require(self.checkpoint_every >= 1, "post_train.checkpoint_every must be >= 1")
@@ -189,8 +198,14 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("sft_demos_per_task", "expert_episodes_per_task", "eval_episodes_per_task"):
             require(getattr(self, name) >= 1, f"demo.{name} must be >= 1")
-        for name in ("val_demos_per_task", "exploration_episodes_per_task", "policy_episodes_per_task",
-                     "calibration_episodes_per_task", "steps_after_success", "video_episodes"):
+        for name in (
+            "val_demos_per_task",
+            "exploration_episodes_per_task",
+            "policy_episodes_per_task",
+            "calibration_episodes_per_task",
+            "steps_after_success",
+            "video_episodes",
+        ):
             require(getattr(self, name) >= 0, f"demo.{name} must be >= 0")
 
 
@@ -237,7 +252,9 @@ class ExperimentConfig:
         )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """Load an experiment config from YAML (defaults where the file is silent).
 
     Args:

@@ -73,7 +73,10 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
                 raise ConfigError(
                     f"{_where(key, source)}: expected {len(args)} items, got {len(value)}"
                 )
-            items = [_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args, strict=True))]
+            items = [
+                _convert(v, a, f"{key}[{i}]", source)
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            ]
         else:
             elem = args[0] if args else Any
             items = [_convert(v, elem, f"{key}[{i}]", source) for i, v in enumerate(value)]
@@ -112,7 +115,9 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], *, source: str | None = None, prefix: str = "") -> T:
+def from_dict(
+    cls: type[T], data: dict[str, Any], *, source: str | None = None, prefix: str = ""
+) -> T:
     """Build the dataclass ``cls`` from a mapping, validating keys, types and values.
 
     Args:
@@ -157,13 +162,17 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], *, source: str = "--set") -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], *, source: str = "--set"
+) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested mapping in place."""
     import yaml
 
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} from {source}: expected KEY=VALUE, e.g. learner.lr_lora=5e-5")
+            raise ConfigError(
+                f"override {item!r} from {source}: expected KEY=VALUE, e.g. learner.lr_lora=5e-5"
+            )
         key, raw = item.split("=", 1)
         node = data
         parts = key.strip().split(".")

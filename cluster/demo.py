@@ -20,23 +20,49 @@ from typing import Any
 from cluster.config import ExperimentConfig, dump_config
 from cluster.fsutil import write_text_atomic
 
-STAGES = ("collect", "sft", "explore", "simulator", "reflector", "post_train", "post_train_real", "evaluate",
-          "report")
+STAGES = (
+    "collect",
+    "sft",
+    "explore",
+    "simulator",
+    "reflector",
+    "post_train",
+    "post_train_real",
+    "evaluate",
+    "report",
+)
 
 # --quick: the same stages at smoke-test sizes (minutes, no learning claim)
 QUICK_OVERRIDES = [
-    "demo.sft_demos_per_task=2", "demo.val_demos_per_task=1", "demo.expert_episodes_per_task=3",
-    "demo.exploration_episodes_per_task=3", "demo.policy_episodes_per_task=1",
+    "demo.sft_demos_per_task=2",
+    "demo.val_demos_per_task=1",
+    "demo.expert_episodes_per_task=3",
+    "demo.exploration_episodes_per_task=3",
+    "demo.policy_episodes_per_task=1",
     "demo.calibration_episodes_per_task=2",
-    "demo.eval_episodes_per_task=2", "demo.video_episodes=1",
-    "sft.steps=20", "sft.scale_steps=5", "sft.val_every=10",
-    "simulator.train.steps=6", "simulator.train.time_budget_s=60", "simulator.train.val_every=3",
-    "simulator.train.ckpt_every=3", "simulator.train.batch_size=8",
-    "reflector.train.max_steps=6", "reflector.train.time_budget_s=60", "reflector.train.eval_every=3",
-    "post_train.iterations=2", "post_train.checkpoint_every=1", "post_train.video_every=2",
+    "demo.eval_episodes_per_task=2",
+    "demo.video_episodes=1",
+    "sft.steps=20",
+    "sft.scale_steps=5",
+    "sft.val_every=10",
+    "simulator.train.steps=6",
+    "simulator.train.time_budget_s=60",
+    "simulator.train.val_every=3",
+    "simulator.train.ckpt_every=3",
+    "simulator.train.batch_size=8",
+    "reflector.train.max_steps=6",
+    "reflector.train.time_budget_s=60",
+    "reflector.train.eval_every=3",
+    "post_train.iterations=2",
+    "post_train.checkpoint_every=1",
+    "post_train.video_every=2",
     "post_train.imagined_eval_states=2",
-    "rollout.group_size=4", "learner.group_size=4", "learner.minibatch_size=4",
-    "learner.micro_batch_size=4", "rollout.max_policy_steps=2", "rollout.groups_per_worker=1",
+    "rollout.group_size=4",
+    "learner.group_size=4",
+    "learner.minibatch_size=4",
+    "learner.micro_batch_size=4",
+    "rollout.max_policy_steps=2",
+    "rollout.groups_per_worker=1",
     "cluster.rollout_workers=2",
 ]
 
@@ -64,8 +90,9 @@ class Stage:
         return rec
 
 
-def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print
-             ) -> dict[str, Any]:
+def run_demo(
+    cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report."""
     from cluster.collect import collect, episode_specs
     from envs.factory import task_names
@@ -90,42 +117,78 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         results[name] = st.finish(body(), time.perf_counter() - t)
         return results[name]
 
-    def gather(out: Path, source: str, per_task: int, *, seed: int, after: int, policy: str | None = None
-               ) -> dict[str, Any]:
+    def gather(
+        out: Path, source: str, per_task: int, *, seed: int, after: int, policy: str | None = None
+    ) -> dict[str, Any]:
         collect_cfg = dataclasses.replace(cfg.collect, steps_after_success=after)
         specs = episode_specs(tasks, per_task, seed=seed, source=source)
-        return collect(cfg.env, collect_cfg, specs, out, overwrite=True, progress=progress,
-                       policy_path=policy)
+        return collect(
+            cfg.env, collect_cfg, specs, out, overwrite=True, progress=progress, policy_path=policy
+        )
 
     def do_collect() -> dict[str, Any]:
         s = cfg.seed
-        demos = gather(data / "demos", "expert", d.sft_demos_per_task + d.val_demos_per_task, seed=s, after=0)
-        expert = gather(data / "expert", "expert", d.expert_episodes_per_task, seed=s + 1000, after=d.steps_after_success)
+        demos = gather(
+            data / "demos", "expert", d.sft_demos_per_task + d.val_demos_per_task, seed=s, after=0
+        )
+        expert = gather(
+            data / "expert",
+            "expert",
+            d.expert_episodes_per_task,
+            seed=s + 1000,
+            after=d.steps_after_success,
+        )
         out = {"demos": demos, "expert": expert}
         if d.exploration_episodes_per_task:
-            out["exploration"] = gather(data / "explore", "exploration", d.exploration_episodes_per_task,
-                                        seed=s + 2000, after=d.steps_after_success)
+            out["exploration"] = gather(
+                data / "explore",
+                "exploration",
+                d.exploration_episodes_per_task,
+                seed=s + 2000,
+                after=d.steps_after_success,
+            )
         if d.calibration_episodes_per_task:  # the reflector's termination rule only
-            out["calibration"] = gather(data / "calibrate", "exploration", d.calibration_episodes_per_task,
-                                        seed=s + 4000, after=d.steps_after_success)
+            out["calibration"] = gather(
+                data / "calibrate",
+                "exploration",
+                d.calibration_episodes_per_task,
+                seed=s + 4000,
+                after=d.steps_after_success,
+            )
         return out
 
     def do_sft() -> dict[str, Any]:
         from policy.sft import run_sft
         from trajectories.store import EpisodeStore
 
-        _, metrics = run_sft(EpisodeStore(data / "demos"), policy_cfg=cfg.policy, sft_cfg=cfg.sft,
-                             demos_per_task=d.sft_demos_per_task, out=ckpt / "sft", progress=progress)
+        _, metrics = run_sft(
+            EpisodeStore(data / "demos"),
+            policy_cfg=cfg.policy,
+            sft_cfg=cfg.sft,
+            demos_per_task=d.sft_demos_per_task,
+            out=ckpt / "sft",
+            progress=progress,
+        )
         return {"checkpoint": str(ckpt / "sft"), "metrics": metrics}
 
     def do_explore() -> dict[str, Any]:
         if not d.policy_episodes_per_task:
             return {"skipped": True}
-        return gather(data / "policy_explore", "exploration", d.policy_episodes_per_task, seed=cfg.seed + 3000,
-                      after=d.steps_after_success, policy=str(ckpt / "sft"))
+        return gather(
+            data / "policy_explore",
+            "exploration",
+            d.policy_episodes_per_task,
+            seed=cfg.seed + 3000,
+            after=d.steps_after_success,
+            policy=str(ckpt / "sft"),
+        )
 
     def world_data() -> list[str]:
-        return [str(p) for p in (data / "expert", data / "explore", data / "policy_explore") if p.is_dir()]
+        return [
+            str(p)
+            for p in (data / "expert", data / "explore", data / "policy_explore")
+            if p.is_dir()
+        ]
 
     def do_simulator() -> dict[str, Any]:
         import shutil
@@ -148,9 +211,20 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         if out.exists():
             shutil.rmtree(out)
         calibrate = [str(data / "calibrate")] if (data / "calibrate").is_dir() else []
-        summary = train_reflector(cfg.reflector.model, cfg.reflector.train, world_data(), out,
-                                  progress=progress, log=log, calibration_data=calibrate)
-        return {"checkpoint": str(out / "best"), "best": summary.get("best"), "steps": summary.get("steps")}
+        summary = train_reflector(
+            cfg.reflector.model,
+            cfg.reflector.train,
+            world_data(),
+            out,
+            progress=progress,
+            log=log,
+            calibration_data=calibrate,
+        )
+        return {
+            "checkpoint": str(out / "best"),
+            "best": summary.get("best"),
+            "steps": summary.get("steps"),
+        }
 
     def do_post_train() -> dict[str, Any]:
         import shutil
@@ -161,8 +235,13 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         if pt_dir.exists():
             shutil.rmtree(pt_dir)
         pt = dataclasses.replace(
-            cfg.post_train, policy=str(ckpt / "sft"), simulator=results["simulator"]["checkpoint"],
-            reflector=results["reflector"]["checkpoint"], data=[str(data / "demos")], run_dir=str(pt_dir))
+            cfg.post_train,
+            policy=str(ckpt / "sft"),
+            simulator=results["simulator"]["checkpoint"],
+            reflector=results["reflector"]["checkpoint"],
+            data=[str(data / "demos")],
+            run_dir=str(pt_dir),
+        )
         summary = post_train(dataclasses.replace(cfg, post_train=pt), progress=progress)
         return summary
 
@@ -176,8 +255,13 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
         pt_dir = run / "post_train_real"
         if pt_dir.exists():
             shutil.rmtree(pt_dir)
-        pt = dataclasses.replace(cfg.post_train, world="real", policy=str(ckpt / "sft"), run_dir=str(pt_dir),
-                                 imagined_eval_states=0)
+        pt = dataclasses.replace(
+            cfg.post_train,
+            world="real",
+            policy=str(ckpt / "sft"),
+            run_dir=str(pt_dir),
+            imagined_eval_states=0,
+        )
         return post_train(dataclasses.replace(cfg, post_train=pt), progress=progress)
 
     def do_evaluate() -> dict[str, Any]:
@@ -189,20 +273,37 @@ def run_demo(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str
             policies.append(("post_trained_real", Path(results["post_train_real"]["policy"])))
         for name, path in policies:
             out[name] = evaluate_policy(
-                str(path), cfg.env, tasks=tasks, episodes_per_task=d.eval_episodes_per_task, seed=cfg.seed,
-                reflector_path=results["reflector"]["checkpoint"], modes=("ground_truth", "reflector"),
-                eta=cfg.rollout.eta, execute_steps=cfg.rollout.execute_steps,
-                max_steps=cfg.rollout.eval_max_steps, videos=d.video_episodes, out=run / "eval" / name,
-                progress=progress)
+                str(path),
+                cfg.env,
+                tasks=tasks,
+                episodes_per_task=d.eval_episodes_per_task,
+                seed=cfg.seed,
+                reflector_path=results["reflector"]["checkpoint"],
+                modes=("ground_truth", "reflector"),
+                eta=cfg.rollout.eta,
+                execute_steps=cfg.rollout.execute_steps,
+                max_steps=cfg.rollout.eval_max_steps,
+                videos=d.video_episodes,
+                out=run / "eval" / name,
+                progress=progress,
+            )
         return out
 
     def do_report() -> dict[str, Any]:
         from cluster.metrics import read_metrics
         from cluster.report import demo_report
 
-        real = read_metrics(run / "post_train_real") if "policy" in results["post_train_real"] else None
-        report = demo_report(results, read_metrics(run / "post_train"), seconds=time.perf_counter() - t_all,
-                             real_metrics=real)
+        real = (
+            read_metrics(run / "post_train_real")
+            if "policy" in results["post_train_real"]
+            else None
+        )
+        report = demo_report(
+            results,
+            read_metrics(run / "post_train"),
+            seconds=time.perf_counter() - t_all,
+            real_metrics=real,
+        )
         (run / "report.md").write_text(report["markdown"])
         return report
 

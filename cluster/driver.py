@@ -52,8 +52,10 @@ def _service_delta(before: list[dict], after: list[dict]) -> dict[str, float]:
     """Mean batch size and compute time of the model calls made between two snapshots."""
     batches = sum(a["batches"] - b["batches"] for a, b in zip(after, before, strict=True))
     items = sum(a["items"] - b["items"] for a, b in zip(after, before, strict=True))
-    compute = sum(a["mean_compute_ms"] * a["batches"] - b["mean_compute_ms"] * b["batches"]
-                  for a, b in zip(after, before, strict=True))
+    compute = sum(
+        a["mean_compute_ms"] * a["batches"] - b["mean_compute_ms"] * b["batches"]
+        for a, b in zip(after, before, strict=True)
+    )
     return {
         "mean_batch_size": items / max(1, batches),
         "calls": float(batches),
@@ -74,8 +76,13 @@ def _save_video(frames: np.ndarray, path: Path) -> None:
     imageio.mimsave(path, list(strip), duration=0.15, loop=0)
 
 
-def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = True,
-               config_path: str | None = None) -> dict[str, Any]:
+def post_train(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    config_path: str | None = None,
+) -> dict[str, Any]:
     """Run LOOP post-training on a Ray cluster as the config places it.
 
     Returns:
@@ -88,8 +95,10 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     run_dir = run_dir_of(cfg)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and not resume:
-        raise FileExistsError(f"run folder {run_dir} already holds checkpoints: pass --resume to "
-                              "continue it, or set post_train.run_dir / name to start another run")
+        raise FileExistsError(
+            f"run folder {run_dir} already holds checkpoints: pass --resume to "
+            "continue it, or set post_train.run_dir / name to start another run"
+        )
     if resume and ckpt is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
     policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
@@ -103,10 +112,20 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
     check_resources(cc, services=imagined_world)
     tag = f"{cfg.name}-{int(time.time()) % 100000}"
     roles.start_services(tag)
-    learners = LearnerGroup(policy_l, cfg.learner, num_learners=cc.learners, num_gpus=cc.learner_gpus,
-                            num_cpus=cc.learner_cpus, seed=cfg.seed, name=f"{tag}-learner")
+    learners = LearnerGroup(
+        policy_l,
+        cfg.learner,
+        num_learners=cc.learners,
+        num_gpus=cc.learner_gpus,
+        num_cpus=cc.learner_cpus,
+        seed=cfg.seed,
+        name=f"{tag}-learner",
+    )
     learner = learners.lead  # rank 0 speaks for the group
-    workers = [roles.start_worker(policy_w, i, name=f"{tag}-rollout-{i}") for i in range(cc.rollout_workers)]
+    workers = [
+        roles.start_worker(policy_w, i, name=f"{tag}-rollout-{i}")
+        for i in range(cc.rollout_workers)
+    ]
     sampler = roles.sampler
     logger = MetricsLogger(run_dir, tensorboard=pt.tensorboard)
     start = 0
@@ -122,11 +141,20 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
         version = ray.get(learner.version.remote())  # 0 = the SFT weights
         imagined = _load_json(run_dir / "imagined_eval.json") if resume else {}
         if roles.eval_starts and "before" not in imagined:
-            imagined["before"] = {"version": version, **_imagine(workers, roles.eval_starts, progress=progress)}
+            imagined["before"] = {
+                "version": version,
+                **_imagine(workers, roles.eval_starts, progress=progress),
+            }
             _write_json(run_dir / "imagined_eval.json", imagined)
         last: dict[str, float] = {}
-        bar = tqdm(range(start, pt.iterations), desc=f"post-train ({pt.world})", unit="it",
-                   disable=not progress, initial=start, total=pt.iterations)
+        bar = tqdm(
+            range(start, pt.iterations),
+            desc=f"post-train ({pt.world})",
+            unit="it",
+            disable=not progress,
+            initial=start,
+            total=pt.iterations,
+        )
         for it in bar:
             t_it = time.perf_counter()
             g = rc.groups_per_worker
@@ -135,9 +163,10 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
             services_before = roles.service_stats()
             pairs = [
                 w.rollout.options(num_returns=2).remote(
-                    inits[i * g:(i + 1) * g],
+                    inits[i * g : (i + 1) * g],
                     [it * len(workers) * g + i * g + j for j in range(g)],
-                    keep_frames=video and i == 0)
+                    keep_frames=video and i == 0,
+                )
                 for i, w in enumerate(workers)
             ]
             summaries = ray.get([p[1] for p in pairs])
@@ -150,37 +179,62 @@ def post_train(cfg: ExperimentConfig, *, resume: bool = False, progress: bool = 
             version = versions[0]
             rewards = np.concatenate([s["rewards"] for s in summaries])
             env_steps = sum(s["env_steps"] for s in summaries)
-            metrics.update({
-                "rollout/reward_mean": float(rewards.mean()),
-                "rollout/success": float(np.concatenate([s["terminated"] for s in summaries]).mean()),
-                "rollout/episode_policy_steps": float(np.concatenate([s["lengths"] for s in summaries]).mean()),
-                "rollout/behaviour_version": float(min(min(s["versions"]) for s in summaries)),
-                "rollout/recoveries": float(sum(s["recoveries"] for s in summaries)),
-                "throughput/env_steps_per_s": env_steps / max(t_roll, 1e-9),
-                "timers/rollout_s": t_roll,
-                "timers/iteration_s": time.perf_counter() - t_it,
-                "broadcast/time_s": broadcast_s,
-                "broadcast/bytes": float(trainable_bytes),
-                "broadcast/version": float(version),
-                **roles.service_delta(services_before),
-            })
+            metrics.update(
+                {
+                    "rollout/reward_mean": float(rewards.mean()),
+                    "rollout/success": float(
+                        np.concatenate([s["terminated"] for s in summaries]).mean()
+                    ),
+                    "rollout/episode_policy_steps": float(
+                        np.concatenate([s["lengths"] for s in summaries]).mean()
+                    ),
+                    "rollout/behaviour_version": float(min(min(s["versions"]) for s in summaries)),
+                    "rollout/recoveries": float(sum(s["recoveries"] for s in summaries)),
+                    "throughput/env_steps_per_s": env_steps / max(t_roll, 1e-9),
+                    "timers/rollout_s": t_roll,
+                    "timers/iteration_s": time.perf_counter() - t_it,
+                    "broadcast/time_s": broadcast_s,
+                    "broadcast/bytes": float(trainable_bytes),
+                    "broadcast/version": float(version),
+                    **roles.service_delta(services_before),
+                }
+            )
             logger.log(it + 1, metrics)
             last = metrics
-            bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
-                            kl=f"{metrics.get('learner/approx_kl', float('nan')):.4f}")
+            bar.set_postfix(
+                reward=f"{metrics['rollout/reward_mean']:.3f}",
+                kl=f"{metrics.get('learner/approx_kl', float('nan')):.4f}",
+            )
             if video and summaries[0]["frames"] is not None:
-                _save_video(summaries[0]["frames"], run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif")
+                _save_video(
+                    summaries[0]["frames"], run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif"
+                )
             if (it + 1) % pt.checkpoint_every == 0 or it + 1 == pt.iterations:
-                save_run_checkpoint(run_dir, it + 1, ray.get(learner.checkpoint_state.remote()),
-                                    {"sampler_cursor": sampler.cursor, "version": version, "seed": cfg.seed})
+                save_run_checkpoint(
+                    run_dir,
+                    it + 1,
+                    ray.get(learner.checkpoint_state.remote()),
+                    {"sampler_cursor": sampler.cursor, "version": version, "seed": cfg.seed},
+                )
         bar.close()
         if roles.eval_starts:
-            imagined["after"] = {"version": version, **_imagine(workers, roles.eval_starts, progress=progress)}
+            imagined["after"] = {
+                "version": version,
+                **_imagine(workers, roles.eval_starts, progress=progress),
+            }
             _write_json(run_dir / "imagined_eval.json", imagined)
         files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
         export = _write_files(run_dir / "policy", files)
-        summary = {"run_dir": str(run_dir), "world": pt.world, "iterations": pt.iterations, "version": version,
-                   "policy": str(export), "eta": rc.eta if imagined_world else None, "last": last, "imagined_eval": imagined}
+        summary = {
+            "run_dir": str(run_dir),
+            "world": pt.world,
+            "iterations": pt.iterations,
+            "version": version,
+            "policy": str(export),
+            "eta": rc.eta if imagined_world else None,
+            "last": last,
+            "imagined_eval": imagined,
+        }
         _write_json(run_dir / "summary.json", summary)
         return summary
     finally:
@@ -197,22 +251,42 @@ class _ImaginedRoles:
     def __init__(self, cfg: ExperimentConfig):
         pt, cc = cfg.post_train, cfg.cluster
         if not pt.data:
-            raise ConfigError("post_train.data is empty: name the episode stores whose real frames "
-                              "start the imagined rollouts (e.g. the expert demos)")
+            raise ConfigError(
+                "post_train.data is empty: name the episode stores whose real frames "
+                "start the imagined rollouts (e.g. the expert demos)"
+            )
         self.cfg = cfg
-        self.rollout = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
+        self.rollout = dataclasses.replace(
+            cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector)
+        )
         stores = [EpisodeStore(p) for p in pt.data]
         camera = stores[0].camera()
         self.limits = _controller_limits(stores[0].meta)
-        self.sim_f = SimulatorFactory(pt.simulator, camera.to_dict(), cc.simulator.num_gpus, seed=cfg.seed,
-                                      fake_latency_ms=pt.fake_latency_ms)
-        self.refl_f = ReflectorFactory(pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms)
+        self.sim_f = SimulatorFactory(
+            pt.simulator,
+            camera.to_dict(),
+            cc.simulator.num_gpus,
+            seed=cfg.seed,
+            fake_latency_ms=pt.fake_latency_ms,
+        )
+        self.refl_f = ReflectorFactory(
+            pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms
+        )
         rc = self.rollout
-        self.sampler = InitialStateSampler(stores, keyframes=rc.keyframes, context_frames=rc.context_frames,
-                                           seed=cfg.seed, sources=("expert",))
+        self.sampler = InitialStateSampler(
+            stores,
+            keyframes=rc.keyframes,
+            context_frames=rc.context_frames,
+            seed=cfg.seed,
+            sources=("expert",),
+        )
         self.eval_starts = InitialStateSampler(
-            stores, keyframes=False, context_frames=rc.context_frames, seed=cfg.seed + EVAL_SEED_OFFSET,
-            sources=("expert",)).sample(pt.imagined_eval_states)
+            stores,
+            keyframes=False,
+            context_frames=rc.context_frames,
+            seed=cfg.seed + EVAL_SEED_OFFSET,
+            sources=("expert",),
+        ).sample(pt.imagined_eval_states)
         self.sims: list[Any] = []
         self.refls: list[Any] = []
 
@@ -223,24 +297,40 @@ class _ImaginedRoles:
     def start_services(self, tag: str) -> None:
         cc = self.cfg.cluster
         self.sims = start_replicas(SimulatorService, cc.simulator, self.sim_f, name=f"{tag}-sim")
-        self.refls = start_replicas(ReflectorService, cc.reflector, self.refl_f, name=f"{tag}-reflector")
+        self.refls = start_replicas(
+            ReflectorService, cc.reflector, self.refl_f, name=f"{tag}-reflector"
+        )
 
     def start_worker(self, policy_f: PolicyFactory, i: int, *, name: str) -> Any:
         cc = self.cfg.cluster
-        return start_actor(RolloutWorker, policy_f, sim=self.sims, reflector=self.refls, rollout=self.rollout,
-                           worker_index=i, seed=self.cfg.seed, limits=self.limits,
-                           num_gpus=cc.rollout_worker_gpus, num_cpus=cc.rollout_worker_cpus, name=name)
+        return start_actor(
+            RolloutWorker,
+            policy_f,
+            sim=self.sims,
+            reflector=self.refls,
+            rollout=self.rollout,
+            worker_index=i,
+            seed=self.cfg.seed,
+            limits=self.limits,
+            num_gpus=cc.rollout_worker_gpus,
+            num_cpus=cc.rollout_worker_cpus,
+            name=name,
+        )
 
     def service_stats(self) -> tuple[list[dict], list[dict]]:
         import ray
 
-        return ray.get([s.stats.remote() for s in self.sims]), ray.get([s.stats.remote() for s in self.refls])
+        return ray.get([s.stats.remote() for s in self.sims]), ray.get(
+            [s.stats.remote() for s in self.refls]
+        )
 
     def service_delta(self, before: tuple[list[dict], list[dict]]) -> dict[str, float]:
         """``sim/`` and ``reflector/`` metrics of the calls made since ``before``."""
         sim_after, refl_after = self.service_stats()
-        return {**{f"sim/{k}": v for k, v in _service_delta(before[0], sim_after).items()},
-                **{f"reflector/{k}": v for k, v in _service_delta(before[1], refl_after).items()}}
+        return {
+            **{f"sim/{k}": v for k, v in _service_delta(before[0], sim_after).items()},
+            **{f"reflector/{k}": v for k, v in _service_delta(before[1], refl_after).items()},
+        }
 
 
 class _RealRoles:
@@ -263,9 +353,17 @@ class _RealRoles:
 
     def start_worker(self, policy_f: PolicyFactory, i: int, *, name: str) -> Any:
         cc = self.cfg.cluster
-        return start_actor(RealRolloutWorker, policy_f, env_factory=self.env_f, rollout=self.rollout,
-                           worker_index=i, seed=self.cfg.seed, num_gpus=cc.rollout_worker_gpus,
-                           num_cpus=cc.rollout_worker_cpus, name=name)
+        return start_actor(
+            RealRolloutWorker,
+            policy_f,
+            env_factory=self.env_f,
+            rollout=self.rollout,
+            worker_index=i,
+            seed=self.cfg.seed,
+            num_gpus=cc.rollout_worker_gpus,
+            num_cpus=cc.rollout_worker_cpus,
+            name=name,
+        )
 
     def service_stats(self) -> None:
         return None
@@ -296,13 +394,19 @@ def _imagine(workers: list[Any], starts: list[Any], *, progress: bool) -> dict[s
             per_start[gid] = [task, float(row.mean())]
         rewards.append(s["rewards"])
         success.append(s["terminated"])
-    out = {"starts": len(starts), "rollouts": int(sum(len(x) for x in success)),
-           "success_rate": float(np.concatenate(success).mean()),
-           "reward_mean": float(np.concatenate(rewards).mean()), "per_start": per_start,
-           "seconds": time.perf_counter() - t0}
+    out = {
+        "starts": len(starts),
+        "rollouts": int(sum(len(x) for x in success)),
+        "success_rate": float(np.concatenate(success).mean()),
+        "reward_mean": float(np.concatenate(rewards).mean()),
+        "per_start": per_start,
+        "seconds": time.perf_counter() - t0,
+    }
     if progress:
-        print(f"imagined evaluation: success {100 * out['success_rate']:.1f}% over {out['rollouts']} "
-              f"rollouts from {len(starts)} starts ({out['seconds']:.0f} s)")
+        print(
+            f"imagined evaluation: success {100 * out['success_rate']:.1f}% over {out['rollouts']} "
+            f"rollouts from {len(starts)} starts ({out['seconds']:.0f} s)"
+        )
     return out
 
 

@@ -19,15 +19,30 @@ def eval_jobs(tasks: list[str], episodes_per_task: int, *, seed: int) -> list[Ev
     """Episode i of task k uses seed ``EVAL_SEED_OFFSET + seed + 100000 k + i``: the same
     starts for every policy evaluated with the same seed."""
     base = EVAL_SEED_OFFSET + seed
-    return [EvalJob(t, base + 100_000 * k + i) for k, t in enumerate(tasks) for i in range(episodes_per_task)]
+    return [
+        EvalJob(t, base + 100_000 * k + i)
+        for k, t in enumerate(tasks)
+        for i in range(episodes_per_task)
+    ]
 
 
-def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | None = None,
-                    episodes_per_task: int = 10, seed: int = 0, workers: int = 0,
-                    reflector_path: str | None = None, modes: tuple[str, ...] = ("ground_truth",),
-                    eta: float = 0.0, execute_steps: int = 0, max_steps: int = 0,
-                    videos: int = 0, out: str | Path | None = None, progress: bool = True
-                    ) -> dict[str, Any]:
+def evaluate_policy(
+    policy_path: str,
+    env_cfg: EnvConfig,
+    *,
+    tasks: list[str] | None = None,
+    episodes_per_task: int = 10,
+    seed: int = 0,
+    workers: int = 0,
+    reflector_path: str | None = None,
+    modes: tuple[str, ...] = ("ground_truth",),
+    eta: float = 0.0,
+    execute_steps: int = 0,
+    max_steps: int = 0,
+    videos: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Success of a policy checkpoint in the real env, per termination mode.
 
     Args:
@@ -52,14 +67,31 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
     pf = PolicyFactory(policy_path)
     rf = ReflectorFactory(reflector_path) if reflector_path else None
     ef = EnvFactory(env_cfg)
-    kw = {"execute_steps": execute_steps, "max_steps": max_steps,
-          "eta": termination_eta(eta, reflector_path)}
-    report: dict[str, Any] = {"policy": policy_path, "tasks": tasks, "episodes_per_task": episodes_per_task,
-                              "seed": seed}
+    kw = {
+        "execute_steps": execute_steps,
+        "max_steps": max_steps,
+        "eta": termination_eta(eta, reflector_path),
+    }
+    report: dict[str, Any] = {
+        "policy": policy_path,
+        "tasks": tasks,
+        "episodes_per_task": episodes_per_task,
+        "seed": seed,
+    }
     for mode in modes:
         use_refl = mode == "reflector"
-        records = _run(pf, ef, rf, jobs, workers=workers, use_reflector=use_refl, videos=videos,
-                       progress=progress, desc=f"evaluate ({mode})", **kw)
+        records = _run(
+            pf,
+            ef,
+            rf,
+            jobs,
+            workers=workers,
+            use_reflector=use_refl,
+            videos=videos,
+            progress=progress,
+            desc=f"evaluate ({mode})",
+            **kw,
+        )
         report[mode] = summarize(records)
         if out is not None and videos:
             _write_videos(records, Path(out) / "videos", prefix=mode)
@@ -69,18 +101,30 @@ def evaluate_policy(policy_path: str, env_cfg: EnvConfig, *, tasks: list[str] | 
     return report
 
 
-def _run(pf, ef, rf, jobs: list[EvalJob], *, workers: int, use_reflector: bool, videos: int,
-         progress: bool, desc: str, **kw: Any) -> list[dict[str, Any]]:
+def _run(
+    pf,
+    ef,
+    rf,
+    jobs: list[EvalJob],
+    *,
+    workers: int,
+    use_reflector: bool,
+    videos: int,
+    progress: bool,
+    desc: str,
+    **kw: Any,
+) -> list[dict[str, Any]]:
     chunk = 16
-    parts = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+    parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
     bar = tqdm(total=len(jobs), desc=desc, unit="ep", disable=not progress)
     records: list[dict[str, Any]] = []
     if workers <= 0:
         worker = EvalWorker(pf, ef, rf if use_reflector else None)
         try:
             for pi, part in enumerate(parts):
-                records += worker.evaluate(part, use_reflector=use_reflector,
-                                           keep_frames=videos if pi == 0 else 0, **kw)
+                records += worker.evaluate(
+                    part, use_reflector=use_reflector, keep_frames=videos if pi == 0 else 0, **kw
+                )
                 bar.update(len(part))
         finally:
             worker.close()
@@ -90,13 +134,18 @@ def _run(pf, ef, rf, jobs: list[EvalJob], *, workers: int, use_reflector: bool, 
         from cluster.ray_session import init_ray
 
         init_ray()
-        actors = [ray.remote(EvalWorker).options(num_cpus=1).remote(pf, ef, rf if use_reflector else None)
-                  for _ in range(min(workers, len(parts)))]
+        actors = [
+            ray.remote(EvalWorker).options(num_cpus=1).remote(pf, ef, rf if use_reflector else None)
+            for _ in range(min(workers, len(parts)))
+        ]
         pending = {}
         for pi, part in enumerate(parts):
             a = actors[pi % len(actors)]
-            pending[a.evaluate.remote(part, use_reflector=use_reflector,
-                                      keep_frames=videos if pi == 0 else 0, **kw)] = pi
+            pending[
+                a.evaluate.remote(
+                    part, use_reflector=use_reflector, keep_frames=videos if pi == 0 else 0, **kw
+                )
+            ] = pi
         results: dict[int, list] = {}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -124,5 +173,7 @@ def _write_videos(records: list[dict[str, Any]], folder: Path, *, prefix: str) -
         f = f.repeat(scale, axis=1).repeat(scale, axis=2)
         tag = "success" if r["success"] else "failure"
         task = str(r["task"]).replace("/", "-")  # LIBERO tasks are named "suite/index"
-        imageio.mimsave(folder / f"{prefix}_{task}_{r['seed']}_{tag}.gif", list(f), duration=0.1, loop=0)
+        imageio.mimsave(
+            folder / f"{prefix}_{task}_{r['seed']}_{tag}.gif", list(f), duration=0.1, loop=0
+        )
         r.pop("frames")

@@ -41,19 +41,39 @@ class LearnerGroup:
         name: actor name prefix.
     """
 
-    def __init__(self, policy_factory: Callable[[], Any], config: LearnerConfig, *,
-                 num_learners: int, num_gpus: float, num_cpus: float, seed: int, name: str):
+    def __init__(
+        self,
+        policy_factory: Callable[[], Any],
+        config: LearnerConfig,
+        *,
+        num_learners: int,
+        num_gpus: float,
+        num_cpus: float,
+        seed: int,
+        name: str,
+    ):
         import ray
 
         self.workers = [
-            start_actor(LearnerWorker, policy_factory, config, seed=seed, num_gpus=num_gpus,
-                        num_cpus=num_cpus, name=f"{name}-{rank}")
+            start_actor(
+                LearnerWorker,
+                policy_factory,
+                config,
+                seed=seed,
+                num_gpus=num_gpus,
+                num_cpus=num_cpus,
+                name=f"{name}-{rank}",
+            )
             for rank in range(num_learners)
         ]
         if num_learners > 1:
             address = ray.get(self.workers[0].__ray_call__.remote(_rendezvous_address))
-            ray.get([w.join_group.remote(address, rank, num_learners)
-                     for rank, w in enumerate(self.workers)])
+            ray.get(
+                [
+                    w.join_group.remote(address, rank, num_learners)
+                    for rank, w in enumerate(self.workers)
+                ]
+            )
 
     @property
     def lead(self) -> Any:

@@ -41,8 +41,15 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         with self.path.open("a") as f:
-            f.write(json.dumps({"iteration": step, **{k: (None if not math.isfinite(v) else v)
-                                                      for k, v in clean.items()}}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "iteration": step,
+                        **{k: (None if not math.isfinite(v) else v) for k, v in clean.items()},
+                    }
+                )
+                + "\n"
+            )
         if self._tb is not None:
             for k, v in clean.items():
                 if math.isfinite(v):

@@ -24,7 +24,8 @@ def check_resources(cfg: ClusterConfig, *, services: bool = True) -> None:
     if need_gpus > gpus + 1e-9:
         raise ConfigError(
             f"the config asks for {need_gpus:g} GPUs (cluster.rollout_workers x "
-            f"rollout_worker_gpus + learners x learner_gpus + simulator/reflector replicas x num_gpus) but "
+            f"rollout_worker_gpus + learners x learner_gpus + simulator/reflector replicas x "
+            f"num_gpus) but "
             f"the Ray cluster has {gpus:g}; lower them (0 runs on CPU) or add GPU nodes"
         )
     need_cpus = cfg.cpus_needed(services=services)
@@ -42,8 +43,9 @@ def device_for(num_gpus: float) -> str:
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
-def start_replicas(cls: type, rc: ReplicaConfig, backend_factory: Callable[[], Any], *,
-                   name: str) -> list[Any]:
+def start_replicas(
+    cls: type, rc: ReplicaConfig, backend_factory: Callable[[], Any], *, name: str
+) -> list[Any]:
     """Start ``rc.replicas`` async service actors of ``cls`` restarted by Ray when they die."""
     import ray
 
@@ -61,10 +63,20 @@ def start_replicas(cls: type, rc: ReplicaConfig, backend_factory: Callable[[], A
     ]
 
 
-def start_actor(cls: type, *args: Any, num_gpus: float, num_cpus: float, name: str,
-                max_restarts: int = 0, **kwargs: Any) -> Any:
+def start_actor(
+    cls: type,
+    *args: Any,
+    num_gpus: float,
+    num_cpus: float,
+    name: str,
+    max_restarts: int = 0,
+    **kwargs: Any,
+) -> Any:
     """Start one actor of ``cls`` with the given resources."""
     import ray
 
-    return ray.remote(cls).options(name=name, num_gpus=num_gpus, num_cpus=num_cpus,
-                                   max_restarts=max_restarts).remote(*args, **kwargs)
+    return (
+        ray.remote(cls)
+        .options(name=name, num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=max_restarts)
+        .remote(*args, **kwargs)
+    )

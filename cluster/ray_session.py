@@ -6,8 +6,13 @@ import os
 from typing import Any
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None,
-             include_dashboard: bool = False, **kwargs: Any) -> Any:
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    include_dashboard: bool = False,
+    **kwargs: Any,
+) -> Any:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local one in-process.
 
     A local embedded cluster runs with Ray's token authentication off (Ray 2.60 turns it on by

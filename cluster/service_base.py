@@ -26,8 +26,15 @@ class BatchedService:
         max_batch_size, max_wait_ms: dynamic batching limits (environments, milliseconds).
     """
 
-    def __init__(self, backend_factory: Callable[[], Any], *, batch_method: str, name: str,
-                 max_batch_size: int, max_wait_ms: float):
+    def __init__(
+        self,
+        backend_factory: Callable[[], Any],
+        *,
+        batch_method: str,
+        name: str,
+        max_batch_size: int,
+        max_wait_ms: float,
+    ):
         self.backend = backend_factory()
         self.name = name
         self.batcher = DynamicBatcher(
@@ -42,9 +49,11 @@ class BatchedService:
     async def _submit(self, key: str, payload: Any) -> Any:
         t = time.perf_counter()
         out = await self.batcher.submit((key, payload))
-        self._metrics.observe(latency_ms=1000 * (time.perf_counter() - t),
-                              batch_size=self.batcher.stats.last_batch_size,
-                              queue_depth=self.batcher.queue_depth)
+        self._metrics.observe(
+            latency_ms=1000 * (time.perf_counter() - t),
+            batch_size=self.batcher.stats.last_batch_size,
+            queue_depth=self.batcher.queue_depth,
+        )
         return out
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -75,10 +84,12 @@ class _ServiceMetrics:
                 description=f"{name} request latency including batching wait",
                 boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
             )
-            self.batch = metrics.Gauge(f"rehearse_{name}_batch_size",
-                                       description=f"{name} environments per model call")
-            self.queue = metrics.Gauge(f"rehearse_{name}_queue_depth",
-                                       description=f"{name} requests waiting")
+            self.batch = metrics.Gauge(
+                f"rehearse_{name}_batch_size", description=f"{name} environments per model call"
+            )
+            self.queue = metrics.Gauge(
+                f"rehearse_{name}_queue_depth", description=f"{name} requests waiting"
+            )
         except Exception:  # outside a Ray process
             self.latency = self.batch = self.queue = None
 

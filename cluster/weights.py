@@ -40,6 +40,9 @@ def compare_state_dicts(expected: Mapping[str, Any], found: Mapping[str, Any]) -
     return StateDictMismatch(
         missing=sorted(set(expected) - set(found)),
         unexpected=sorted(set(found) - set(expected)),
-        wrong_shapes=[(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in found.items()
-                      if k in expected and tuple(v.shape) != tuple(expected[k].shape)],
+        wrong_shapes=[
+            (k, tuple(v.shape), tuple(expected[k].shape))
+            for k, v in found.items()
+            if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+        ],
     )

@@ -75,7 +75,9 @@ class Camera:
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"camera description is incomplete or malformed: {err}") from None
         if k.shape != (3, 3) or e.shape != (4, 4):
-            raise ValueError(f"camera matrices must be (3, 3) and (4, 4), got {k.shape} and {e.shape}")
+            raise ValueError(
+                f"camera matrices must be (3, 3) and (4, 4), got {k.shape} and {e.shape}"
+            )
         return cam
 
 
@@ -108,10 +110,12 @@ def observation_batch(obs: list[Observation]) -> dict[str, Any]:
     """Stack observations into the batch dict a policy reads: "image" (B, H, W, 3), "wrist_image"
     (B, H, W, 3) or None, "proprio" (B, 8) float32, "instruction" list of B strings."""
     wrist = [o.wrist_image for o in obs]
-    return {"image": np.stack([o.image for o in obs]),
-            "wrist_image": None if wrist[0] is None else np.stack(wrist),
-            "proprio": np.stack([o.proprio for o in obs]).astype(np.float32),
-            "instruction": [o.instruction for o in obs]}
+    return {
+        "image": np.stack([o.image for o in obs]),
+        "wrist_image": None if wrist[0] is None else np.stack(wrist),
+        "proprio": np.stack([o.proprio for o in obs]).astype(np.float32),
+        "instruction": [o.instruction for o in obs],
+    }
 
 
 def check_action(action: Any) -> np.ndarray:

@@ -30,8 +30,13 @@ from envs.base import ACTION_DIM, Camera, Observation, StepResult, check_action
 from envs.config import EnvConfig
 from envs.kinematics import ControllerLimits
 
-MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300,
-             "libero_10": 520, "libero_90": 400}
+MAX_STEPS = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
 SETTLE_STEPS = 10
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # arm still, gripper open
 AGENTVIEW, WRIST = "agentview", "robot0_eye_in_hand"
@@ -69,8 +74,9 @@ class LiberoEnv:
             raise ValueError(f"LiberoEnv needs env.name='libero', got {cfg.name!r}")
         tasks = libero_setup.task_map()
         if cfg.suite not in MAX_STEPS or cfg.suite not in tasks:
-            raise ValueError(f"unknown LIBERO suite {cfg.suite!r}; valid suites: "
-                             f"{', '.join(MAX_STEPS)}")
+            raise ValueError(
+                f"unknown LIBERO suite {cfg.suite!r}; valid suites: {', '.join(MAX_STEPS)}"
+            )
         if settle_steps < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
         mods = _import_libero()
@@ -113,9 +119,11 @@ class LiberoEnv:
                 return f"{suite}/{int(rest)}"
             if rest in names:
                 return f"{suite}/{names.index(rest)}"
-        raise ValueError(f"unknown LIBERO task {task!r} for suite {self.suite!r}; valid: "
-                         f"{self.suite}/0 .. {self.suite}/{len(self._names) - 1} or a task "
-                         f"name such as {self._names[0]!r}")
+        raise ValueError(
+            f"unknown LIBERO task {task!r} for suite {self.suite!r}; valid: "
+            f"{self.suite}/0 .. {self.suite}/{len(self._names) - 1} or a task "
+            f"name such as {self._names[0]!r}"
+        )
 
     def task_name(self, task: str) -> str:
         """LIBERO's task name (BDDL file stem) of ``task``."""
@@ -129,8 +137,9 @@ class LiberoEnv:
         tid = self.task_id(task)
         if tid not in self._init_states:
             idx = int(tid.rsplit("/", 1)[1])
-            self._init_states[tid] = np.asarray(self._suite_obj.get_task_init_states(idx),
-                                                dtype=np.float64)
+            self._init_states[tid] = np.asarray(
+                self._suite_obj.get_task_init_states(idx), dtype=np.float64
+            )
         return self._init_states[tid]
 
     def meta(self) -> dict[str, Any]:
@@ -158,8 +167,13 @@ class LiberoEnv:
         self._cameras = [AGENTVIEW, WRIST] if self.cfg.wrist_camera else [AGENTVIEW]
         # hard_reset=False: reset() restores the loaded scene instead of rebuilding the MuJoCo
         # model (seconds saved per episode); set_init_state then sets the full MuJoCo state.
-        self._env = self._env_cls(bddl_file_name=bddl, camera_heights=size, camera_widths=size,
-                                  camera_names=self._cameras, hard_reset=False)
+        self._env = self._env_cls(
+            bddl_file_name=bddl,
+            camera_heights=size,
+            camera_widths=size,
+            camera_names=self._cameras,
+            hard_reset=False,
+        )
         self._env.seed(0)
         self._env.reset()
         self._env_task = tid
@@ -199,8 +213,14 @@ class LiberoEnv:
             self._env, self._env_task = None, None
 
     # ------------------------------------------------------------------ episode
-    def reset(self, task: str, *, seed: int | None = None, init_state: Any = None,
-              settle: bool | None = None) -> Observation:
+    def reset(
+        self,
+        task: str,
+        *,
+        seed: int | None = None,
+        init_state: Any = None,
+        settle: bool | None = None,
+    ) -> Observation:
         """Start an episode of ``task`` from a stored initial state, then settle.
 
         Args:
@@ -262,8 +282,11 @@ class LiberoEnv:
         self._step += 1
         success = bool(self._env.check_success())
         done = success or self._step >= self.max_steps
-        info = {"step": self._step, "task": self._task,
-                "ee_pos": np.asarray(raw["robot0_eef_pos"], dtype=np.float64).copy()}
+        info = {
+            "step": self._step,
+            "task": self._task,
+            "ee_pos": np.asarray(raw["robot0_eef_pos"], dtype=np.float64).copy(),
+        }
         return StepResult(self._observe(raw), success, bool(done), info)
 
     def get_state(self) -> np.ndarray:
@@ -274,14 +297,16 @@ class LiberoEnv:
 
     def _observe(self, raw: dict[str, np.ndarray]) -> Observation:
         quat = np.array(raw["robot0_eef_quat"], dtype=np.float64)  # (x, y, z, w)
-        proprio = np.concatenate([raw["robot0_eef_pos"], self._tf.quat2axisangle(quat),
-                                  raw["robot0_gripper_qpos"]]).astype(np.float32)  # (8,)
+        proprio = np.concatenate(
+            [raw["robot0_eef_pos"], self._tf.quat2axisangle(quat), raw["robot0_gripper_qpos"]]
+        ).astype(np.float32)  # (8,)
         wrist = None
         if self.cfg.wrist_camera:
             wrist = np.ascontiguousarray(raw[f"{WRIST}_image"][::-1, ::-1])  # (H, W, 3)
         image = np.ascontiguousarray(raw[f"{AGENTVIEW}_image"][::-1, ::-1])  # (H, W, 3)
-        return Observation(image=image, proprio=proprio, instruction=self._instruction,
-                           wrist_image=wrist)
+        return Observation(
+            image=image, proprio=proprio, instruction=self._instruction, wrist_image=wrist
+        )
 
 
 __all__ = ["LiberoEnv", "MAX_STEPS", "SETTLE_STEPS"]

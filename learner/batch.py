@@ -122,8 +122,9 @@ def _pad_last(x: torch.Tensor, n: int, value: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, short), value=value)
 
 
-def concat_batches(batches: list[TrajectoryBatch], *, pad_ids: dict[str, int] | None = None
-                   ) -> TrajectoryBatch:
+def concat_batches(
+    batches: list[TrajectoryBatch], *, pad_ids: dict[str, int] | None = None
+) -> TrajectoryBatch:
     """Join batches from several rollout workers into one (B = sum of Bs, T = max of Ts).
 
     Shorter batches are padded along T after their trajectories' ``done`` step (padding is
@@ -135,7 +136,9 @@ def concat_batches(batches: list[TrajectoryBatch], *, pad_ids: dict[str, int] | 
     keys = set(batches[0].obs)
     for b in batches[1:]:
         if set(b.obs) != keys:
-            raise ValueError(f"batches have different observation keys: {sorted(keys)} vs {sorted(b.obs)}")
+            raise ValueError(
+                f"batches have different observation keys: {sorted(keys)} vs {sorted(b.obs)}"
+            )
     t = max(b.old_log_probs.shape[1] for b in batches)
     pad_ids = pad_ids or {}
     obs = {}

@@ -39,7 +39,9 @@ def data_parallel_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def _flat_collective(tensors: Sequence[torch.Tensor], collective: Callable[[torch.Tensor], Any]) -> None:
+def _flat_collective(
+    tensors: Sequence[torch.Tensor], collective: Callable[[torch.Tensor], Any]
+) -> None:
     """Run one collective on the tensors joined into a flat float32 buffer, then copy the
     result back into each tensor in place (one call instead of one per tensor)."""
     flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])

@@ -29,8 +29,14 @@ class LearnerWorker:
         pad_id: token id used to pad instruction ids when joining batches.
     """
 
-    def __init__(self, policy_factory: Callable[[], Any], config: LearnerConfig, *, seed: int = 0,
-                 pad_id: int = 0):
+    def __init__(
+        self,
+        policy_factory: Callable[[], Any],
+        config: LearnerConfig,
+        *,
+        seed: int = 0,
+        pad_id: int = 0,
+    ):
         self.policy = policy_factory()
         self.policy.eval()  # no dropout: log-probs must match the acting copies
         self.learner = Learner(self.policy, config, seed=seed)
@@ -59,8 +65,7 @@ class LearnerWorker:
         if dist.is_initialized():
             raise RuntimeError("this learner worker already belongs to a process group")
         backend = "nccl" if self.learner.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=init_method, rank=rank,
-                                world_size=world_size)
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
         self.learner.broadcast_parameters(src=0)
         return rank
 
@@ -74,14 +79,19 @@ class LearnerWorker:
 
     def current(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, trainable weights) without bumping: what workers load at (re)start."""
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.trainable_state_dict().items()}
+        weights = {
+            k: v.detach().to("cpu", copy=True)
+            for k, v in self.policy.trainable_state_dict().items()
+        }
         return self.learner.version, weights
 
     def version(self) -> int:
         return self.learner.version
 
     def trainable_bytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self.policy.trainable_state_dict().values())
+        return sum(
+            v.numel() * v.element_size() for v in self.policy.trainable_state_dict().values()
+        )
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint needs from the learner: trainable weights and learner state.
@@ -89,7 +99,9 @@ class LearnerWorker:
         Returned (not written) so the driver saves it on its own filesystem whatever node
         the learner runs on.
         """
-        weights = {k: v.detach().cpu().contiguous() for k, v in self.policy.trainable_state_dict().items()}
+        weights = {
+            k: v.detach().cpu().contiguous() for k, v in self.policy.trainable_state_dict().items()
+        }
         return {"trainable": weights, "learner": self.learner.state_dict()}
 
     def restore(self, state: dict[str, Any]) -> int:
@@ -115,6 +127,8 @@ class LearnerWorker:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "policy"
                 save_policy(self.policy, out, include_base=False)
-                return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+                return {
+                    str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()
+                }
         finally:
             self.policy.cfg = cfg

@@ -34,8 +34,9 @@ MODEL_FILE = "model.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
 
 
-def build_policy(cfg: PolicyConfig, *, instructions: list[str], stats: dict[str, Any],
-                 tokenizer=None) -> Policy:
+def build_policy(
+    cfg: PolicyConfig, *, instructions: list[str], stats: dict[str, Any], tokenizer=None
+) -> Policy:
     """A freshly initialized policy (tiny: word-level tokenizer from ``instructions``).
 
     Args:
@@ -48,17 +49,22 @@ def build_policy(cfg: PolicyConfig, *, instructions: list[str], stats: dict[str,
     return Policy(cfg, tokenizer=tok, normalizer=Normalizer(stats))
 
 
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *,
-                     what: str) -> None:
+def check_state_dict(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *, what: str
+) -> None:
     """Raise ValueError listing missing / unexpected keys and shape mismatches."""
     m = compare_state_dicts(expected, found)
     missing, unexpected = m.missing, m.unexpected
     wrong = [f"{k} {got} != {want}" for k, got, want in m.wrong_shapes]
     if m:
+
         def short(xs: list[str]) -> str:
             return ", ".join(xs[:20]) + (f" ... ({len(xs)} in all)" if len(xs) > 20 else "")
-        raise ValueError(f"{what} does not fit the policy: missing keys [{short(missing)}], "
-                         f"unexpected keys [{short(unexpected)}], wrong shapes [{short(wrong)}]")
+
+        raise ValueError(
+            f"{what} does not fit the policy: missing keys [{short(missing)}], "
+            f"unexpected keys [{short(unexpected)}], wrong shapes [{short(wrong)}]"
+        )
 
 
 def _write_folder(out: Path, fill) -> None:
@@ -82,8 +88,10 @@ def save_policy(policy: Policy, out: str | Path, *, include_base: bool = True) -
 
     cfg = policy.cfg
     if not include_base and not cfg.checkpoint:
-        raise ValueError("save_policy(include_base=False) needs a base checkpoint in "
-                         "policy.checkpoint to load the frozen weights from")
+        raise ValueError(
+            "save_policy(include_base=False) needs a base checkpoint in "
+            "policy.checkpoint to load the frozen weights from"
+        )
 
     def fill(tmp: Path) -> None:
         data = to_dict(cfg)
@@ -127,8 +135,11 @@ def load_policy(folder: str | Path, *, device: str | torch.device = "cpu") -> Po
     if (folder / MODEL_FILE).is_file():
         if not (folder / STATS_FILE).is_file():
             raise FileNotFoundError(f"{folder} lacks {STATS_FILE} (action statistics)")
-        policy = Policy(cfg, tokenizer=load_tokenizer(folder / "tokenizer"),
-                        normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key))
+        policy = Policy(
+            cfg,
+            tokenizer=load_tokenizer(folder / "tokenizer"),
+            normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key),
+        )
         state = load_file(str(folder / MODEL_FILE))
         check_state_dict(policy.state_dict(), state, what=str(folder / MODEL_FILE))
         policy.load_state_dict(state, strict=True)
@@ -152,5 +163,12 @@ def load_base(cfg: PolicyConfig, *, device: str | torch.device = "cpu") -> Polic
     return load_policy(cfg.checkpoint, device=device)
 
 
-__all__ = ["build_policy", "save_policy", "load_policy", "load_base", "read_config",
-           "check_state_dict", "load_statistics"]
+__all__ = [
+    "build_policy",
+    "save_policy",
+    "load_policy",
+    "load_base",
+    "read_config",
+    "check_state_dict",
+    "load_statistics",
+]

@@ -41,21 +41,48 @@ class Arch:
 
 PRESETS: dict[str, Arch] = {
     "tiny": Arch(
-        image_size=64, patch_size=8,
-        dino_width=64, dino_layers=2, dino_heads=4, dino_mlp_ratio=2, dino_registers=4,
-        siglip_width=48, siglip_layers=2, siglip_heads=4, siglip_mlp=96,
-        llm_width=64, llm_layers=2, llm_heads=4, llm_mlp=128, llm_vocab=0, rms_norm_eps=1e-6,
+        image_size=64,
+        patch_size=8,
+        dino_width=64,
+        dino_layers=2,
+        dino_heads=4,
+        dino_mlp_ratio=2,
+        dino_registers=4,
+        siglip_width=48,
+        siglip_layers=2,
+        siglip_heads=4,
+        siglip_mlp=96,
+        llm_width=64,
+        llm_layers=2,
+        llm_heads=4,
+        llm_mlp=128,
+        llm_vocab=0,
+        rms_norm_eps=1e-6,
         scale_head_width=64,
         # 1 / sqrt(width): with Llama's 0.02 the tiny LLM's attention starts uniform and takes
         # longer to route the instruction to the action positions (measured in SFT)
         llm_init_std=0.125,
     ),
     "oft-7b": Arch(
-        image_size=224, patch_size=14,
-        dino_width=1024, dino_layers=24, dino_heads=16, dino_mlp_ratio=4, dino_registers=4,
-        siglip_width=1152, siglip_layers=27, siglip_heads=16, siglip_mlp=4304,
-        llm_width=4096, llm_layers=32, llm_heads=32, llm_mlp=11008, llm_vocab=32064,
-        rms_norm_eps=1e-5, scale_head_width=1024, llm_init_std=0.02,
+        image_size=224,
+        patch_size=14,
+        dino_width=1024,
+        dino_layers=24,
+        dino_heads=16,
+        dino_mlp_ratio=4,
+        dino_registers=4,
+        siglip_width=1152,
+        siglip_layers=27,
+        siglip_heads=16,
+        siglip_mlp=4304,
+        llm_width=4096,
+        llm_layers=32,
+        llm_heads=32,
+        llm_mlp=11008,
+        llm_vocab=32064,
+        rms_norm_eps=1e-5,
+        scale_head_width=1024,
+        llm_init_std=0.02,
     ),
 }
 
@@ -110,36 +137,56 @@ class PolicyConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
-        require(self.num_images in (1, 2), f"policy.num_images must be 1 or 2, got {self.num_images}")
+        require(
+            self.num_images in (1, 2), f"policy.num_images must be 1 or 2, got {self.num_images}"
+        )
         require(self.chunk >= 1, f"policy.chunk must be >= 1, got {self.chunk}")
-        require(self.action_dim >= 2, f"policy.action_dim must be >= 2 (pose + gripper), got "
-                f"{self.action_dim}")
+        require(
+            self.action_dim >= 2,
+            f"policy.action_dim must be >= 2 (pose + gripper), got {self.action_dim}",
+        )
         require(self.proprio_dim >= 1, f"policy.proprio_dim must be >= 1, got {self.proprio_dim}")
         require(self.lora_rank >= 1, f"policy.lora_rank must be >= 1, got {self.lora_rank}")
         require(self.lora_alpha > 0, f"policy.lora_alpha must be > 0, got {self.lora_alpha}")
-        require(0.0 <= self.lora_dropout < 1.0,
-                f"policy.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        require(len(self.lora_target_modules) > 0,
-                "policy.lora_target_modules must name at least one module, e.g. ['all-linear']")
-        require(self.scale_head_width >= 0,
-                f"policy.scale_head_width must be >= 0 (0 = preset), got {self.scale_head_width}")
+        require(
+            0.0 <= self.lora_dropout < 1.0,
+            f"policy.lora_dropout must be in [0, 1), got {self.lora_dropout}",
+        )
+        require(
+            len(self.lora_target_modules) > 0,
+            "policy.lora_target_modules must name at least one module, e.g. ['all-linear']",
+        )
+        require(
+            self.scale_head_width >= 0,
+            f"policy.scale_head_width must be >= 0 (0 = preset), got {self.scale_head_width}",
+        )
         patch = PRESETS[self.preset].patch_size
-        require(self.image_size == 0 or (self.image_size >= patch and self.image_size % patch == 0),
-                f"policy.image_size must be 0 (preset) or a multiple of the patch size {patch}, "
-                f"got {self.image_size}")
-        require(self.scale_head_blocks >= 0,
-                f"policy.scale_head_blocks must be >= 0, got {self.scale_head_blocks}")
-        require(self.log_scale_min < self.log_scale_max,
-                f"policy.log_scale_min ({self.log_scale_min}) must be below log_scale_max "
-                f"({self.log_scale_max})")
-        require(self.checkpoint_format == "rehearse" or self.checkpoint != "",
-                "policy.checkpoint_format 'oft' needs policy.checkpoint (the OFT folder)")
+        require(
+            self.image_size == 0 or (self.image_size >= patch and self.image_size % patch == 0),
+            f"policy.image_size must be 0 (preset) or a multiple of the patch size {patch}, "
+            f"got {self.image_size}",
+        )
+        require(
+            self.scale_head_blocks >= 0,
+            f"policy.scale_head_blocks must be >= 0, got {self.scale_head_blocks}",
+        )
+        require(
+            self.log_scale_min < self.log_scale_max,
+            f"policy.log_scale_min ({self.log_scale_min}) must be below log_scale_max "
+            f"({self.log_scale_max})",
+        )
+        require(
+            self.checkpoint_format == "rehearse" or self.checkpoint != "",
+            "policy.checkpoint_format 'oft' needs policy.checkpoint (the OFT folder)",
+        )
 
     @property
     def arch(self) -> Arch:
         """The preset's sizes with this config's overrides applied."""
         overrides = {"scale_head_width": self.scale_head_width, "image_size": self.image_size}
-        return dataclasses.replace(PRESETS[self.preset], **{k: v for k, v in overrides.items() if v})
+        return dataclasses.replace(
+            PRESETS[self.preset], **{k: v for k, v in overrides.items() if v}
+        )
 
 
 @dataclass
@@ -186,12 +233,20 @@ class SFTConfig:
         require(self.scale_steps >= 0, f"sft.scale_steps must be >= 0, got {self.scale_steps}")
         require(self.batch_size >= 1, f"sft.batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0 and self.scale_lr > 0, "sft.lr and sft.scale_lr must be > 0")
-        require(0.0 <= self.val_fraction < 1.0,
-                f"sft.val_fraction must be in [0, 1), got {self.val_fraction}")
+        require(
+            0.0 <= self.val_fraction < 1.0,
+            f"sft.val_fraction must be in [0, 1), got {self.val_fraction}",
+        )
         require(self.val_every >= 1, f"sft.val_every must be >= 1, got {self.val_every}")
-        require(self.augment_shift >= 0, f"sft.augment_shift must be >= 0, got {self.augment_shift}")
-        require(0.0 <= self.start_fraction < 1.0,
-                f"sft.start_fraction must be in [0, 1), got {self.start_fraction}")
-        require(0.0 <= self.switch_fraction < 1.0 and self.start_fraction + self.switch_fraction
-                < 1.0, f"sft.switch_fraction must be in [0, 1) with start_fraction + "
-                f"switch_fraction < 1, got {self.switch_fraction} + {self.start_fraction}")
+        require(
+            self.augment_shift >= 0, f"sft.augment_shift must be >= 0, got {self.augment_shift}"
+        )
+        require(
+            0.0 <= self.start_fraction < 1.0,
+            f"sft.start_fraction must be in [0, 1), got {self.start_fraction}",
+        )
+        require(
+            0.0 <= self.switch_fraction < 1.0 and self.start_fraction + self.switch_fraction < 1.0,
+            f"sft.switch_fraction must be in [0, 1) with start_fraction + "
+            f"switch_fraction < 1, got {self.switch_fraction} + {self.start_fraction}",
+        )

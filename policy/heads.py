@@ -30,7 +30,9 @@ class MLPResNet(nn.Module):
         self.layer_norm1 = nn.LayerNorm(input_dim)
         self.fc1 = nn.Linear(input_dim, hidden_dim)
         self.relu = nn.ReLU()
-        self.mlp_resnet_blocks = nn.ModuleList(MLPResNetBlock(hidden_dim) for _ in range(num_blocks))
+        self.mlp_resnet_blocks = nn.ModuleList(
+            MLPResNetBlock(hidden_dim) for _ in range(num_blocks)
+        )
         self.layer_norm2 = nn.LayerNorm(hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, output_dim)
 
@@ -60,8 +62,12 @@ class L1RegressionActionHead(nn.Module):
     def __init__(self, *, llm_dim: int, hidden_dim: int, action_dim: int):
         super().__init__()
         self.action_dim = action_dim
-        self.model = MLPResNet(num_blocks=2, input_dim=llm_dim * action_dim,
-                               hidden_dim=hidden_dim, output_dim=action_dim)
+        self.model = MLPResNet(
+            num_blocks=2,
+            input_dim=llm_dim * action_dim,
+            hidden_dim=hidden_dim,
+            output_dim=action_dim,
+        )
 
     def forward(self, grouped: torch.Tensor) -> torch.Tensor:
         """(B, chunk, A * D) -> mu (B, chunk, A)."""
@@ -76,11 +82,24 @@ class LaplaceScaleHead(nn.Module):
     give the head no gradient at all and it could never learn.
     """
 
-    def __init__(self, *, llm_dim: int, hidden_dim: int, action_dim: int, num_blocks: int,
-                 bias_init: float, log_scale_min: float, log_scale_max: float):
+    def __init__(
+        self,
+        *,
+        llm_dim: int,
+        hidden_dim: int,
+        action_dim: int,
+        num_blocks: int,
+        bias_init: float,
+        log_scale_min: float,
+        log_scale_max: float,
+    ):
         super().__init__()
-        self.model = MLPResNet(num_blocks=num_blocks, input_dim=llm_dim * action_dim,
-                               hidden_dim=hidden_dim, output_dim=action_dim)
+        self.model = MLPResNet(
+            num_blocks=num_blocks,
+            input_dim=llm_dim * action_dim,
+            hidden_dim=hidden_dim,
+            output_dim=action_dim,
+        )
         nn.init.normal_(self.model.fc2.weight, std=1e-3)
         nn.init.constant_(self.model.fc2.bias, bias_init)
         self.log_scale_min = log_scale_min

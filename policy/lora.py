@@ -14,16 +14,18 @@ def lora_config(*, rank: int, alpha: int, dropout: float, target_modules: list[s
     from peft import LoraConfig
 
     targets: str | list[str] = "all-linear" if target_modules == ["all-linear"] else target_modules
-    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                      bias="none")
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none"
+    )
 
 
 def check_targets(model: nn.Module, target_modules: list[str]) -> None:
     """Raise ValueError naming every target that matches no Linear module of ``model``."""
     if target_modules == ["all-linear"]:
         return
-    linear_names = {name.split(".")[-1] for name, m in model.named_modules()
-                    if isinstance(m, nn.Linear)}
+    linear_names = {
+        name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)
+    }
     missing = [t for t in target_modules if t not in linear_names]
     if missing:
         raise ValueError(
@@ -32,8 +34,9 @@ def check_targets(model: nn.Module, target_modules: list[str]) -> None:
         )
 
 
-def add_lora(llm: nn.Module, *, rank: int, alpha: int, dropout: float,
-             target_modules: list[str]) -> nn.Module:
+def add_lora(
+    llm: nn.Module, *, rank: int, alpha: int, dropout: float, target_modules: list[str]
+) -> nn.Module:
     """Wrap ``llm`` in a peft model with LoRA adapters; base weights are frozen.
 
     Returns:

@@ -44,22 +44,36 @@ class VisionBackbone(nn.Module):
         )
 
         self.num_registers = arch.dino_registers
-        self.dino = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
-            hidden_size=arch.dino_width, num_hidden_layers=arch.dino_layers,
-            num_attention_heads=arch.dino_heads, mlp_ratio=arch.dino_mlp_ratio,
-            image_size=arch.image_size, patch_size=arch.patch_size,
-            num_register_tokens=arch.dino_registers, layerscale_value=1e-5,
-        ))
-        self.siglip = SiglipVisionModel(SiglipVisionConfig(
-            hidden_size=arch.siglip_width, intermediate_size=arch.siglip_mlp,
-            num_hidden_layers=arch.siglip_layers, num_attention_heads=arch.siglip_heads,
-            image_size=arch.image_size, patch_size=arch.patch_size, vision_use_head=True,
-            hidden_act="gelu",  # timm's SigLIP towers (OFT's) use exact GELU
-        ))
-        self.register_buffer("dino_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("dino_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        self.dino = Dinov2WithRegistersModel(
+            Dinov2WithRegistersConfig(
+                hidden_size=arch.dino_width,
+                num_hidden_layers=arch.dino_layers,
+                num_attention_heads=arch.dino_heads,
+                mlp_ratio=arch.dino_mlp_ratio,
+                image_size=arch.image_size,
+                patch_size=arch.patch_size,
+                num_register_tokens=arch.dino_registers,
+                layerscale_value=1e-5,
+            )
+        )
+        self.siglip = SiglipVisionModel(
+            SiglipVisionConfig(
+                hidden_size=arch.siglip_width,
+                intermediate_size=arch.siglip_mlp,
+                num_hidden_layers=arch.siglip_layers,
+                num_attention_heads=arch.siglip_heads,
+                image_size=arch.image_size,
+                patch_size=arch.patch_size,
+                vision_use_head=True,
+                hidden_act="gelu",  # timm's SigLIP towers (OFT's) use exact GELU
+            )
+        )
+        self.register_buffer(
+            "dino_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "dino_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
+        )
         self.out_dim = arch.dino_width + arch.siglip_width
         self.num_patches = (arch.image_size // arch.patch_size) ** 2
 
@@ -70,14 +84,15 @@ class VisionBackbone(nn.Module):
         siglip_in = ((pixels - 0.5) / 0.5).to(dtype)
         d = self.dino(pixel_values=dino_in, output_hidden_states=True).hidden_states[-2]
         s = self.siglip(pixel_values=siglip_in, output_hidden_states=True).hidden_states[-2]
-        return torch.cat([d[:, 1 + self.num_registers:], s], dim=-1)
+        return torch.cat([d[:, 1 + self.num_registers :], s], dim=-1)
 
 
 class VLA(nn.Module):
     """The whole network; ``forward`` gives the Laplace parameters of one action chunk."""
 
-    def __init__(self, cfg: PolicyConfig, *, vocab_size: int, bos_id: int, eos_id: int,
-                 pad_id: int):
+    def __init__(
+        self, cfg: PolicyConfig, *, vocab_size: int, bos_id: int, eos_id: int, pad_id: int
+    ):
         super().__init__()
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -88,24 +103,38 @@ class VLA(nn.Module):
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.vision = VisionBackbone(arch)
         self.projector = FusedProjector(vision_dim=self.vision.out_dim, llm_dim=arch.llm_width)
-        self.llm = LlamaForCausalLM(LlamaConfig(
-            vocab_size=arch.llm_vocab or vocab_size, hidden_size=arch.llm_width,
-            intermediate_size=arch.llm_mlp, num_hidden_layers=arch.llm_layers,
-            num_attention_heads=arch.llm_heads, num_key_value_heads=arch.llm_heads,
-            max_position_embeddings=4096, rms_norm_eps=arch.rms_norm_eps,
-            bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id,
-            tie_word_embeddings=False, initializer_range=arch.llm_init_std,
-        ))
-        self.proprio_projector = (ProprioProjector(llm_dim=arch.llm_width,
-                                                   proprio_dim=cfg.proprio_dim)
-                                  if cfg.use_proprio else None)
-        self.action_head = L1RegressionActionHead(llm_dim=arch.llm_width,
-                                                  hidden_dim=arch.llm_width,
-                                                  action_dim=cfg.action_dim)
+        self.llm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=arch.llm_vocab or vocab_size,
+                hidden_size=arch.llm_width,
+                intermediate_size=arch.llm_mlp,
+                num_hidden_layers=arch.llm_layers,
+                num_attention_heads=arch.llm_heads,
+                num_key_value_heads=arch.llm_heads,
+                max_position_embeddings=4096,
+                rms_norm_eps=arch.rms_norm_eps,
+                bos_token_id=bos_id,
+                eos_token_id=eos_id,
+                pad_token_id=pad_id,
+                tie_word_embeddings=False,
+                initializer_range=arch.llm_init_std,
+            )
+        )
+        self.proprio_projector = (
+            ProprioProjector(llm_dim=arch.llm_width, proprio_dim=cfg.proprio_dim)
+            if cfg.use_proprio
+            else None
+        )
+        self.action_head = L1RegressionActionHead(
+            llm_dim=arch.llm_width, hidden_dim=arch.llm_width, action_dim=cfg.action_dim
+        )
         self.scale_head = LaplaceScaleHead(
-            llm_dim=arch.llm_width, hidden_dim=arch.scale_head_width,
-            action_dim=cfg.action_dim, num_blocks=cfg.scale_head_blocks,
-            bias_init=cfg.scale_bias_init, log_scale_min=cfg.log_scale_min,
+            llm_dim=arch.llm_width,
+            hidden_dim=arch.scale_head_width,
+            action_dim=cfg.action_dim,
+            num_blocks=cfg.scale_head_blocks,
+            bias_init=cfg.scale_bias_init,
+            log_scale_min=cfg.log_scale_min,
             log_scale_max=cfg.log_scale_max,
         )
 
@@ -116,8 +145,13 @@ class VLA(nn.Module):
         llm = self.llm.get_base_model() if isinstance(self.llm, PeftModel) else self.llm
         return llm.model
 
-    def action_hidden(self, images: torch.Tensor, proprio: torch.Tensor | None,
-                      ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def action_hidden(
+        self,
+        images: torch.Tensor,
+        proprio: torch.Tensor | None,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> torch.Tensor:
         """Last hidden states at the action positions.
 
         Args:
@@ -144,8 +178,7 @@ class VLA(nn.Module):
         prompt = torch.full((b, lt), self.pad_id, dtype=torch.long, device=dev)
         prompt[:, : ids.shape[1]] = ids
         is_action = (pos >= n) & (pos < n + k)  # (B, Lt)
-        text_ids = torch.where(pos < n, prompt, torch.where(pos == n + k, self.eos_id,
-                                                            self.pad_id))
+        text_ids = torch.where(pos < n, prompt, torch.where(pos == n + k, self.eos_id, self.pad_id))
         text_emb = embed(text_ids) * (~is_action)[..., None].to(dtype)  # (B, Lt, D)
         valid_text = pos <= n + k  # (B, Lt)
         parts = [text_emb[:, :1], patch_emb]
@@ -158,14 +191,16 @@ class VLA(nn.Module):
             n_extra += 1
         parts.append(text_emb[:, 1:])
         seq = torch.cat(parts, dim=1)  # (B, T, D)
-        valid = torch.cat([torch.ones(b, n_extra, dtype=torch.bool, device=dev),
-                           valid_text[:, 1:]], dim=1)  # (B, T)
+        valid = torch.cat(
+            [torch.ones(b, n_extra, dtype=torch.bool, device=dev), valid_text[:, 1:]], dim=1
+        )  # (B, T)
         t = seq.shape[1]
         mask = torch.zeros(b, 1, t, t, dtype=dtype, device=dev)
         mask = mask.masked_fill(~valid[:, None, None, :], torch.finfo(dtype).min)
         position_ids = torch.arange(t, device=dev)[None].expand(b, t)
-        hidden = body(inputs_embeds=seq, attention_mask=mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state  # (B, T, D)
+        hidden = body(
+            inputs_embeds=seq, attention_mask=mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # (B, T, D)
         start = (n_extra - 1) + lengths.to(dev) - 1  # absolute position of the last prompt token
         idx = start[:, None] + torch.arange(k, device=dev)[None, :]  # (B, K)
         out = hidden.gather(1, idx[..., None].expand(b, k, hidden.shape[-1]))
@@ -176,7 +211,12 @@ class VLA(nn.Module):
         grouped = group_action_hidden(action_hidden, self.action_dim)
         return self.action_head(grouped), self.scale_head(grouped)
 
-    def forward(self, images: torch.Tensor, proprio: torch.Tensor | None, ids: torch.Tensor,
-                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        proprio: torch.Tensor | None,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """mu, log_scale (B, chunk, A) in normalized action space (see ``action_hidden``)."""
         return self.heads(self.action_hidden(images, proprio, ids, lengths))

@@ -20,8 +20,9 @@ import torch
 STATS_FILE = "dataset_statistics.json"
 
 
-def compute_statistics(actions: np.ndarray, proprio: np.ndarray, *, num_trajectories: int
-                       ) -> dict[str, Any]:
+def compute_statistics(
+    actions: np.ndarray, proprio: np.ndarray, *, num_trajectories: int
+) -> dict[str, Any]:
     """Statistics of one dataset in OFT's layout.
 
     Args:
@@ -32,22 +33,33 @@ def compute_statistics(actions: np.ndarray, proprio: np.ndarray, *, num_trajecto
         {"action": {mean, std, max, min, q01, q99, mask}, "proprio": {...}, "num_transitions",
         "num_trajectories"}; the mask is True for every dimension but the last (gripper).
     """
+
     def stats(x: np.ndarray) -> dict[str, list]:
         x = x.astype(np.float64)
-        return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "max": x.max(0).tolist(),
-                "min": x.min(0).tolist(), "q01": np.quantile(x, 0.01, axis=0).tolist(),
-                "q99": np.quantile(x, 0.99, axis=0).tolist()}
+        return {
+            "mean": x.mean(0).tolist(),
+            "std": x.std(0).tolist(),
+            "max": x.max(0).tolist(),
+            "min": x.min(0).tolist(),
+            "q01": np.quantile(x, 0.01, axis=0).tolist(),
+            "q99": np.quantile(x, 0.99, axis=0).tolist(),
+        }
 
     if len(actions) == 0:
         raise ValueError("cannot compute action statistics from an empty dataset")
     action = stats(actions)
     action["mask"] = [True] * (actions.shape[1] - 1) + [False]
-    return {"action": action, "proprio": stats(proprio), "num_transitions": int(len(actions)),
-            "num_trajectories": int(num_trajectories)}
+    return {
+        "action": action,
+        "proprio": stats(proprio),
+        "num_transitions": int(len(actions)),
+        "num_trajectories": int(num_trajectories),
+    }
 
 
-def statistics_from_store(store, *, dataset_name: str, episode_ids: list[str] | None = None
-                          ) -> dict[str, dict[str, Any]]:
+def statistics_from_store(
+    store, *, dataset_name: str, episode_ids: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """OFT-layout statistics ``{dataset_name: ...}`` of the episodes of an ``EpisodeStore``."""
     ids = store.episode_ids if episode_ids is None else episode_ids
     acts, props = [], []
@@ -55,8 +67,11 @@ def statistics_from_store(store, *, dataset_name: str, episode_ids: list[str] | 
         ep = store.load_episode(eid)
         acts.append(ep.actions[:-1])  # the terminal row's action is not an action
         props.append(ep.proprio[:-1])
-    return {dataset_name: compute_statistics(np.concatenate(acts), np.concatenate(props),
-                                             num_trajectories=len(ids))}
+    return {
+        dataset_name: compute_statistics(
+            np.concatenate(acts), np.concatenate(props), num_trajectories=len(ids)
+        )
+    }
 
 
 def save_statistics(stats: dict[str, Any], folder: str | Path) -> Path:
@@ -75,7 +90,8 @@ def load_statistics(folder_or_file: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"missing action statistics {path}: run SFT (which writes it) or copy the "
-            f"checkpoint's {STATS_FILE}")
+            f"checkpoint's {STATS_FILE}"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -110,8 +126,10 @@ class Normalizer:
         data = load_statistics(folder_or_file)
         if not key:
             if len(data) != 1:
-                raise ValueError(f"{folder_or_file} holds statistics of {sorted(data)}; set "
-                                 "policy.unnorm_key to one of them")
+                raise ValueError(
+                    f"{folder_or_file} holds statistics of {sorted(data)}; set "
+                    "policy.unnorm_key to one of them"
+                )
             key = next(iter(data))
         if key not in data:
             raise ValueError(f"no statistics {key!r} in {folder_or_file}; it has {sorted(data)}")

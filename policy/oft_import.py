@@ -58,13 +58,14 @@ def key_mapping(our_keys: list[str]) -> dict[str, Rule]:
     for k in our_keys:
         parts = k.split(".")
         if k.startswith("vision.dino."):
-            r = k[len("vision.dino."):]
+            r = k[len("vision.dino.") :]
             simple = {
                 "embeddings.cls_token": "cls_token",
                 "embeddings.register_tokens": "reg_token",
                 "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
                 "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-                "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias",
+                "layernorm.weight": "norm.weight",
+                "layernorm.bias": "norm.bias",
             }
             if r in simple:
                 rules[k] = ([DINO + simple[r]], _same)
@@ -77,14 +78,16 @@ def key_mapping(our_keys: list[str]) -> dict[str, Rule]:
                 if parts[5] == "attention" and proj in ("q_proj", "k_proj", "v_proj"):
                     rules[k] = ([blk + "attn.qkv." + parts[-1]], _split(qkv[proj[0]]))
                 else:
-                    name = {"attention.o_proj.weight": "attn.proj.weight",
-                            "attention.o_proj.bias": "attn.proj.bias",
-                            "layer_scale1.lambda1": "ls1.scale_factor",
-                            "layer_scale2.lambda1": "ls2.scale_factor"}.get(rest, rest)
+                    name = {
+                        "attention.o_proj.weight": "attn.proj.weight",
+                        "attention.o_proj.bias": "attn.proj.bias",
+                        "layer_scale1.lambda1": "ls1.scale_factor",
+                        "layer_scale2.lambda1": "ls2.scale_factor",
+                    }.get(rest, rest)
                     rules[k] = ([blk + name], _same)
         elif k.startswith("vision.siglip."):
-            r = k[len("vision.siglip."):]
-            r = r[len("vision_model."):] if r.startswith("vision_model.") else r
+            r = k[len("vision.siglip.") :]
+            r = r[len("vision_model.") :] if r.startswith("vision_model.") else r
             rp = r.split(".")
             if r.startswith("embeddings.patch_embedding."):
                 rules[k] = ([SIGLIP + "patch_embed.proj." + rp[-1]], _same)
@@ -97,8 +100,11 @@ def key_mapping(our_keys: list[str]) -> dict[str, Rule]:
                 if rp[3] == "self_attn" and rp[4] in ("q_proj", "k_proj", "v_proj"):
                     rules[k] = ([blk + "attn.qkv." + rp[-1]], _split(qkv[rp[4][0]]))
                 else:
-                    name = {"self_attn.out_proj": "attn.proj", "layer_norm1": "norm1",
-                            "layer_norm2": "norm2"}.get(".".join(rp[3:-1]), ".".join(rp[3:-1]))
+                    name = {
+                        "self_attn.out_proj": "attn.proj",
+                        "layer_norm1": "norm1",
+                        "layer_norm2": "norm2",
+                    }.get(".".join(rp[3:-1]), ".".join(rp[3:-1]))
                     rules[k] = ([blk + name + "." + rp[-1]], _same)
             elif r == "head.probe":
                 rules[k] = ([SIGLIP + "attn_pool.latent"], _same)
@@ -107,12 +113,13 @@ def key_mapping(our_keys: list[str]) -> dict[str, Rule]:
                 rules[k] = ([SIGLIP + f"attn_pool.q.{s}", SIGLIP + f"attn_pool.kv.{s}"], _cat)
             elif r.startswith("head."):
                 name = {"attention.out_proj": "proj", "layernorm": "norm"}.get(
-                    ".".join(rp[1:-1]), ".".join(rp[1:-1]))
+                    ".".join(rp[1:-1]), ".".join(rp[1:-1])
+                )
                 rules[k] = ([SIGLIP + "attn_pool." + name + "." + rp[-1]], _same)
         elif k.startswith("projector."):
             rules[k] = ([k], _same)
         elif k.startswith("llm."):
-            rules[k] = (["language_model." + k[len("llm."):]], _same)
+            rules[k] = (["language_model." + k[len("llm.") :]], _same)
         elif k.startswith("action_head.") or k.startswith("proprio_projector."):
             rules[k] = ([k], _same)  # from the head files: "module." + the rest
     return rules
@@ -121,8 +128,10 @@ def key_mapping(our_keys: list[str]) -> dict[str, Rule]:
 def _load_pt(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
     files = sorted(folder.glob(f"{prefix}--*_checkpoint.pt"))
     if len(files) != 1:
-        raise FileNotFoundError(f"{folder} must hold exactly one {prefix}--STEP_checkpoint.pt, "
-                                f"found {[f.name for f in files]}")
+        raise FileNotFoundError(
+            f"{folder} must hold exactly one {prefix}--STEP_checkpoint.pt, "
+            f"found {[f.name for f in files]}"
+        )
     try:
         sd = torch.load(files[0], map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses pickled code: a clear error, not a load
@@ -145,8 +154,9 @@ def read_oft_folder(folder: str | Path, *, use_proprio: bool) -> dict[str, torch
         state.update(load_file(str(f)))
     state.update({"action_head." + k: v for k, v in _load_pt(folder, "action_head").items()})
     if use_proprio:
-        state.update({"proprio_projector." + k: v
-                      for k, v in _load_pt(folder, "proprio_projector").items()})
+        state.update(
+            {"proprio_projector." + k: v for k, v in _load_pt(folder, "proprio_projector").items()}
+        )
     return state
 
 
@@ -165,26 +175,38 @@ def import_oft(folder: str | Path, cfg: PolicyConfig) -> Policy:
     hf = json.loads((folder / "config.json").read_text())
     sizes = hf.get("image_sizes")
     if sizes and int(sizes[0]) != cfg.arch.image_size:
-        raise ValueError(f"{folder}/config.json has image size {sizes[0]}, preset "
-                         f"{cfg.preset!r} uses {cfg.arch.image_size}")
+        raise ValueError(
+            f"{folder}/config.json has image size {sizes[0]}, preset "
+            f"{cfg.preset!r} uses {cfg.arch.image_size}"
+        )
     if not (folder / STATS_FILE).is_file():
         raise FileNotFoundError(f"{folder} lacks {STATS_FILE} (action statistics)")
-    policy = Policy(cfg, tokenizer=load_tokenizer(folder),
-                    normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key), lora=False)
+    policy = Policy(
+        cfg,
+        tokenizer=load_tokenizer(folder),
+        normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key),
+        lora=False,
+    )
     eps = hf.get("text_config", {}).get("rms_norm_eps")
     if eps is not None:
         for m in policy.vla.llm.modules():
             if hasattr(m, "variance_epsilon"):
                 m.variance_epsilon = float(eps)
-    ours = {k: v for k, v in policy.vla.state_dict().items()
-            if k not in NOT_IN_OFT and not k.startswith(OWN_MODULES)}
+    ours = {
+        k: v
+        for k, v in policy.vla.state_dict().items()
+        if k not in NOT_IN_OFT and not k.startswith(OWN_MODULES)
+    }
     rules = key_mapping(list(ours))
     unmapped = sorted(set(ours) - set(rules))
     if unmapped:
         raise ValueError(f"no OFT key mapping for {unmapped}")
     needed = {s for srcs, _ in rules.values() for s in srcs}
-    check_state_dict({s: torch.empty(0) for s in needed}, {s: torch.empty(0) for s in state},
-                     what=f"OpenVLA-OFT checkpoint {folder}")
+    check_state_dict(
+        {s: torch.empty(0) for s in needed},
+        {s: torch.empty(0) for s in state},
+        what=f"OpenVLA-OFT checkpoint {folder}",
+    )
     mapped = {k: fn([state[s] for s in srcs]) for k, (srcs, fn) in rules.items()}
     check_state_dict(ours, mapped, what=f"OpenVLA-OFT checkpoint {folder}")
     policy.vla.load_state_dict(mapped, strict=False)
@@ -209,8 +231,14 @@ def base_state_dict(policy: Policy) -> dict[str, torch.Tensor]:
     return out
 
 
-def export_oft(policy: Policy, folder: str | Path, *, step: int = 100,
-               dataset_name: str = "dataset", head_dtype: torch.dtype = torch.bfloat16) -> Path:
+def export_oft(
+    policy: Policy,
+    folder: str | Path,
+    *,
+    step: int = 100,
+    dataset_name: str = "dataset",
+    head_dtype: torch.dtype = torch.bfloat16,
+) -> Path:
     """Write ``policy`` as an OpenVLA-OFT folder (inverse of ``import_oft``; LoRA merged).
 
     The action head is stored in ``head_dtype`` (bf16 as in the published files).
@@ -238,23 +266,36 @@ def export_oft(policy: Policy, folder: str | Path, *, step: int = 100,
             prism[srcs[0]] = v
     for s, val in list(prism.items()):
         if isinstance(val, list):
-            order = sorted(val, key=lambda kv: {"q": 0, "k": 1, "v": 2}[
-                kv[0].split(".")[-2][0]])
+            order = sorted(val, key=lambda kv: {"q": 0, "k": 1, "v": 2}[kv[0].split(".")[-2][0]])
             prism[s] = torch.cat([t for _, t in order], dim=0)
-    heads = {p: {k[len(p) + 1:]: v for k, v in prism.items() if k.startswith(p + ".")}
-             for p in ("action_head", "proprio_projector")}
-    body = {k: v.contiguous() for k, v in prism.items()
-            if not k.startswith(("action_head.", "proprio_projector."))}
+    heads = {
+        p: {k[len(p) + 1 :]: v for k, v in prism.items() if k.startswith(p + ".")}
+        for p in ("action_head", "proprio_projector")
+    }
+    body = {
+        k: v.contiguous()
+        for k, v in prism.items()
+        if not k.startswith(("action_head.", "proprio_projector."))
+    }
     save_file(body, str(folder / "model.safetensors"))
-    torch.save({"module." + k: v.to(head_dtype) for k, v in heads["action_head"].items()},
-               folder / f"action_head--{step}_checkpoint.pt")
+    torch.save(
+        {"module." + k: v.to(head_dtype) for k, v in heads["action_head"].items()},
+        folder / f"action_head--{step}_checkpoint.pt",
+    )
     if heads["proprio_projector"]:
-        torch.save({"module." + k: v for k, v in heads["proprio_projector"].items()},
-                   folder / f"proprio_projector--{step}_checkpoint.pt")
+        torch.save(
+            {"module." + k: v for k, v in heads["proprio_projector"].items()},
+            folder / f"proprio_projector--{step}_checkpoint.pt",
+        )
     llm_cfg = policy.vla.llm_body().config
-    cfg = {"model_type": "openvla", "vision_backbone_id": "dinosiglip-vit-so-224px",
-           "llm_backbone_id": "llama2-7b-pure", "image_sizes": [policy.vla.image_size] * 2,
-           "use_fused_vision_backbone": True, "text_config": llm_cfg.to_dict()}
+    cfg = {
+        "model_type": "openvla",
+        "vision_backbone_id": "dinosiglip-vit-so-224px",
+        "llm_backbone_id": "llama2-7b-pure",
+        "image_sizes": [policy.vla.image_size] * 2,
+        "use_fused_vision_backbone": True,
+        "text_config": llm_cfg.to_dict(),
+    }
     (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
     policy.tokenizer.save_pretrained(str(folder))
     save_statistics({dataset_name: policy.normalizer.stats}, folder)

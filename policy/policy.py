@@ -34,18 +34,24 @@ class Policy(nn.Module):
         lora: add LoRA adapters now (False while importing base weights).
     """
 
-    def __init__(self, cfg: PolicyConfig, *, tokenizer, normalizer: Normalizer,
-                 lora: bool = True):
+    def __init__(self, cfg: PolicyConfig, *, tokenizer, normalizer: Normalizer, lora: bool = True):
         super().__init__()
         if normalizer.action_dim != cfg.action_dim:
-            raise ValueError(f"action statistics have {normalizer.action_dim} dimensions, "
-                             f"policy.action_dim is {cfg.action_dim}")
+            raise ValueError(
+                f"action statistics have {normalizer.action_dim} dimensions, "
+                f"policy.action_dim is {cfg.action_dim}"
+            )
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.normalizer = normalizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.vla = VLA(cfg, vocab_size=len(tokenizer), bos_id=tokenizer.bos_token_id,
-                       eos_id=tokenizer.eos_token_id, pad_id=pad)
+        self.vla = VLA(
+            cfg,
+            vocab_size=len(tokenizer),
+            bos_id=tokenizer.bos_token_id,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=pad,
+        )
         if cfg.dtype == "bfloat16":
             for m in (self.vla.vision, self.vla.projector, self.vla.llm):
                 m.to(torch.bfloat16)
@@ -58,8 +64,13 @@ class Policy(nn.Module):
     def add_lora(self) -> None:
         """Wrap the LLM with LoRA (peft) and freeze everything outside the trainable part."""
         c = self.cfg
-        self.vla.llm = add_lora(self.vla.llm, rank=c.lora_rank, alpha=c.lora_alpha,
-                                dropout=c.lora_dropout, target_modules=c.lora_target_modules)
+        self.vla.llm = add_lora(
+            self.vla.llm,
+            rank=c.lora_rank,
+            alpha=c.lora_alpha,
+            dropout=c.lora_dropout,
+            target_modules=c.lora_target_modules,
+        )
         self.freeze_to_trainable()
 
     def _is_trainable(self, name: str) -> bool:
@@ -94,11 +105,16 @@ class Policy(nn.Module):
         params = {n: p for n, p in self.named_parameters() if self._is_trainable(n)}
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
-        wrong = [f"{n} {tuple(state[n].shape)} != {tuple(p.shape)}"
-                 for n, p in params.items() if n in state and state[n].shape != p.shape]
+        wrong = [
+            f"{n} {tuple(state[n].shape)} != {tuple(p.shape)}"
+            for n, p in params.items()
+            if n in state and state[n].shape != p.shape
+        ]
         if missing or unexpected or wrong:
-            raise ValueError(f"trainable state does not fit this policy: missing {missing}, "
-                             f"unexpected {unexpected}, wrong shapes {wrong}")
+            raise ValueError(
+                f"trainable state does not fit this policy: missing {missing}, "
+                f"unexpected {unexpected}, wrong shapes {wrong}"
+            )
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(state[n])
@@ -108,17 +124,21 @@ class Policy(nn.Module):
         """(B, H, W, 3) uint8 or float in [0, 1] -> (B, 3, S, S) float32 at the policy's size."""
         t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
         if t.ndim != 4 or t.shape[-1] != 3:
-            raise ValueError(f"batch[{key!r}] must be (B, H, W, 3) images, got shape "
-                             f"{tuple(t.shape)}")
+            raise ValueError(
+                f"batch[{key!r}] must be (B, H, W, 3) images, got shape {tuple(t.shape)}"
+            )
         if t.shape[1] != t.shape[2] or t.shape[1] < 8:
-            raise ValueError(f"batch[{key!r}] images must be square and at least 8 px, got "
-                             f"{t.shape[1]}x{t.shape[2]}")
+            raise ValueError(
+                f"batch[{key!r}] images must be square and at least 8 px, got "
+                f"{t.shape[1]}x{t.shape[2]}"
+            )
         t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
         t = t.permute(0, 3, 1, 2)
         size = self.vla.image_size
         if t.shape[-1] != size:
-            t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            t = F.interpolate(
+                t, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
         return t
 
     def _prompts(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,8 +160,9 @@ class Policy(nn.Module):
         ``batch["input_ids"]`` / ``batch["lengths"]`` take in place of instructions."""
         return self._prompts(list(instructions))
 
-    def prepare(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                       torch.Tensor, torch.Tensor]:
+    def prepare(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Model inputs from a batch dict (see ``forward``) on the policy's device."""
         dev = self.vla.action_head.model.fc1.weight.device
         if "image" not in batch:
@@ -149,8 +170,10 @@ class Policy(nn.Module):
         imgs = [self._pixels(batch["image"], "image")]
         if self.cfg.num_images == 2:
             if batch.get("wrist_image") is None:
-                raise ValueError("this policy reads two images (policy.num_images=2): pass "
-                                 "'wrist_image' (B, H, W, 3)")
+                raise ValueError(
+                    "this policy reads two images (policy.num_images=2): pass "
+                    "'wrist_image' (B, H, W, 3)"
+                )
             imgs.append(self._pixels(batch["wrist_image"], "wrist_image"))
         images = torch.stack(imgs, dim=1).to(dev)  # (B, I, 3, S, S)
         b = images.shape[0]
@@ -158,12 +181,16 @@ class Policy(nn.Module):
         if self.cfg.use_proprio:
             if batch.get("proprio") is None:
                 raise ValueError("batch needs 'proprio' (B, 8) (policy.use_proprio is on)")
-            raw = torch.as_tensor(np.asarray(batch["proprio"], dtype=np.float32)
-                                  if not isinstance(batch["proprio"], torch.Tensor)
-                                  else batch["proprio"]).float()
+            raw = torch.as_tensor(
+                np.asarray(batch["proprio"], dtype=np.float32)
+                if not isinstance(batch["proprio"], torch.Tensor)
+                else batch["proprio"]
+            ).float()
             if raw.shape != (b, self.cfg.proprio_dim):
-                raise ValueError(f"batch['proprio'] must be ({b}, {self.cfg.proprio_dim}), got "
-                                 f"{tuple(raw.shape)}")
+                raise ValueError(
+                    f"batch['proprio'] must be ({b}, {self.cfg.proprio_dim}), got "
+                    f"{tuple(raw.shape)}"
+                )
             proprio = self.normalizer.normalize_proprio(raw).to(dev)
         if "input_ids" in batch:
             ids, lengths = torch.as_tensor(batch["input_ids"]), torch.as_tensor(batch["lengths"])
@@ -190,8 +217,13 @@ class Policy(nn.Module):
         return self.vla(*self.prepare(batch))
 
     @torch.no_grad()
-    def act(self, batch: dict[str, Any], deterministic: bool = False, *,
-            generator: torch.Generator | None = None):
+    def act(
+        self,
+        batch: dict[str, Any],
+        deterministic: bool = False,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         """Sample an action chunk a ~ Laplace(mu, exp(log_scale)) (mu if deterministic).
 
         Returns:
@@ -206,8 +238,9 @@ class Policy(nn.Module):
             actions = mu - log_scale.exp() * torch.sign(u) * torch.log1p(-2 * u.abs())
         return actions, laplace_log_prob(actions, mu, log_scale).sum(-1), mu, log_scale
 
-    def log_prob(self, batch: dict[str, Any], actions: torch.Tensor, *,
-                 return_log_scale: bool = False):
+    def log_prob(
+        self, batch: dict[str, Any], actions: torch.Tensor, *, return_log_scale: bool = False
+    ):
         """Log-prob (B,) of normalized action chunks (B, chunk, A), summed over chunk and A.
 
         With ``return_log_scale`` also returns log_scale (B, chunk, A) (learner entropy).

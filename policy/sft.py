@@ -55,15 +55,20 @@ class ChunkData:
         if shift:
             images = random_shift(images, shift, generator)
             wrist = None if wrist is None else random_shift(wrist, shift, generator)
-        return {"image": images, "wrist_image": wrist, "proprio": self.proprio[idx],
-                "instruction": [self.instructions[i] for i in idx.tolist()]}
+        return {
+            "image": images,
+            "wrist_image": wrist,
+            "proprio": self.proprio[idx],
+            "instruction": [self.instructions[i] for i in idx.tolist()],
+        }
 
 
 def random_shift(images: torch.Tensor, shift: int, generator=None) -> torch.Tensor:
     """Shift each image by up to ``shift`` px (edge padding): (B, H, W, 3) -> same."""
     b, h, w, _ = images.shape
-    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(),
-                                     (shift, shift, shift, shift), mode="replicate")
+    padded = torch.nn.functional.pad(
+        images.permute(0, 3, 1, 2).float(), (shift, shift, shift, shift), mode="replicate"
+    )
     dx, dy = torch.randint(0, 2 * shift + 1, (2, b), generator=generator)
     rows = dy[:, None] + torch.arange(h)[None]  # (B, H)
     cols = dx[:, None] + torch.arange(w)[None]  # (B, W)
@@ -88,8 +93,9 @@ def chunk_targets(actions: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarr
     return chunks.astype(np.float32), mask
 
 
-def make_data(store, episode_ids: list[str], normalizer: Normalizer, *, chunk: int,
-              wrist: bool) -> ChunkData:
+def make_data(
+    store, episode_ids: list[str], normalizer: Normalizer, *, chunk: int, wrist: bool
+) -> ChunkData:
     """Stack the samples of the given episodes."""
     imgs, wr, prop, instr, chunks, masks, firsts, switches = [], [], [], [], [], [], [], []
     for eid in episode_ids:
@@ -108,14 +114,21 @@ def make_data(store, episode_ids: list[str], normalizer: Normalizer, *, chunk: i
         first, switch = decision_steps(ep.actions[:t])
         firsts.append(torch.from_numpy(first))
         switches.append(torch.from_numpy(switch))
-    return ChunkData(torch.from_numpy(np.concatenate(imgs)),
-                     torch.from_numpy(np.concatenate(wr)) if wrist else None,
-                     torch.from_numpy(np.concatenate(prop)), instr, torch.cat(chunks),
-                     torch.cat(masks), torch.cat(firsts), torch.cat(switches))
+    return ChunkData(
+        torch.from_numpy(np.concatenate(imgs)),
+        torch.from_numpy(np.concatenate(wr)) if wrist else None,
+        torch.from_numpy(np.concatenate(prop)),
+        instr,
+        torch.cat(chunks),
+        torch.cat(masks),
+        torch.cat(firsts),
+        torch.cat(switches),
+    )
 
 
-def split_demos(store, *, demos_per_task: int, val_fraction: float, seed: int
-                ) -> tuple[list[str], list[str]]:
+def split_demos(
+    store, *, demos_per_task: int, val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """Train on the first ``demos_per_task`` expert demos of each task; validate on the next
     ones when the store has more, else hold out ``val_fraction`` of them (>= 1 if >= 2)."""
     by_task: dict[str, list[str]] = {}
@@ -130,11 +143,13 @@ def split_demos(store, *, demos_per_task: int, val_fraction: float, seed: int
         ids = sorted(ids)
         if len(ids) > demos_per_task:
             train += ids[:demos_per_task]
-            val += ids[demos_per_task:demos_per_task + 2]
+            val += ids[demos_per_task : demos_per_task + 2]
             continue
         if len(ids) < demos_per_task:
-            raise ValueError(f"task {_!r} has {len(ids)} expert demos in {store.path}, "
-                             f"--demos-per-task asks for {demos_per_task}")
+            raise ValueError(
+                f"task {_!r} has {len(ids)} expert demos in {store.path}, "
+                f"--demos-per-task asks for {demos_per_task}"
+            )
         n_val = max(1, round(val_fraction * len(ids))) if val_fraction > 0 and len(ids) > 1 else 0
         perm = rng.permutation(len(ids))
         val += [ids[i] for i in perm[:n_val]]
@@ -169,8 +184,9 @@ class DecisionSampler:
     from first steps, 5 / 40 at a half).
     """
 
-    def __init__(self, data: ChunkData, batch_size: int, *, start_fraction: float,
-                 switch_fraction: float):
+    def __init__(
+        self, data: ChunkData, batch_size: int, *, start_fraction: float, switch_fraction: float
+    ):
         self.n, self.batch_size = len(data), batch_size
         self.first = torch.nonzero(data.first).flatten()  # (S,)
         self.switch = torch.nonzero(data.switch).flatten()  # (W,)
@@ -181,8 +197,9 @@ class DecisionSampler:
         """(batch_size,) int64 indices: first steps, gripper switches, then uniform."""
         n_rest = self.batch_size - self.n_first - self.n_switch
         first = self.first[torch.randint(0, len(self.first), (self.n_first,), generator=generator)]
-        switch = self.switch[torch.randint(0, len(self.switch), (self.n_switch,),
-                                           generator=generator)]
+        switch = self.switch[
+            torch.randint(0, len(self.switch), (self.n_switch,), generator=generator)
+        ]
         rest = torch.randint(0, self.n, (n_rest,), generator=generator)
         return torch.cat([first, switch, rest])
 
@@ -195,8 +212,9 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum() / m.sum().clamp_min(1)
 
 
-def l1_loss(policy: Policy, data: ChunkData, idx: torch.Tensor, *, shift: int = 0,
-            generator=None) -> torch.Tensor:
+def l1_loss(
+    policy: Policy, data: ChunkData, idx: torch.Tensor, *, shift: int = 0, generator=None
+) -> torch.Tensor:
     """Masked L1 between mu and the normalized target chunks of samples ``idx``."""
     mu, _ = policy(data.batch(idx, shift=shift, generator=generator))
     return _masked_mean((mu - data.chunks[idx].to(mu)).abs(), data.mask[idx].to(mu.device))
@@ -225,13 +243,13 @@ def init_scale_bias(policy: Policy, data: ChunkData, idx: torch.Tensor) -> None:
     m = data.mask[idx].to(mu.device)[..., None].to(mu)  # (B, K, 1)
     resid = ((mu - data.chunks[idx].to(mu)).abs() * m).sum((0, 1)) / m.sum().clamp_min(1)
     fc2 = policy.vla.scale_head.model.fc2
-    fc2.bias.copy_(resid.clamp_min(1e-6).log().clamp(policy.cfg.log_scale_min,
-                                                     policy.cfg.log_scale_max))
+    fc2.bias.copy_(
+        resid.clamp_min(1e-6).log().clamp(policy.cfg.log_scale_min, policy.cfg.log_scale_max)
+    )
 
 
 @torch.no_grad()
-def evaluate_loss(policy: Policy, data: ChunkData, *, batch_size: int, nll: bool = False
-                  ) -> float:
+def evaluate_loss(policy: Policy, data: ChunkData, *, batch_size: int, nll: bool = False) -> float:
     """Mean L1 (or NLL) over all samples of ``data``."""
     if len(data) == 0:
         return float("nan")
@@ -244,9 +262,16 @@ def evaluate_loss(policy: Policy, data: ChunkData, *, batch_size: int, nll: bool
     return total / n
 
 
-def run_sft(store, *, policy_cfg: PolicyConfig, sft_cfg: SFTConfig, demos_per_task: int,
-            out: str | Path, device: str | torch.device = "cpu", progress: bool = True
-            ) -> tuple[Policy, dict[str, Any]]:
+def run_sft(
+    store,
+    *,
+    policy_cfg: PolicyConfig,
+    sft_cfg: SFTConfig,
+    demos_per_task: int,
+    out: str | Path,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[Policy, dict[str, Any]]:
     """Fine-tune a policy on few expert demos and save the checkpoint to ``out``.
 
     Args:
@@ -261,40 +286,57 @@ def run_sft(store, *, policy_cfg: PolicyConfig, sft_cfg: SFTConfig, demos_per_ta
         the policy and the metrics (train/val L1 history, val NLL, sample counts).
     """
     torch.manual_seed(sft_cfg.seed)
-    train_ids, val_ids = split_demos(store, demos_per_task=demos_per_task,
-                                     val_fraction=sft_cfg.val_fraction, seed=sft_cfg.seed)
+    train_ids, val_ids = split_demos(
+        store, demos_per_task=demos_per_task, val_fraction=sft_cfg.val_fraction, seed=sft_cfg.seed
+    )
     name = policy_cfg.unnorm_key or str(store.meta.get("env", "dataset"))
     stats = statistics_from_store(store, dataset_name=name, episode_ids=train_ids)[name]
     if policy_cfg.checkpoint:
         policy = load_base(policy_cfg)
         policy.normalizer = Normalizer(stats, name=name)
     else:
-        instructions = sorted({e["instruction"] for e in store.episode_info}
-                              | set(store.meta.get("tasks", {}).values()))
+        instructions = sorted(
+            {e["instruction"] for e in store.episode_info}
+            | set(store.meta.get("tasks", {}).values())
+        )
         policy = build_policy(policy_cfg, instructions=instructions, stats=stats)
     policy.to(device)
     norm = policy.normalizer
     wrist = policy.cfg.num_images == 2
     train = make_data(store, train_ids, norm, chunk=policy.cfg.chunk, wrist=wrist)
-    val = make_data(store, val_ids, norm, chunk=policy.cfg.chunk, wrist=wrist) if val_ids \
-        else None
+    val = make_data(store, val_ids, norm, chunk=policy.cfg.chunk, wrist=wrist) if val_ids else None
     gen = torch.Generator().manual_seed(sft_cfg.seed)
-    metrics: dict[str, Any] = {"train_episodes": len(train_ids), "val_episodes": len(val_ids),
-                               "train_samples": len(train), "l1": [], "val_l1": []}
+    metrics: dict[str, Any] = {
+        "train_episodes": len(train_ids),
+        "val_episodes": len(val_ids),
+        "train_samples": len(train),
+        "l1": [],
+        "val_l1": [],
+    }
 
     # stage 1: mu by L1
     policy.train()
     for n, p in policy.named_parameters():
-        p.requires_grad_((sft_cfg.train_backbone or policy._is_trainable(n)
-                          or n.startswith("vla.proprio_projector."))
-                         and not n.startswith("vla.scale_head."))
+        p.requires_grad_(
+            (
+                sft_cfg.train_backbone
+                or policy._is_trainable(n)
+                or n.startswith("vla.proprio_projector.")
+            )
+            and not n.startswith("vla.scale_head.")
+        )
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=sft_cfg.steps,
-                                                       eta_min=sft_cfg.lr * 0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=sft_cfg.steps, eta_min=sft_cfg.lr * 0.1
+    )
     bar = tqdm(range(sft_cfg.steps), desc="sft l1", disable=not progress)
-    draw = DecisionSampler(train, sft_cfg.batch_size, start_fraction=sft_cfg.start_fraction,
-                           switch_fraction=sft_cfg.switch_fraction)
+    draw = DecisionSampler(
+        train,
+        sft_cfg.batch_size,
+        start_fraction=sft_cfg.start_fraction,
+        switch_fraction=sft_cfg.switch_fraction,
+    )
     for step in bar:
         idx = draw(gen)
         loss = l1_loss(policy, train, idx, shift=sft_cfg.augment_shift, generator=gen)

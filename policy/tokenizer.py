@@ -50,8 +50,11 @@ def build_word_tokenizer(instructions: Iterable[str]):
         single=f"{SPECIAL['bos']} $A", special_tokens=[(SPECIAL["bos"], vocab[SPECIAL["bos"]])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token=SPECIAL["unk"], bos_token=SPECIAL["bos"],
-        eos_token=SPECIAL["eos"], pad_token=SPECIAL["pad"],
+        tokenizer_object=tok,
+        unk_token=SPECIAL["unk"],
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        pad_token=SPECIAL["pad"],
     )
 
 
@@ -84,11 +87,17 @@ def encode_prompts(tokenizer, instructions: list[str]) -> tuple[torch.Tensor, to
     """
     seqs = [tokenizer(prompt_for(s), add_special_tokens=True)["input_ids"] for s in instructions]
     if tokenizer.bos_token_id is not None and any(
-            not s or s[0] != tokenizer.bos_token_id for s in seqs):
-        seqs = [[tokenizer.bos_token_id] + s if (not s or s[0] != tokenizer.bos_token_id) else s
-                for s in seqs]
-    if len(tokenizer) > LLAMA_EMPTY_TOKEN and tokenizer.bos_token == "<s>" and \
-            tokenizer.convert_ids_to_tokens(LLAMA_EMPTY_TOKEN) == "▁":
+        not s or s[0] != tokenizer.bos_token_id for s in seqs
+    ):
+        seqs = [
+            [tokenizer.bos_token_id] + s if (not s or s[0] != tokenizer.bos_token_id) else s
+            for s in seqs
+        ]
+    if (
+        len(tokenizer) > LLAMA_EMPTY_TOKEN
+        and tokenizer.bos_token == "<s>"
+        and tokenizer.convert_ids_to_tokens(LLAMA_EMPTY_TOKEN) == "▁"
+    ):
         seqs = [s if s[-1] == LLAMA_EMPTY_TOKEN else s + [LLAMA_EMPTY_TOKEN] for s in seqs]
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

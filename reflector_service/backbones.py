@@ -103,10 +103,16 @@ def build_llm(cfg: ReflectorModelConfig) -> tuple[nn.Module, WordHashTokenizer |
     where = resolve_llm_location(cfg)
     if where is None:
         lcfg = LlamaConfig(
-            vocab_size=cfg.llm_vocab, hidden_size=cfg.llm_width, intermediate_size=2 * cfg.llm_width,
-            num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads,
-            num_key_value_heads=cfg.llm_heads, max_position_embeddings=4096,
-            pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=BOS_ID,
+            vocab_size=cfg.llm_vocab,
+            hidden_size=cfg.llm_width,
+            intermediate_size=2 * cfg.llm_width,
+            num_hidden_layers=cfg.llm_layers,
+            num_attention_heads=cfg.llm_heads,
+            num_key_value_heads=cfg.llm_heads,
+            max_position_embeddings=4096,
+            pad_token_id=PAD_ID,
+            bos_token_id=BOS_ID,
+            eos_token_id=BOS_ID,
         )
         decoder = LlamaModel(lcfg)
         return _freeze(decoder), WordHashTokenizer(cfg.llm_vocab), True
@@ -132,26 +138,40 @@ def build_vision_tower(cfg: ReflectorModelConfig) -> tuple[nn.Module, int, int, 
     """
     from transformers import Dinov2Config, Dinov2Model, SiglipVisionConfig, SiglipVisionModel
 
-    classes = {"dinov2": (Dinov2Config, Dinov2Model), "siglip": (SiglipVisionConfig, SiglipVisionModel)}
+    classes = {
+        "dinov2": (Dinov2Config, Dinov2Model),
+        "siglip": (SiglipVisionConfig, SiglipVisionModel),
+    }
     config_cls, model_cls = classes[cfg.vision_model]
     if cfg.vision_path is None:
         common = dict(
-            hidden_size=cfg.vision_width, num_hidden_layers=cfg.vision_layers,
-            num_attention_heads=cfg.vision_heads, intermediate_size=2 * cfg.vision_width,
-            image_size=cfg.image_size, patch_size=cfg.patch_size,
+            hidden_size=cfg.vision_width,
+            num_hidden_layers=cfg.vision_layers,
+            num_attention_heads=cfg.vision_heads,
+            intermediate_size=2 * cfg.vision_width,
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
         )
-        vcfg = config_cls(**common) if cfg.vision_model == "siglip" else config_cls(
-            **{k: v for k, v in common.items() if k != "intermediate_size"}, mlp_ratio=2
+        vcfg = (
+            config_cls(**common)
+            if cfg.vision_model == "siglip"
+            else config_cls(
+                **{k: v for k, v in common.items() if k != "intermediate_size"}, mlp_ratio=2
+            )
         )
         tower = model_cls(vcfg)
         return _freeze(tower), cfg.image_size, cfg.vision_width, True
     folder = Path(cfg.vision_path).expanduser()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"reflector vision_path {folder} has no config.json (missing weights)")
+        raise FileNotFoundError(
+            f"reflector vision_path {folder} has no config.json (missing weights)"
+        )
     try:
         tower = model_cls.from_pretrained(str(folder), dtype=torch.float32)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"cannot load the reflector vision tower from {folder}: {e}") from None
+        raise FileNotFoundError(
+            f"cannot load the reflector vision tower from {folder}: {e}"
+        ) from None
     return _freeze(tower), int(tower.config.image_size), int(tower.config.hidden_size), False
 
 

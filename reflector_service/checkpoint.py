@@ -34,13 +34,17 @@ META_FILE = "meta.json"
 
 
 def _frozen_random_state(model: Reflector) -> dict[str, torch.Tensor]:
-    prefixes = tuple(p for p, rnd in (("vision.", model.vision_random), ("llm.", model.llm_random)) if rnd)
+    prefixes = tuple(
+        p for p, rnd in (("vision.", model.vision_random), ("llm.", model.llm_random)) if rnd
+    )
     if not prefixes:
         return {}
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
-def save_checkpoint(model: Reflector, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Reflector, path: str | Path, *, meta: dict[str, Any] | None = None
+) -> Path:
     """Write ``model``'s checkpoint folder atomically (replacing an existing one).
 
     Args:
@@ -53,11 +57,16 @@ def save_checkpoint(model: Reflector, path: str | Path, *, meta: dict[str, Any] 
     path = Path(path)
     with staged_folder(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(model.cfg), indent=2))
-        trainable = {n: p.detach().cpu().contiguous() for n, p in model.trainable_named_parameters()}
+        trainable = {
+            n: p.detach().cpu().contiguous() for n, p in model.trainable_named_parameters()
+        }
         save_file(trainable, str(tmp / TRAINABLE_FILE))
         frozen = _frozen_random_state(model)
         if frozen:
-            save_file({k: v.detach().cpu().contiguous() for k, v in frozen.items()}, str(tmp / FROZEN_FILE))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in frozen.items()},
+                str(tmp / FROZEN_FILE),
+            )
         (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=2, default=float))
     return path
 
@@ -86,7 +95,9 @@ def _load_weights(file: Path, what: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"reflector {what} weights {file} cannot be read: {e}") from None
 
 
-def _copy_into(model: Reflector, state: dict[str, torch.Tensor], names: list[str], file: Path) -> None:
+def _copy_into(
+    model: Reflector, state: dict[str, torch.Tensor], names: list[str], file: Path
+) -> None:
     own = model.state_dict(keep_vars=True)
     m = compare_state_dicts({n: own[n] for n in names}, state)
     if m.keys_differ:
@@ -113,7 +124,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     cfg = read_config(path)
     model = Reflector(cfg)
     trainable = _load_weights(path / TRAINABLE_FILE, "trainable")
-    _copy_into(model, trainable, [n for n, _ in model.trainable_named_parameters()], path / TRAINABLE_FILE)
+    _copy_into(
+        model, trainable, [n for n, _ in model.trainable_named_parameters()], path / TRAINABLE_FILE
+    )
     frozen_names = list(_frozen_random_state(model))
     if frozen_names:
         frozen = _load_weights(path / FROZEN_FILE, "frozen (random tower)")

@@ -92,39 +92,78 @@ class ReflectorModelConfig:
     hold: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("vision_width", "vision_layers", "vision_heads", "patch_size", "llm_width",
-                     "llm_layers", "llm_heads", "head_hidden", "adapter_width", "frame_grid"):
-            require(getattr(self, name) >= 1, f"reflector {name} must be >= 1, got {getattr(self, name)}")
-        require(self.vision_width % self.vision_heads == 0,
-                f"reflector vision_width ({self.vision_width}) must be divisible by vision_heads "
-                f"({self.vision_heads})")
-        require(self.llm_width % self.llm_heads == 0,
-                f"reflector llm_width ({self.llm_width}) must be divisible by llm_heads ({self.llm_heads})")
-        require(self.image_size % self.patch_size == 0,
-                f"reflector image_size ({self.image_size}) must be a multiple of patch_size "
-                f"({self.patch_size})")
-        require(self.frame_grid <= self.image_size // self.patch_size,
-                f"reflector frame_grid ({self.frame_grid}) must be <= the patch grid "
-                f"({self.image_size // self.patch_size}); lower frame_grid or patch_size")
-        require(len(self.image_mean) == 3 and len(self.image_std) == 3,
-                "reflector image_mean and image_std need 3 values (RGB)")
-        require(all(s > 0 for s in self.image_std), f"reflector image_std must be > 0, got {self.image_std}")
+        for name in (
+            "vision_width",
+            "vision_layers",
+            "vision_heads",
+            "patch_size",
+            "llm_width",
+            "llm_layers",
+            "llm_heads",
+            "head_hidden",
+            "adapter_width",
+            "frame_grid",
+        ):
+            require(
+                getattr(self, name) >= 1,
+                f"reflector {name} must be >= 1, got {getattr(self, name)}",
+            )
+        require(
+            self.vision_width % self.vision_heads == 0,
+            f"reflector vision_width ({self.vision_width}) must be divisible by vision_heads "
+            f"({self.vision_heads})",
+        )
+        require(
+            self.llm_width % self.llm_heads == 0,
+            f"reflector llm_width ({self.llm_width}) must be divisible by llm_heads "
+            f"({self.llm_heads})",
+        )
+        require(
+            self.image_size % self.patch_size == 0,
+            f"reflector image_size ({self.image_size}) must be a multiple of patch_size "
+            f"({self.patch_size})",
+        )
+        require(
+            self.frame_grid <= self.image_size // self.patch_size,
+            f"reflector frame_grid ({self.frame_grid}) must be <= the patch grid "
+            f"({self.image_size // self.patch_size}); lower frame_grid or patch_size",
+        )
+        require(
+            len(self.image_mean) == 3 and len(self.image_std) == 3,
+            "reflector image_mean and image_std need 3 values (RGB)",
+        )
+        require(
+            all(s > 0 for s in self.image_std),
+            f"reflector image_std must be > 0, got {self.image_std}",
+        )
         require(self.llm_vocab >= 16, f"reflector llm_vocab must be >= 16, got {self.llm_vocab}")
-        require("{instruction}" in self.prompt,
-                f"reflector prompt must contain '{{instruction}}', got {self.prompt!r}")
-        require(self.max_instruction_tokens >= 1,
-                f"reflector max_instruction_tokens must be >= 1, got {self.max_instruction_tokens}")
-        require(self.adapter_pool in ("avg", "max"),
-                f"reflector adapter_pool must be 'avg' or 'max', got {self.adapter_pool!r}")
-        require(self.pooling in ("mean", "flatten"),
-                f"reflector pooling must be 'mean' or 'flatten', got {self.pooling!r}")
+        require(
+            "{instruction}" in self.prompt,
+            f"reflector prompt must contain '{{instruction}}', got {self.prompt!r}",
+        )
+        require(
+            self.max_instruction_tokens >= 1,
+            f"reflector max_instruction_tokens must be >= 1, got {self.max_instruction_tokens}",
+        )
+        require(
+            self.adapter_pool in ("avg", "max"),
+            f"reflector adapter_pool must be 'avg' or 'max', got {self.adapter_pool!r}",
+        )
+        require(
+            self.pooling in ("mean", "flatten"),
+            f"reflector pooling must be 'mean' or 'flatten', got {self.pooling!r}",
+        )
         require(self.window >= 2, f"reflector window must be >= 2 frames, got {self.window}")
         require(0.0 < self.eta < 1.0, f"reflector eta must be in (0, 1), got {self.eta}")
         require(self.hold >= 1, f"reflector hold must be >= 1 frame, got {self.hold}")
-        require(not self.motion or self.vision_adapter,
-                "reflector motion needs vision_adapter (the adapter is what reads the difference)")
-        require(self.gguf_file is None or self.llm_path is not None,
-                "reflector gguf_file needs llm_path (the folder holding the file)")
+        require(
+            not self.motion or self.vision_adapter,
+            "reflector motion needs vision_adapter (the adapter is what reads the difference)",
+        )
+        require(
+            self.gguf_file is None or self.llm_path is not None,
+            "reflector gguf_file needs llm_path (the folder holding the file)",
+        )
 
     @property
     def tokens_per_frame(self) -> int:
@@ -198,28 +237,59 @@ class ReflectorTrainConfig:
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"reflector train lr must be > 0, got {self.lr}")
-        require(self.weight_decay >= 0, f"reflector train weight_decay must be >= 0, got {self.weight_decay}")
-        require(self.batch_episodes >= 1, f"reflector train batch_episodes must be >= 1, got {self.batch_episodes}")
-        require(self.rows_per_episode == 0 or self.rows_per_episode >= 2,
-                f"reflector train rows_per_episode must be 0 (all) or >= 2, got {self.rows_per_episode}")
-        require(self.focus_margin >= 0,
-                f"reflector train focus_margin must be >= 0, got {self.focus_margin}")
-        require(self.max_steps >= 1, f"reflector train max_steps must be >= 1, got {self.max_steps}")
-        require(self.time_budget_s >= 0, f"reflector train time_budget_s must be >= 0, got {self.time_budget_s}")
-        require(0.0 <= self.val_fraction < 1.0,
-                f"reflector train val_fraction must be in [0, 1), got {self.val_fraction}")
-        require(self.eval_every >= 1, f"reflector train eval_every must be >= 1, got {self.eval_every}")
-        require(self.pos_weight >= 0, f"reflector train pos_weight must be >= 0 (0 = auto), got {self.pos_weight}")
-        require(0.0 <= self.success_fraction < 1.0,
-                f"reflector train success_fraction must be in [0, 1), got {self.success_fraction}")
-        require(self.mismatched_episodes >= 0,
-                f"reflector train mismatched_episodes must be >= 0, got {self.mismatched_episodes}")
-        require(self.frame_probe_weight >= 0,
-                f"reflector train frame_probe_weight must be >= 0, got {self.frame_probe_weight}")
+        require(
+            self.weight_decay >= 0,
+            f"reflector train weight_decay must be >= 0, got {self.weight_decay}",
+        )
+        require(
+            self.batch_episodes >= 1,
+            f"reflector train batch_episodes must be >= 1, got {self.batch_episodes}",
+        )
+        require(
+            self.rows_per_episode == 0 or self.rows_per_episode >= 2,
+            f"reflector train rows_per_episode must be 0 (all) or >= 2, got "
+            f"{self.rows_per_episode}",
+        )
+        require(
+            self.focus_margin >= 0,
+            f"reflector train focus_margin must be >= 0, got {self.focus_margin}",
+        )
+        require(
+            self.max_steps >= 1, f"reflector train max_steps must be >= 1, got {self.max_steps}"
+        )
+        require(
+            self.time_budget_s >= 0,
+            f"reflector train time_budget_s must be >= 0, got {self.time_budget_s}",
+        )
+        require(
+            0.0 <= self.val_fraction < 1.0,
+            f"reflector train val_fraction must be in [0, 1), got {self.val_fraction}",
+        )
+        require(
+            self.eval_every >= 1, f"reflector train eval_every must be >= 1, got {self.eval_every}"
+        )
+        require(
+            self.pos_weight >= 0,
+            f"reflector train pos_weight must be >= 0 (0 = auto), got {self.pos_weight}",
+        )
+        require(
+            0.0 <= self.success_fraction < 1.0,
+            f"reflector train success_fraction must be in [0, 1), got {self.success_fraction}",
+        )
+        require(
+            self.mismatched_episodes >= 0,
+            f"reflector train mismatched_episodes must be >= 0, got {self.mismatched_episodes}",
+        )
+        require(
+            self.frame_probe_weight >= 0,
+            f"reflector train frame_probe_weight must be >= 0, got {self.frame_probe_weight}",
+        )
         require(self.grad_clip > 0, f"reflector train grad_clip must be > 0, got {self.grad_clip}")
-        require(0.0 <= self.max_early_termination < 1.0,
-                f"reflector train max_early_termination must be in [0, 1), got "
-                f"{self.max_early_termination}")
+        require(
+            0.0 <= self.max_early_termination < 1.0,
+            f"reflector train max_early_termination must be in [0, 1), got "
+            f"{self.max_early_termination}",
+        )
         require(self.seed >= 0, f"reflector train seed must be >= 0, got {self.seed}")
 
 

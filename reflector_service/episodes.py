@@ -36,7 +36,9 @@ class LabeledEpisode:
         return bool(self.labels.any())
 
 
-def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True) -> list[LabeledEpisode]:
+def load_labeled_episodes(
+    paths: Sequence[str | Path], *, progress: bool = True
+) -> list[LabeledEpisode]:
     """Every episode of the given episode stores (all sources).
 
     Raises:
@@ -55,21 +57,35 @@ def load_labeled_episodes(paths: Sequence[str | Path], *, progress: bool = True)
             if size is None:
                 size = (hw, p)
             elif hw != size[0]:
-                raise ValueError(f"episode store {p} has {hw[0]}x{hw[1]} frames but {size[1]} has "
-                                 f"{size[0][0]}x{size[0][1]}; train on stores of one image size")
-            episodes.append(LabeledEpisode(
-                episode_id=ep.episode_id, task_id=ep.task_id, instruction=ep.instruction,
-                source=ep.source, images=torch.from_numpy(np.ascontiguousarray(ep.images)),
-                labels=np.asarray(ep.success, dtype=bool), store=str(p),
-            ))
+                raise ValueError(
+                    f"episode store {p} has {hw[0]}x{hw[1]} frames but {size[1]} has "
+                    f"{size[0][0]}x{size[0][1]}; train on stores of one image size"
+                )
+            episodes.append(
+                LabeledEpisode(
+                    episode_id=ep.episode_id,
+                    task_id=ep.task_id,
+                    instruction=ep.instruction,
+                    source=ep.source,
+                    images=torch.from_numpy(np.ascontiguousarray(ep.images)),
+                    labels=np.asarray(ep.success, dtype=bool),
+                    store=str(p),
+                )
+            )
     if not episodes:
         raise ValueError(f"no episodes in {', '.join(map(str, paths))}")
     return episodes
 
 
 @torch.no_grad()
-def score_episodes(model: Reflector, episodes: Sequence[LabeledEpisode], *, batch: int = 8,
-                   progress: bool = False, hold: int | None = None) -> list[np.ndarray]:
+def score_episodes(
+    model: Reflector,
+    episodes: Sequence[LabeledEpisode],
+    *,
+    batch: int = 8,
+    progress: bool = False,
+    hold: int | None = None,
+) -> list[np.ndarray]:
     """R for every prefix of every episode (full scoring; episodes may differ in length).
 
     ``hold`` None applies the checkpoint's hold rule (R as rollouts see it); 1 gives the
@@ -79,10 +95,8 @@ def score_episodes(model: Reflector, episodes: Sequence[LabeledEpisode], *, batc
     model.eval()
     out: list[np.ndarray] = []
     for lo in tqdm(range(0, len(episodes), batch), desc="score", disable=not progress):
-        part = episodes[lo: lo + batch]
+        part = episodes[lo : lo + batch]
         toks = [model.frame_tokens(e.images, prev=previous_frames(e.images)) for e in part]
         logits = model.prefix_logits(toks, [e.instruction for e in part])
         out += [hold_min(torch.sigmoid(x).cpu(), hold).numpy() for x in logits]
     return out
-
-

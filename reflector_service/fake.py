@@ -32,7 +32,9 @@ class FakeReflector:
     def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
         if frames.ndim != 5 or len(instructions) != len(frames):
-            raise ValueError("fake reflector reset needs (N, T0, H, W, 3) frames and N instructions")
+            raise ValueError(
+                "fake reflector reset needs (N, T0, H, W, 3) frames and N instructions"
+            )
         self._first[key] = frames[:, 0].copy()
         return self._reward(key, frames[:, -1])
 

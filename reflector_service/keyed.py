@@ -24,7 +24,9 @@ class KeyedReflector:
         """Start N rollouts from context frames (N, T0, H, W, 3); returns R (N,) after them."""
         frames = np.asarray(frames)
         if frames.ndim != 5 or frames.shape[1] < 1:
-            raise ValueError(f"reflector reset needs context frames (N, T0, H, W, 3), got {frames.shape}")
+            raise ValueError(
+                f"reflector reset needs context frames (N, T0, H, W, 3), got {frames.shape}"
+            )
         if len(instructions) != len(frames):
             raise ValueError(f"{len(frames)} rollouts but {len(instructions)} instructions")
         state = self.model.start(instructions)

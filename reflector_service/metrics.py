@@ -30,9 +30,13 @@ def first_above(r: np.ndarray, eta: float) -> int | None:
     return int(hit[0]) if len(hit) else None
 
 
-def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
-                      eta: float, frame_rewards: Sequence[np.ndarray] | None = None
-                      ) -> dict[str, float | int | None]:
+def reflector_metrics(
+    rewards: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    eta: float,
+    frame_rewards: Sequence[np.ndarray] | None = None,
+) -> dict[str, float | int | None]:
     """Metrics of per-frame rewards against per-frame success labels.
 
     Args:
@@ -52,7 +56,9 @@ def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray
         missed_rate (never stops); on failed episodes early_termination_rate (stops at all).
     """
     if len(rewards) != len(labels) or not rewards:
-        raise ValueError(f"need matching non-empty rewards and labels, got {len(rewards)} and {len(labels)}")
+        raise ValueError(
+            f"need matching non-empty rewards and labels, got {len(rewards)} and {len(labels)}"
+        )
     r_all = np.concatenate([np.asarray(r, dtype=np.float64) for r in rewards])
     y_all = np.concatenate([np.asarray(y, dtype=bool) for y in labels])
     if r_all.shape != y_all.shape:
@@ -80,8 +86,11 @@ def reflector_metrics(rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray
         "positive_frames": int(y_all.sum()),
         "frame_accuracy": float(np.mean((r_all > eta) == y_all)),
         "roc_auc": roc_auc(r_all, y_all),
-        "frame_roc_auc": None if frame_rewards is None else roc_auc(
-            np.concatenate([np.asarray(r, dtype=np.float64) for r in frame_rewards]), y_all),
+        "frame_roc_auc": None
+        if frame_rewards is None
+        else roc_auc(
+            np.concatenate([np.asarray(r, dtype=np.float64) for r in frame_rewards]), y_all
+        ),
         "successful_episodes": n_succ,
         "failed_episodes": n_fail,
         "timing_error_mean_abs": float(np.abs(err).mean()) if len(err) else None,
@@ -97,9 +106,14 @@ ETA_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 ... 0.95
 HOLD_GRID = (1, 2, 3, 4)
 
 
-def calibrate_termination(frame_rewards: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
-                          max_early_termination: float, groups: Sequence[str] | None = None,
-                          holds: Sequence[int] = (1,)) -> tuple[int, float, list[dict]]:
+def calibrate_termination(
+    frame_rewards: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    max_early_termination: float,
+    groups: Sequence[str] | None = None,
+    holds: Sequence[int] = (1,),
+) -> tuple[int, float, list[dict]]:
     """The termination rule (hold, eta): among the rules of ``holds`` x ``ETA_GRID`` whose
     early-termination rate on the failed episodes of every group is at most
     ``max_early_termination``, the one that misses the fewest successful episodes (never stops
@@ -131,8 +145,10 @@ def calibrate_termination(frame_rewards: Sequence[np.ndarray], labels: Sequence[
 
     failed = [not np.asarray(y, dtype=bool).any() for y in labels]
     if not any(failed):
-        raise ValueError("termination calibration needs failed episodes (no success label) in "
-                         "the validation split")
+        raise ValueError(
+            "termination calibration needs failed episodes (no success label) in "
+            "the validation split"
+        )
     groups = list(groups) if groups is not None else [""] * len(labels)
     if len(groups) != len(labels):
         raise ValueError(f"groups has {len(groups)} entries for {len(labels)} episodes")
@@ -143,29 +159,45 @@ def calibrate_termination(frame_rewards: Sequence[np.ndarray], labels: Sequence[
         members[g] = [i for i, gi in enumerate(groups) if gi == g]
     sweep: list[dict[str, Any]] = []
     for hold in sorted(set(holds)):
-        rewards = [hold_min(torch.from_numpy(np.asarray(r, dtype=np.float64)), hold).numpy()
-                   for r in frame_rewards]
+        rewards = [
+            hold_min(torch.from_numpy(np.asarray(r, dtype=np.float64)), hold).numpy()
+            for r in frame_rewards
+        ]
         for eta in ETA_GRID:
             m = reflector_metrics(rewards, labels, eta=eta)
-            per_group = {g: reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx],
-                                              eta=eta)["early_termination_rate"]
-                         for g, idx in members.items()}
-            sweep.append({"hold": hold, "eta": eta, **{k: m[k] for k in
-                          ("early_termination_rate", "premature_rate", "missed_rate")},
-                          "worst_group_early_termination": max(per_group.values()),
-                          "early_termination_by_group": per_group})
+            per_group = {
+                g: reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta)[
+                    "early_termination_rate"
+                ]
+                for g, idx in members.items()
+            }
+            sweep.append(
+                {
+                    "hold": hold,
+                    "eta": eta,
+                    **{
+                        k: m[k] for k in ("early_termination_rate", "premature_rate", "missed_rate")
+                    },
+                    "worst_group_early_termination": max(per_group.values()),
+                    "early_termination_by_group": per_group,
+                }
+            )
 
     def order(s: dict) -> tuple:
         return (s["missed_rate"] or 0.0, s["hold"], s["eta"])
 
     ok = [s for s in sweep if s["worst_group_early_termination"] <= max_early_termination]
-    pick = min(ok, key=order) if ok else min(
-        sweep, key=lambda s: (s["worst_group_early_termination"], *order(s)))
+    pick = (
+        min(ok, key=order)
+        if ok
+        else min(sweep, key=lambda s: (s["worst_group_early_termination"], *order(s)))
+    )
     return int(pick["hold"]), float(pick["eta"]), sweep
 
 
-def plot_rewards(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], *,
-                 eta: float) -> Path:
+def plot_rewards(
+    path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.ndarray]], *, eta: float
+) -> Path:
     """PNG of R over time for a few episodes, success frames shaded, eta dashed.
 
     Args:
@@ -185,8 +217,16 @@ def plot_rewards(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.nd
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
     for ax, (title, r, y) in zip(axes.flat, curves, strict=False):
         t = np.arange(len(r))
-        ax.fill_between(t, 0, 1, where=np.asarray(y, dtype=bool), color="tab:green", alpha=0.2,
-                        step="mid", label="success label")
+        ax.fill_between(
+            t,
+            0,
+            1,
+            where=np.asarray(y, dtype=bool),
+            color="tab:green",
+            alpha=0.2,
+            step="mid",
+            label="success label",
+        )
         ax.plot(t, r, color="tab:blue", lw=1.5, label="R")
         ax.axhline(eta, color="tab:red", ls="--", lw=1, label="eta")
         stop = first_above(r, eta)
@@ -195,7 +235,7 @@ def plot_rewards(path: str | Path, curves: Sequence[tuple[str, np.ndarray, np.nd
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("step", fontsize=8)
-    for ax in list(axes.flat)[len(curves):]:
+    for ax in list(axes.flat)[len(curves) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="upper left")
     fig.tight_layout()

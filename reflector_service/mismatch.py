@@ -56,8 +56,10 @@ class MismatchSampler:
             return []
         picked = [i for i in batch if i in self.members][: self.n]
         rest = [i for i in self.pool if i not in picked]
-        picked += [rest[int(j)] for j in self.rng.choice(len(rest), min(self.n - len(picked), len(rest)),
-                                                         replace=False)]
+        picked += [
+            rest[int(j)]
+            for j in self.rng.choice(len(rest), min(self.n - len(picked), len(rest)), replace=False)
+        ]
         out = []
         for i in picked:
             e = self.episodes[i]
@@ -66,9 +68,14 @@ class MismatchSampler:
         return out
 
 
-def mismatch_false_success(model: Reflector, episodes: Sequence[LabeledEpisode],
-                           rewards: Sequence[np.ndarray], *, eta: float, per_episode: int = 0
-                           ) -> dict | None:
+def mismatch_false_success(
+    model: Reflector,
+    episodes: Sequence[LabeledEpisode],
+    rewards: Sequence[np.ndarray],
+    *,
+    eta: float,
+    per_episode: int = 0,
+) -> dict | None:
     """Does R read the instruction? Successful expert episodes scored with other tasks'
     instructions: how often R crosses eta on their success frames (it should say "not this
     task"), and the ROC AUC of the success frames under the own instruction (positives) against
@@ -101,7 +108,12 @@ def mismatch_false_success(model: Reflector, episodes: Sequence[LabeledEpisode],
     by_task: dict[str, list[bool]] = {}
     for c, h in zip(copies, hit, strict=True):
         by_task.setdefault(c.task_id, []).append(h)
-    return {"rate": float(np.mean(hit)), "pairs": len(hit),
-            "instruction_auc": roc_auc(np.concatenate([pos, neg]),
-                                       np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])),
-            "by_task": {t: float(np.mean(v)) for t, v in sorted(by_task.items())}}
+    return {
+        "rate": float(np.mean(hit)),
+        "pairs": len(hit),
+        "instruction_auc": roc_auc(
+            np.concatenate([pos, neg]),
+            np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)]),
+        ),
+        "by_task": {t: float(np.mean(v)) for t, v in sorted(by_task.items())},
+    }

@@ -35,8 +35,8 @@ class PixelAdapter(nn.Module):
     """Small trainable CNN on the normalized pixels: (N, 3 or 6, S, S) -> (N, 4 C, g, g).
 
     Four 3x3 convolutions (two of stride 2, receptive field 15 px) give a (S/4)^2 map, max- or
-    average-pooled to (2g)^2 and folded 2x2 into channels (pixel unshuffle), so each of the g^2 tokens keeps where
-    inside its cell things are instead of averaging them away.
+    average-pooled to (2g)^2 and folded 2x2 into channels (pixel unshuffle), so each of the g^2
+    tokens keeps where inside its cell things are instead of averaging them away.
     """
 
     def __init__(self, width: int, grid: int, *, pool: str = "max", in_channels: int = 3):
@@ -46,8 +46,11 @@ class PixelAdapter(nn.Module):
         groups = 8 if width % 8 == 0 else 1
         layers: list[nn.Module] = []
         for i, s in enumerate((1, 2, 1, 2)):
-            layers += [nn.Conv2d(in_channels if i == 0 else width, width, 3, stride=s, padding=1),
-                       nn.GroupNorm(groups, width), nn.GELU()]
+            layers += [
+                nn.Conv2d(in_channels if i == 0 else width, width, 3, stride=s, padding=1),
+                nn.GroupNorm(groups, width),
+                nn.GELU(),
+            ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, pix: torch.Tensor) -> torch.Tensor:
@@ -102,8 +105,16 @@ class Reflector(nn.Module):
         self.llm, self.tokenizer, self.llm_random = build_llm(cfg)
         width = int(self.llm.config.hidden_size)
         self.width = width
-        self.adapter = PixelAdapter(cfg.adapter_width, cfg.frame_grid, pool=cfg.adapter_pool,
-                                    in_channels=6 if cfg.motion else 3) if cfg.vision_adapter else None
+        self.adapter = (
+            PixelAdapter(
+                cfg.adapter_width,
+                cfg.frame_grid,
+                pool=cfg.adapter_pool,
+                in_channels=6 if cfg.motion else 3,
+            )
+            if cfg.vision_adapter
+            else None
+        )
         in_dim = vision_width + (4 * cfg.adapter_width if cfg.vision_adapter else 0)
         emb_std = float(self.llm.get_input_embeddings().weight.std())
         self.projector = nn.Sequential(
@@ -119,20 +130,31 @@ class Reflector(nn.Module):
         # fit_instructions; saved with the trainable part, not trained)
         self.prompt_center = nn.Parameter(torch.zeros(width if film else 0), requires_grad=False)
         self.prompt_scale = nn.Parameter(torch.ones(width if film else 0), requires_grad=False)
-        # FiLM of the head's hidden features; zero-initialized, so training starts from the plain head
+        # FiLM of the head's hidden features; zero-initialized, so training starts from
+        # the plain head
         self.film = nn.Linear(width, cfg.head_hidden) if film else None
         if self.film is not None:
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
         self.head = nn.Sequential(
-            nn.LayerNorm(pooled), nn.Linear(pooled, cfg.head_hidden), nn.GELU(),
+            nn.LayerNorm(pooled),
+            nn.Linear(pooled, cfg.head_hidden),
+            nn.GELU(),
             nn.Linear(cfg.head_hidden, 1),
         )
-        self.register_buffer("pixel_mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False
+        )
         max_pos = int(getattr(self.llm.config, "max_position_embeddings", 0) or 0)
-        longest = 1 + len(self.tokenizer.encode(cfg.prompt.replace("{instruction}", ""))) \
-            + cfg.max_instruction_tokens + cfg.window * cfg.tokens_per_frame
+        longest = (
+            1
+            + len(self.tokenizer.encode(cfg.prompt.replace("{instruction}", "")))
+            + cfg.max_instruction_tokens
+            + cfg.window * cfg.tokens_per_frame
+        )
         if max_pos and longest > max_pos:
             raise ValueError(
                 f"reflector context of up to {longest} tokens exceeds the LLM's "
@@ -163,8 +185,13 @@ class Reflector(nn.Module):
         """(N, H, W, 3) uint8 -> (N, 3, S, S) normalized at the tower's input size."""
         x = frames.to(self.device).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-2:] != (self.vision_size, self.vision_size):
-            x = F.interpolate(x, size=(self.vision_size, self.vision_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x,
+                size=(self.vision_size, self.vision_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         return (x - self.pixel_mean) / self.pixel_std
 
     @torch.no_grad()
@@ -174,8 +201,13 @@ class Reflector(nn.Module):
         pooled = F.adaptive_avg_pool2d(feats, self.cfg.frame_grid)  # (N, Dv, g, g)
         return pooled.flatten(2).transpose(1, 2)
 
-    def frame_tokens(self, frames: torch.Tensor, frozen: torch.Tensor | None = None, *,
-                     prev: torch.Tensor | None = None) -> torch.Tensor:
+    def frame_tokens(
+        self,
+        frames: torch.Tensor,
+        frozen: torch.Tensor | None = None,
+        *,
+        prev: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Projected visual tokens: (N, H, W, 3) uint8 -> (N, k, D).
 
         Args:
@@ -189,8 +221,10 @@ class Reflector(nn.Module):
             pix = self.pixels(frames)
             if self.cfg.motion:
                 if prev is None or prev.shape != frames.shape:
-                    raise ValueError("reflector with motion needs prev, the frame before each "
-                                     f"frame, of shape {tuple(frames.shape)}")
+                    raise ValueError(
+                        "reflector with motion needs prev, the frame before each "
+                        f"frame, of shape {tuple(frames.shape)}"
+                    )
                 pix = torch.cat([pix, pix - self.pixels(prev)], dim=1)  # (N, 6, S, S)
             a = self.adapter(pix).flatten(2).transpose(1, 2)  # (N, k, C)
             feats = torch.cat([feats, a], dim=-1)
@@ -204,21 +238,29 @@ class Reflector(nn.Module):
         limit = self.cfg.max_instruction_tokens
         if len(instr) > limit:
             warnings.warn(
-                f"reflector: instruction of {len(instr)} tokens truncated to max_instruction_tokens="
-                f"{limit}: {instruction[:60]!r}...", stacklevel=3,
+                f"reflector: instruction of {len(instr)} tokens truncated to "
+                f"max_instruction_tokens={limit}: {instruction[:60]!r}...",
+                stacklevel=3,
             )
             instr = instr[:limit]
-        return [self.tokenizer.bos_token_id] + self.tokenizer.encode(before) + instr \
+        return (
+            [self.tokenizer.bos_token_id]
+            + self.tokenizer.encode(before)
+            + instr
             + self.tokenizer.encode(after)
+        )
 
     @torch.no_grad()
     def instruction_vector(self, instruction: str) -> torch.Tensor:
         """Mean frozen input embedding of the instruction's tokens: (D,)."""
-        ids = torch.tensor(self.tokenizer.encode(instruction) or [self.tokenizer.bos_token_id],
-                           device=self.device)
+        ids = torch.tensor(
+            self.tokenizer.encode(instruction) or [self.tokenizer.bos_token_id], device=self.device
+        )
         return self.llm.get_input_embeddings()(ids).mean(dim=0)
 
-    def _prompt_block(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prompt_block(
+        self, instructions: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded prompt embeddings (B, P, D), mask (B, P) and true lengths (B,)."""
         ids = [self.prompt_ids(s) for s in instructions]
         lens = torch.tensor([len(i) for i in ids], device=self.device)
@@ -257,8 +299,9 @@ class Reflector(nn.Module):
             return hidden.new_zeros(hidden.shape[0], 0)
         return (self._prompt_mean(hidden, mask) - self.prompt_center) * self.prompt_scale
 
-    def _run_prompt(self, instructions: Sequence[str], cache=None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _run_prompt(
+        self, instructions: Sequence[str], cache=None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The prompts alone through the LLM (into ``cache`` if given): last hidden states
         (B, P, D), mask (B, P) and true lengths (B,)."""
         emb, mask, lens = self._prompt_block(instructions)
@@ -279,15 +322,25 @@ class Reflector(nn.Module):
             self.prompt_scale.copy_(1.0 / (p.std(dim=0) + 1e-3))
 
     def _llm(self, embeds, mask, positions, cache=None) -> torch.Tensor:
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                       past_key_values=cache, use_cache=cache is not None)
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
         return out.last_hidden_state
 
     # ------------------------------------------------------------------ full scoring
 
-    def prefix_logits(self, tokens: Sequence[torch.Tensor], instructions: Sequence[str], *,
-                      rows: Sequence[Sequence[Chain]] | None = None,
-                      rows_per_forward: int = 64) -> list[torch.Tensor]:
+    def prefix_logits(
+        self,
+        tokens: Sequence[torch.Tensor],
+        instructions: Sequence[str],
+        *,
+        rows: Sequence[Sequence[Chain]] | None = None,
+        rows_per_forward: int = 64,
+    ) -> list[torch.Tensor]:
         """Logits of R for every prefix of every episode, from projected frame tokens.
 
         Args:
@@ -306,11 +359,11 @@ class Reflector(nn.Module):
         pw = p_emb.shape[1]
         work = []  # (episode, chain)
         for b, tok in enumerate(tokens):
-            for ch in (chains(len(tok), self.cfg.window) if rows is None else rows[b]):
+            for ch in chains(len(tok), self.cfg.window) if rows is None else rows[b]:
                 work.append((b, ch))
         outs = [torch.full((len(t),), float("nan"), device=self.device) for t in tokens]
         for lo in range(0, len(work), rows_per_forward):
-            part = work[lo: lo + rows_per_forward]
+            part = work[lo : lo + rows_per_forward]
             nf = max(len(ch.frames) for _, ch in part)
             emb = torch.zeros(len(part), pw + nf * k1, self.width, device=self.device)
             mask = torch.zeros(len(part), pw + nf * k1, dtype=torch.long, device=self.device)
@@ -318,19 +371,24 @@ class Reflector(nn.Module):
                 emb[r, :pw] = p_emb[b]
                 mask[r, :pw] = p_mask[b]
                 blk = self._frame_block(tokens[b][ch.frames])  # (F * k1, D)
-                emb[r, pw: pw + len(blk)] = blk
-                mask[r, pw: pw + len(blk)] = 1
+                emb[r, pw : pw + len(blk)] = blk
+                mask[r, pw : pw + len(blk)] = 1
             idx = torch.tensor([b for b, _ in part], device=self.device)
-            positions = torch.cat([
-                torch.arange(pw, device=self.device).expand(len(part), pw),
-                p_len[idx, None] + torch.arange(nf * k1, device=self.device)[None],
-            ], dim=1)
+            positions = torch.cat(
+                [
+                    torch.arange(pw, device=self.device).expand(len(part), pw),
+                    p_len[idx, None] + torch.arange(nf * k1, device=self.device)[None],
+                ],
+                dim=1,
+            )
             hidden = self._llm(emb, mask, positions)  # (R, S, D)
             pvec = self._prompt_vec(hidden[:, :pw], mask[:, :pw])  # (R, D)
             for r, (b, ch) in enumerate(part):
                 js = sorted(ch.outputs)
                 starts = pw + torch.tensor(js, device=self.device) * k1
-                grp = hidden[r, starts[:, None] + torch.arange(k1, device=self.device)[None]]  # (J, k1, D)
+                grp = hidden[
+                    r, starts[:, None] + torch.arange(k1, device=self.device)[None]
+                ]  # (J, k1, D)
                 logits = self._logit(grp, pvec[r].expand(len(js), -1))  # (J,)
                 ns = torch.tensor([ch.outputs[j] - 1 for j in js], device=self.device)
                 outs[b] = outs[b].index_put((ns,), logits)
@@ -351,8 +409,12 @@ class Reflector(nn.Module):
         b, t = video.shape[:2]
         flat = video.reshape(b * t, *video.shape[2:])
         prev = previous_frames(video, dim=1).reshape(flat.shape)
-        toks = torch.cat([self.frame_tokens(flat[i: i + 256], prev=prev[i: i + 256])
-                          for i in range(0, len(flat), 256)])
+        toks = torch.cat(
+            [
+                self.frame_tokens(flat[i : i + 256], prev=prev[i : i + 256])
+                for i in range(0, len(flat), 256)
+            ]
+        )
         toks = toks.view(b, t, *toks.shape[1:])
         logits = self.prefix_logits(list(toks), list(instructions))
         return hold_min(torch.sigmoid(torch.stack(logits)).float().cpu(), self.cfg.hold)
@@ -368,8 +430,14 @@ class Reflector(nn.Module):
             raise ValueError("reflector start needs at least one instruction")
         cache = DynamicCache()
         hidden, mask, lens = self._run_prompt(instructions, cache)
-        return ReflectorState(cache=cache, prompt_len=lens, prompt_mask=mask, cached=[], tokens={},
-                              prompt_vec=self._prompt_vec(hidden, mask))
+        return ReflectorState(
+            cache=cache,
+            prompt_len=lens,
+            prompt_mask=mask,
+            cached=[],
+            tokens={},
+            prompt_vec=self._prompt_vec(hidden, mask),
+        )
 
     @torch.no_grad()
     def step(self, state: ReflectorState, frames) -> torch.Tensor:
@@ -387,8 +455,9 @@ class Reflector(nn.Module):
         frames = _as_uint8_tensor(frames, "frames")
         nb = int(state.prompt_len.shape[0])
         if frames.ndim != 4 or frames.shape[0] != nb or frames.shape[-1] != 3:
-            raise ValueError(f"reflector step expects frames of shape ({nb}, H, W, 3), got "
-                             f"{tuple(frames.shape)}")
+            raise ValueError(
+                f"reflector step expects frames of shape ({nb}, H, W, 3), got {tuple(frames.shape)}"
+            )
         k1 = self.cfg.tokens_per_frame
         cur = state.num_frames
         prev = frames if state.last_frame is None else state.last_frame
@@ -405,12 +474,22 @@ class Reflector(nn.Module):
         new = keep[p:] + [cur]
         blk = self._frame_block(torch.stack([state.tokens[f] for f in new], dim=1))  # (B, L, D)
         past = state.prompt_width + p * k1
-        mask = torch.cat([state.prompt_mask, torch.ones(nb, p * k1 + blk.shape[1], dtype=torch.long,
-                                                         device=self.device)], dim=1)
-        pos = state.prompt_len[:, None] + p * k1 + torch.arange(blk.shape[1], device=self.device)[None]
+        mask = torch.cat(
+            [
+                state.prompt_mask,
+                torch.ones(nb, p * k1 + blk.shape[1], dtype=torch.long, device=self.device),
+            ],
+            dim=1,
+        )
+        pos = (
+            state.prompt_len[:, None]
+            + p * k1
+            + torch.arange(blk.shape[1], device=self.device)[None]
+        )
         if state.cache.get_seq_length() != past:
-            raise RuntimeError(f"reflector KV cache holds {state.cache.get_seq_length()} tokens, "
-                               f"expected {past}")
+            raise RuntimeError(
+                f"reflector KV cache holds {state.cache.get_seq_length()} tokens, expected {past}"
+            )
         hidden = self._llm(blk, mask, pos, state.cache)
         logit = self._logit(hidden[:, -k1:], state.prompt_vec)  # (B,)
         state.cached = keep + [cur]
@@ -452,7 +531,9 @@ def _as_uint8_tensor(x, name: str) -> torch.Tensor:
         if x.dtype != torch.uint8:
             raise ValueError(f"reflector {name} must be uint8 images, got dtype {x.dtype}")
         return x
-    raise ValueError(f"reflector {name} must be a uint8 numpy array or tensor, got {type(x).__name__}")
+    raise ValueError(
+        f"reflector {name} must be a uint8 numpy array or tensor, got {type(x).__name__}"
+    )
 
 
 def check_frames(frames, instructions: Sequence[str]) -> torch.Tensor:
@@ -466,16 +547,21 @@ def check_frames(frames, instructions: Sequence[str]) -> torch.Tensor:
             raise ValueError("reflector score got an empty list of videos")
         shapes = {tuple(np.shape(f)) for f in frames}
         if len(shapes) != 1:
-            raise ValueError(f"reflector score got videos of mismatched shapes {sorted(shapes)}; "
-                             "all must be (T, H, W, 3) of one size")
+            raise ValueError(
+                f"reflector score got videos of mismatched shapes {sorted(shapes)}; "
+                "all must be (T, H, W, 3) of one size"
+            )
         frames = np.stack([np.asarray(f) for f in frames])
     video = _as_uint8_tensor(frames, "frames")
     if video.ndim != 5 or video.shape[-1] != 3:
         raise ValueError(f"reflector frames must be (B, T, H, W, 3), got {tuple(video.shape)}")
     if video.shape[0] == 0 or video.shape[1] == 0:
-        raise ValueError(f"reflector frames must hold at least one frame per video, got "
-                         f"{tuple(video.shape)}")
+        raise ValueError(
+            f"reflector frames must hold at least one frame per video, got {tuple(video.shape)}"
+        )
     if isinstance(instructions, str) or len(instructions) != video.shape[0]:
-        raise ValueError(f"reflector needs one instruction per video: {video.shape[0]} videos, "
-                         f"got {1 if isinstance(instructions, str) else len(instructions)}")
+        raise ValueError(
+            f"reflector needs one instruction per video: {video.shape[0]} videos, "
+            f"got {1 if isinstance(instructions, str) else len(instructions)}"
+        )
     return video

@@ -16,12 +16,23 @@ from cluster.service_base import BatchedService
 
 
 class ReflectorService(BatchedService):
-    """Async actor body around a keyed reflector backend (``reset``, ``score_batch``, ``release``)."""
+    """Async actor body around a keyed reflector backend (``reset``, ``score_batch``,
+    ``release``)."""
 
-    def __init__(self, backend_factory: Callable[[], Any], *, max_batch_size: int = 32,
-                 max_wait_ms: float = 5.0):
-        super().__init__(backend_factory, batch_method="score_batch", name="reflector",
-                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    def __init__(
+        self,
+        backend_factory: Callable[[], Any],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+    ):
+        super().__init__(
+            backend_factory,
+            batch_method="score_batch",
+            name="reflector",
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+        )
 
     async def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
         """Start a group from context frames (N, T0, H, W, 3); returns rewards (N,) now."""

@@ -33,8 +33,9 @@ from reflector_service.mismatch import MismatchSampler, mismatch_false_success
 from reflector_service.model import Reflector, hold_min
 
 
-def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: int
-                   ) -> tuple[list[LabeledEpisode], list[LabeledEpisode]]:
+def split_episodes(
+    episodes: list[LabeledEpisode], val_fraction: float, seed: int
+) -> tuple[list[LabeledEpisode], list[LabeledEpisode]]:
     """Hold out ``val_fraction`` of the successful and of the failed episodes of every store
     (by episode), so each kind of failure is in the validation split in its share."""
     rng = np.random.default_rng(seed)
@@ -53,20 +54,33 @@ def split_episodes(episodes: list[LabeledEpisode], val_fraction: float, seed: in
 
 def frozen_fingerprint(model: Reflector) -> dict[str, str]:
     """sha1 of every frozen parameter's bytes (to prove training left them unchanged)."""
-    return {n: hashlib.sha1(p.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-            for n, p in model.frozen_named_parameters()}
+    return {
+        n: hashlib.sha1(p.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        for n, p in model.frozen_named_parameters()
+    }
 
 
-def _precompute(model: Reflector, episodes: Sequence[LabeledEpisode], progress: bool) -> list[torch.Tensor]:
+def _precompute(
+    model: Reflector, episodes: Sequence[LabeledEpisode], progress: bool
+) -> list[torch.Tensor]:
     feats = []
     for e in tqdm(episodes, desc="frozen vision features", disable=not progress):
-        feats.append(torch.cat([model.frozen_features(e.images[i: i + 256])
-                                for i in range(0, len(e.images), 256)]))
+        feats.append(
+            torch.cat(
+                [model.frozen_features(e.images[i : i + 256]) for i in range(0, len(e.images), 256)]
+            )
+        )
     return feats
 
 
-def sample_rows(rows: list[Chain], num_frames: int, k: int, rng: np.random.Generator, *,
-                focus: Sequence[int] = ()) -> tuple[list[Chain], torch.Tensor]:
+def sample_rows(
+    rows: list[Chain],
+    num_frames: int,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    focus: Sequence[int] = (),
+) -> tuple[list[Chain], torch.Tensor]:
     """Pick ``k`` context rows of an episode for one step, with importance weights per prefix.
 
     The last row (it holds the final frames) and the rows that read a prefix ending at a
@@ -107,8 +121,11 @@ class FrameProbe(torch.nn.Module):
     def __init__(self, k: int, width: int, hidden: int = 128):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.LayerNorm((k + 1) * width), torch.nn.Linear((k + 1) * width, hidden),
-            torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+            torch.nn.LayerNorm((k + 1) * width),
+            torch.nn.Linear((k + 1) * width, hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(hidden, 1),
+        )
 
     @staticmethod
     def inputs(tokens: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
@@ -124,8 +141,13 @@ class BatchSampler:
     and the rest from the failed ones, each group cycled through in shuffled epochs; with
     ``success_fraction`` 0 (or only one group present) all episodes are cycled together."""
 
-    def __init__(self, episodes: Sequence[LabeledEpisode], batch: int, success_fraction: float,
-                 rng: np.random.Generator):
+    def __init__(
+        self,
+        episodes: Sequence[LabeledEpisode],
+        batch: int,
+        success_fraction: float,
+        rng: np.random.Generator,
+    ):
         succ = [i for i, e in enumerate(episodes) if e.succeeded]
         fail = [i for i, e in enumerate(episodes) if not e.succeeded]
         n_succ = int(round(success_fraction * batch))
@@ -147,11 +169,18 @@ class BatchSampler:
         return out
 
 
-def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainConfig,
-                    data: Sequence[str | Path], out: str | Path, *, progress: bool = True,
-                    log: Callable[[str], None] = print,
-                    calibration_data: Sequence[str | Path] = ()) -> dict:
-    """Train a reflector and write checkpoints ``out/best`` and ``out/last`` plus ``out/summary.json``.
+def train_reflector(
+    model_cfg: ReflectorModelConfig,
+    train_cfg: ReflectorTrainConfig,
+    data: Sequence[str | Path],
+    out: str | Path,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    calibration_data: Sequence[str | Path] = (),
+) -> dict:
+    """Train a reflector and write checkpoints ``out/best`` and ``out/last`` plus
+    ``out/summary.json``.
 
     Args:
         model_cfg: the model (frozen towers, projector, head).
@@ -170,16 +199,22 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     t_start = time.monotonic()
     torch.manual_seed(train_cfg.seed)
     episodes = load_labeled_episodes(data, progress=progress)
-    calib_eps = load_labeled_episodes(calibration_data, progress=progress) if calibration_data else []
+    calib_eps = (
+        load_labeled_episodes(calibration_data, progress=progress) if calibration_data else []
+    )
     train_eps, val_eps = split_episodes(episodes, train_cfg.val_fraction, train_cfg.seed)
     n_pos = int(sum(e.labels.sum() for e in train_eps))
     n_all = int(sum(len(e.labels) for e in train_eps))
     if n_pos == 0 or n_pos == n_all:
-        raise ValueError(f"the training episodes hold {n_pos} success frames out of {n_all}; "
-                         "BCE training needs both successful and unsuccessful frames")
+        raise ValueError(
+            f"the training episodes hold {n_pos} success frames out of {n_all}; "
+            "BCE training needs both successful and unsuccessful frames"
+        )
     pos_weight = train_cfg.pos_weight or (n_all - n_pos) / n_pos
-    log(f"reflector: {len(train_eps)} train / {len(val_eps)} val episodes, {n_all} train frames "
-        f"({n_pos} success), pos_weight {pos_weight:.2f}")
+    log(
+        f"reflector: {len(train_eps)} train / {len(val_eps)} val episodes, {n_all} train frames "
+        f"({n_pos} success), pos_weight {pos_weight:.2f}"
+    )
 
     model = Reflector(model_cfg)
     model.fit_instructions([e.instruction for e in train_eps])
@@ -198,8 +233,10 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     focus = [_switch_frames(e.labels, train_cfg.focus_margin) for e in train_eps]
     mismatch = MismatchSampler(train_eps, train_cfg.mismatched_episodes, rng)
     if train_cfg.mismatched_episodes and not mismatch.pool:
-        log("reflector: no successful expert episodes of two or more tasks; training without "
-            "mismatched instructions")
+        log(
+            "reflector: no successful expert episodes of two or more tasks; training without "
+            "mismatched instructions"
+        )
 
     def validate(step: int) -> dict:
         probe = val_eps or train_eps[: max(1, len(train_eps) // 5)]
@@ -235,12 +272,14 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         aux_in, aux_y = [], []
         for i, instruction, only in items:
             e = train_eps[i]
-            ch, w = sample_rows(all_rows[i], len(e.labels), train_cfg.rows_per_episode, rng,
-                                focus=focus[i])
+            ch, w = sample_rows(
+                all_rows[i], len(e.labels), train_cfg.rows_per_episode, rng, focus=focus[i]
+            )
             need = sorted({f for c in ch for f in c.frames})
             idx = torch.tensor(need)
-            tok = model.frame_tokens(e.images[idx], feats[i][idx],
-                                     prev=e.images[(idx - 1).clamp(min=0)])  # (F, k, D)
+            tok = model.frame_tokens(
+                e.images[idx], feats[i][idx], prev=e.images[(idx - 1).clamp(min=0)]
+            )  # (F, k, D)
             toks.append(torch.zeros(len(e.labels), *tok.shape[1:]).index_put((idx,), tok))
             if probe is not None and only is None:
                 aux_in.append(probe.inputs(tok, instr_vec[e.instruction]))
@@ -257,10 +296,12 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
         lg, y, w = torch.cat(logits), torch.cat(ys), torch.cat(ws)
         keep = w > 0
         loss = F.binary_cross_entropy_with_logits(
-            lg[keep], y[keep], weight=w[keep], pos_weight=pw, reduction="sum") / len(w)
+            lg[keep], y[keep], weight=w[keep], pos_weight=pw, reduction="sum"
+        ) / len(w)
         if probe is not None:
             loss = loss + train_cfg.frame_probe_weight * F.binary_cross_entropy_with_logits(
-                probe(torch.cat(aux_in)), torch.cat(aux_y), pos_weight=pw)
+                probe(torch.cat(aux_in)), torch.cat(aux_y), pos_weight=pw
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip))
@@ -280,13 +321,21 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     if train_cfg.calibrate_eta:
         calibration = _calibrate_best(out / "best", val_eps + calib_eps, train_cfg, log)
     summary = {
-        "steps": step, "seconds": time.monotonic() - t0,
-        "total_seconds": time.monotonic() - t_start, "pos_weight": pos_weight,
-        "train_episodes": len(train_eps), "val_episodes": len(val_eps),
-        "val_episode_ids": [e.episode_id for e in val_eps], "frozen_unchanged": True,
-        "best": best, "history": history, "eta_calibration": calibration,
-        "data": [str(p) for p in data], "calibration_data": [str(p) for p in calibration_data],
-        "model": to_dict(model_cfg), "train": to_dict(train_cfg),
+        "steps": step,
+        "seconds": time.monotonic() - t0,
+        "total_seconds": time.monotonic() - t_start,
+        "pos_weight": pos_weight,
+        "train_episodes": len(train_eps),
+        "val_episodes": len(val_eps),
+        "val_episode_ids": [e.episode_id for e in val_eps],
+        "frozen_unchanged": True,
+        "best": best,
+        "history": history,
+        "eta_calibration": calibration,
+        "data": [str(p) for p in data],
+        "calibration_data": [str(p) for p in calibration_data],
+        "model": to_dict(model_cfg),
+        "train": to_dict(train_cfg),
         "checkpoints": {"best": str(out / "best"), "last": str(out / "last")},
     }
     tmp = out / ".summary.json.tmp"
@@ -295,32 +344,50 @@ def train_reflector(model_cfg: ReflectorModelConfig, train_cfg: ReflectorTrainCo
     return summary
 
 
-def _calibrate_best(ckpt: Path, episodes: Sequence[LabeledEpisode], train_cfg: ReflectorTrainConfig,
-                    log: Callable[[str], None]) -> dict | None:
+def _calibrate_best(
+    ckpt: Path,
+    episodes: Sequence[LabeledEpisode],
+    train_cfg: ReflectorTrainConfig,
+    log: Callable[[str], None],
+) -> dict | None:
     """Choose the termination rule on held-out episodes (``metrics.calibrate_termination``) and
     store it in the checkpoint's config, so rollouts and evaluations that take the checkpoint's
     eta and hold use it."""
     failed = sum(not e.succeeded for e in episodes)
     if not failed:
-        log("reflector: no failed episode in the validation split; eta stays "
-            f"{read_config(ckpt).eta} (add exploration episodes to calibrate it)")
+        log(
+            "reflector: no failed episode in the validation split; eta stays "
+            f"{read_config(ckpt).eta} (add exploration episodes to calibrate it)"
+        )
         return None
     model = load_checkpoint(ckpt)
     holds = HOLD_GRID if train_cfg.calibrate_hold else (model.cfg.hold,)
     max_early = train_cfg.max_early_termination
     hold, eta, sweep = calibrate_termination(
-        score_episodes(model, episodes, hold=1), [e.labels for e in episodes],
-        max_early_termination=max_early, groups=[e.store for e in episodes], holds=holds)
+        score_episodes(model, episodes, hold=1),
+        [e.labels for e in episodes],
+        max_early_termination=max_early,
+        groups=[e.store for e in episodes],
+        holds=holds,
+    )
     chosen = next(s for s in sweep if s["eta"] == eta and s["hold"] == hold)
-    calibration = {"eta": eta, "hold": hold, "max_early_termination": max_early,
-                   "failed_episodes": failed, "successful_episodes": len(episodes) - failed,
-                   "stores": sorted({e.store for e in episodes}), "sweep": sweep}
+    calibration = {
+        "eta": eta,
+        "hold": hold,
+        "max_early_termination": max_early,
+        "failed_episodes": failed,
+        "successful_episodes": len(episodes) - failed,
+        "stores": sorted({e.store for e in episodes}),
+        "sweep": sweep,
+    }
     model.cfg = dataclasses.replace(model.cfg, eta=eta, hold=hold)
     save_checkpoint(model, ckpt, meta={**read_meta(ckpt), "eta_calibration": calibration})
-    log(f"reflector: hold {hold}, eta {eta} chosen on {len(episodes)} held-out episodes ({failed} "
+    log(
+        f"reflector: hold {hold}, eta {eta} chosen on {len(episodes)} held-out episodes ({failed} "
         f"failed): early termination {chosen['early_termination_rate']:.3f}, worst store "
         f"{chosen['worst_group_early_termination']:.3f} (limit {max_early}), "
-        f"premature {chosen['premature_rate']}, missed {chosen['missed_rate']}")
+        f"premature {chosen['premature_rate']}, missed {chosen['missed_rate']}"
+    )
     return calibration
 
 
@@ -338,16 +405,25 @@ def _selection_score(m: dict) -> float:
     return min(aucs) if aucs else -1.0
 
 
-def _evaluate_and_save(model: Reflector, m: dict, history: list[dict], best: dict | None,
-                       out: Path, t0: float, log: Callable[[str], None]) -> dict | None:
+def _evaluate_and_save(
+    model: Reflector,
+    m: dict,
+    history: list[dict],
+    best: dict | None,
+    out: Path,
+    t0: float,
+    log: Callable[[str], None],
+) -> dict | None:
     m["seconds"] = time.monotonic() - t0
     history.append(m)
     auc = m["roc_auc"] if m["roc_auc"] is not None else -1.0
-    log(f"reflector step {m['step']}: {m['on']} loss {m['loss']:.4f} auc {auc:.4f} "
+    log(
+        f"reflector step {m['step']}: {m['on']} loss {m['loss']:.4f} auc {auc:.4f} "
         f"(per frame {m.get('frame_roc_auc')}) "
         f"acc {m['frame_accuracy']:.4f} early_term {m['early_termination_rate']} "
         f"timing {m['timing_error_mean_abs']} instruction auc {m.get('instruction_auc')} "
-        f"wrong-instruction success {m.get('mismatch_false_success')}")
+        f"wrong-instruction success {m.get('mismatch_false_success')}"
+    )
     meta = {"step": m["step"], "metrics": m}
     save_checkpoint(model, out / "last", meta=meta)
     if best is None or (_selection_score(m), -m["loss"]) > (_selection_score(best), -best["loss"]):

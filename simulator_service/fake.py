@@ -32,8 +32,10 @@ class FakeWorldSimulator:
     def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
         frames = np.asarray(frames)
         if frames.ndim != 5 or frames.dtype != np.uint8:
-            raise ValueError(f"fake simulator reset needs (N, T0, H, W, 3) uint8 frames, got "
-                             f"{frames.shape} {frames.dtype}")
+            raise ValueError(
+                f"fake simulator reset needs (N, T0, H, W, 3) uint8 frames, got "
+                f"{frames.shape} {frames.dtype}"
+            )
         self._start[key] = frames[:, -1].copy()
 
     def release(self, key: str) -> None:
@@ -56,6 +58,9 @@ class FakeWorldSimulator:
                 c, r = int(round(uv[i, 0])), int(round(uv[i, 1]))
                 if 0 <= r < h and 0 <= c < w:
                     frames[i, max(0, r - 1) : r + 2, max(0, c - 1) : c + 2] = (
-                        255, int(255 * opening[i]), 0)
+                        255,
+                        int(255 * opening[i]),
+                        0,
+                    )
             out.append(frames)
         return out

@@ -38,7 +38,9 @@ class KeyedWorldSimulator:
         steps: denoising steps per frame (None: the model config's).
     """
 
-    def __init__(self, model: WorldModel, camera: Camera, *, seed: int = 0, steps: int | None = None):
+    def __init__(
+        self, model: WorldModel, camera: Camera, *, seed: int = 0, steps: int | None = None
+    ):
         self.model = model.eval()
         self.camera = camera
         self.steps = steps
@@ -51,7 +53,9 @@ class KeyedWorldSimulator:
         size = self.model.cfg.image_size
         frames = np.asarray(frames)
         if frames.ndim != 5:
-            raise ValueError(f"simulator reset needs context frames (N, T0, H, W, 3), got {frames.shape}")
+            raise ValueError(
+                f"simulator reset needs context frames (N, T0, H, W, 3), got {frames.shape}"
+            )
         n, t0 = frames.shape[:2]
         x = frames_to_tensor(frames.reshape(n * t0, *frames.shape[2:]), size, "initial frames")
         x = x.view(n, t0, 3, size, size).to(self.device)
@@ -74,8 +78,10 @@ class KeyedWorldSimulator:
                 raise KeyError(f"simulator has no episode group {key!r} (reset it first)")
             g = self._groups[key]
             if np.asarray(p).shape != (g.size, 8):
-                raise ValueError(f"group {key!r} holds {g.size} environments: next proprio must be "
-                                 f"({g.size}, 8), got {np.asarray(p).shape}")
+                raise ValueError(
+                    f"group {key!r} holds {g.size} environments: next proprio must be "
+                    f"({g.size}, 8), got {np.asarray(p).shape}"
+                )
             groups.append(g)
         proprio = np.concatenate([np.asarray(p, dtype=np.float32) for _, p in requests])
         size = self.model.cfg.image_size
@@ -83,7 +89,9 @@ class KeyedWorldSimulator:
         amap = torch.from_numpy(maps).permute(0, 3, 1, 2).to(self.device)
         history = torch.cat([g.bank.select() for g in groups])
         features = {k: torch.cat([g.features[k] for g in groups]) for k in groups[0].features}
-        frames = self.model.predict(history, amap, features, steps=self.steps, generator=self.generator)
+        frames = self.model.predict(
+            history, amap, features, steps=self.steps, generator=self.generator
+        )
         out, start = [], 0
         for g in groups:
             f = frames[start : start + g.size]

@@ -17,12 +17,23 @@ from cluster.service_base import BatchedService
 
 
 class SimulatorService(BatchedService):
-    """Async actor body around a keyed simulator backend (``reset``, ``step_batch``, ``release``)."""
+    """Async actor body around a keyed simulator backend (``reset``, ``step_batch``,
+    ``release``)."""
 
-    def __init__(self, backend_factory: Callable[[], Any], *, max_batch_size: int = 32,
-                 max_wait_ms: float = 5.0):
-        super().__init__(backend_factory, batch_method="step_batch", name="sim",
-                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    def __init__(
+        self,
+        backend_factory: Callable[[], Any],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+    ):
+        super().__init__(
+            backend_factory,
+            batch_method="step_batch",
+            name="sim",
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+        )
 
     async def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
         """Start a group: context frames (N, T0, H, W, 3) uint8, proprio (N, 8)."""

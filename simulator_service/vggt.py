@@ -297,8 +297,8 @@ def load_vggt_aggregator(module: VGGTAggregator, path: str | Path) -> None:
         raise ValueError(
             f"VGGT weights {path} do not match the configured aggregator: missing "
             f"{len(m.missing)} key(s) {['aggregator.' + k for k in m.missing[:5]]}, unexpected "
-            f"{len(m.unexpected)} {['aggregator.' + k for k in m.unexpected[:5]]}; check vggt.depth "
-            "and vggt.num_register_tokens"
+            f"{len(m.unexpected)} {['aggregator.' + k for k in m.unexpected[:5]]}; check "
+            "vggt.depth and vggt.num_register_tokens"
         )
     if m.wrong_shapes:
         k, got, want = m.wrong_shapes[0]

@@ -39,4 +39,6 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "libero" in item.keywords and not has_libero:
-            item.add_marker(pytest.mark.skip(reason="needs the libero extra (scripts/setup.sh --libero)"))
+            item.add_marker(
+                pytest.mark.skip(reason="needs the libero extra (scripts/setup.sh --libero)")
+            )

@@ -56,8 +56,10 @@ class Episode:
         if n < 1:
             raise ValueError(f"{name} has no frames")
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise ValueError(f"{name}: images must be (T+1, H, W, 3) uint8, got "
-                             f"{self.images.shape} {self.images.dtype}")
+            raise ValueError(
+                f"{name}: images must be (T+1, H, W, 3) uint8, got "
+                f"{self.images.shape} {self.images.dtype}"
+            )
         self.proprio = np.asarray(self.proprio, dtype=np.float32)
         self.actions = np.asarray(self.actions, dtype=np.float32)
         self.success = np.asarray(self.success, dtype=bool)
@@ -69,7 +71,9 @@ class Episode:
             if arr.shape != shape:
                 raise ValueError(f"{name}: {field_name} must have shape {shape}, got {arr.shape}")
         if self.wrist_images is not None and self.wrist_images.shape[0] != n:
-            raise ValueError(f"{name}: wrist_images must have {n} frames, got {self.wrist_images.shape[0]}")
+            raise ValueError(
+                f"{name}: wrist_images must have {n} frames, got {self.wrist_images.shape[0]}"
+            )
         if self.done is None:
             self.done = np.zeros(n, dtype=bool)
             self.done[-1] = True
@@ -134,8 +138,10 @@ class Episode:
             flat = table.column(col).combine_chunks().flatten().to_numpy(zero_copy_only=False)
             return flat.reshape(-1, width)[order].astype(np.float32)
 
-        first = {k: table.column(k)[0].as_py() for k in
-                 ("episode_id", "task_id", "instruction", "source", "policy_version")}
+        first = {
+            k: table.column(k)[0].as_py()
+            for k in ("episode_id", "task_id", "instruction", "source", "policy_version")
+        }
         return cls(
             episode_id=first["episode_id"],
             task_id=first["task_id"],

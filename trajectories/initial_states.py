@@ -63,8 +63,15 @@ class InitialStateSampler:
         sources: episode sources to start from (default: all).
     """
 
-    def __init__(self, stores: list[EpisodeStore], *, keyframes: bool = True, context_frames: int = 1,
-                 seed: int = 0, sources: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        stores: list[EpisodeStore],
+        *,
+        keyframes: bool = True,
+        context_frames: int = 1,
+        seed: int = 0,
+        sources: tuple[str, ...] | None = None,
+    ):
         self.stores = stores
         self.context_frames = context_frames
         self.seed = seed
@@ -74,7 +81,9 @@ class InitialStateSampler:
             for info in store.episode_info:
                 if sources is not None and info["source"] not in sources:
                     continue
-                starts = select_keyframes(store.load_episode(info["episode_id"])) if keyframes else [0]
+                starts = (
+                    select_keyframes(store.load_episode(info["episode_id"])) if keyframes else [0]
+                )
                 self.points.extend((si, info["episode_id"], s) for s in starts)
         if not self.points:
             raise ValueError("no initial states: the episode stores hold no usable episodes")

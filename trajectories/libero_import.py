@@ -75,8 +75,9 @@ def _resize(frames: np.ndarray, size: int | None) -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, size, size, 3), bilinear with antialiasing."""
     if size is None or frames.shape[1:3] == (size, size):
         return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR))
-                     for f in frames])
+    return np.stack(
+        [np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames]
+    )
 
 
 def _check_layout(path: Path, f: Any) -> list[str]:
@@ -89,19 +90,29 @@ def _check_layout(path: Path, f: Any) -> list[str]:
         g = f["data"][key]
         for need in REQUIRED:
             if need not in g:
-                raise ValueError(f"{path} is not a LIBERO demo file: missing key "
-                                 f"'data/{key}/{need}'")
+                raise ValueError(
+                    f"{path} is not a LIBERO demo file: missing key 'data/{key}/{need}'"
+                )
         if "ee_states" not in g["obs"] and not ("ee_pos" in g["obs"] and "ee_ori" in g["obs"]):
-            raise ValueError(f"{path} is not a LIBERO demo file: missing key "
-                             f"'data/{key}/obs/ee_states' (or ee_pos + ee_ori)")
+            raise ValueError(
+                f"{path} is not a LIBERO demo file: missing key "
+                f"'data/{key}/obs/ee_states' (or ee_pos + ee_ori)"
+            )
         if "rewards" not in g and "dones" not in g:
-            raise ValueError(f"{path} is not a LIBERO demo file: missing key "
-                             f"'data/{key}/rewards' (or dones)")
+            raise ValueError(
+                f"{path} is not a LIBERO demo file: missing key 'data/{key}/rewards' (or dones)"
+            )
     return demos
 
 
-def read_demo_file(path: str | Path, *, demos_per_task: int | None = None, size: int | None = None,
-                   keep_noops: bool = False, wrist: bool = True) -> Iterator[Episode]:
+def read_demo_file(
+    path: str | Path,
+    *,
+    demos_per_task: int | None = None,
+    size: int | None = None,
+    keep_noops: bool = False,
+    wrist: bool = True,
+) -> Iterator[Episode]:
     """Yield the demos of one LIBERO HDF5 file as store episodes (source "expert").
 
     Args:
@@ -130,13 +141,29 @@ def read_demo_file(path: str | Path, *, demos_per_task: int | None = None, size:
 
         instruction = task_language(name)
         for key in demos[:demos_per_task]:
-            yield _convert(f["data"][key], episode_id=f"libero-{suite}-{name}-{key}",
-                           task_id=task_id, instruction=instruction, size=size,
-                           keep_noops=keep_noops, wrist=wrist, where=f"{path}:data/{key}")
+            yield _convert(
+                f["data"][key],
+                episode_id=f"libero-{suite}-{name}-{key}",
+                task_id=task_id,
+                instruction=instruction,
+                size=size,
+                keep_noops=keep_noops,
+                wrist=wrist,
+                where=f"{path}:data/{key}",
+            )
 
 
-def _convert(g: Any, *, episode_id: str, task_id: str, instruction: str, size: int | None,
-             keep_noops: bool, wrist: bool, where: str) -> Episode:
+def _convert(
+    g: Any,
+    *,
+    episode_id: str,
+    task_id: str,
+    instruction: str,
+    size: int | None,
+    keep_noops: bool,
+    wrist: bool,
+    where: str,
+) -> Episode:
     actions = np.asarray(g["actions"], dtype=np.float32)  # (T, 7)
     obs = g["obs"]
     if "ee_states" in obs:
@@ -151,8 +178,10 @@ def _convert(g: Any, *, episode_id: str, task_id: str, instruction: str, size: i
             label |= np.asarray(g[k]).reshape(-1)[:n] > 0
     images = obs["agentview_rgb"]
     if actions.ndim != 2 or actions.shape[1] != 7 or proprio.shape != (n, 8) or len(images) != n:
-        raise ValueError(f"{where}: expected actions (T, 7), proprio (T, 8) and T images, got "
-                         f"{actions.shape}, {proprio.shape} and {len(images)} images")
+        raise ValueError(
+            f"{where}: expected actions (T, 7), proprio (T, 8) and T images, got "
+            f"{actions.shape}, {proprio.shape} and {len(images)} images"
+        )
     if n < 2:
         raise ValueError(f"{where}: a demo needs at least 2 steps, got {n}")
     keep = np.ones(n, dtype=bool)
@@ -171,18 +200,36 @@ def _convert(g: Any, *, episode_id: str, task_id: str, instruction: str, size: i
         wrist_frames = _resize(np.ascontiguousarray(wrist_all[idx][:, ::-1, ::-1]), size)
     acts = actions[idx].copy()
     acts[-1] = 0.0  # terminal row
-    return Episode(episode_id=episode_id, task_id=task_id, instruction=instruction,
-                   images=_resize(np.ascontiguousarray(frames), size), proprio=proprio[idx],
-                   actions=acts, success=label[idx], source="expert", wrist_images=wrist_frames)
+    return Episode(
+        episode_id=episode_id,
+        task_id=task_id,
+        instruction=instruction,
+        images=_resize(np.ascontiguousarray(frames), size),
+        proprio=proprio[idx],
+        actions=acts,
+        success=label[idx],
+        source="expert",
+        wrist_images=wrist_frames,
+    )
 
 
-def store_meta(*, image_size: int, suite: str | None, camera: dict[str, Any] | None,
-               limits: dict[str, Any] | None) -> dict[str, Any]:
+def store_meta(
+    *,
+    image_size: int,
+    suite: str | None,
+    camera: dict[str, Any] | None,
+    limits: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Store metadata for imported demos (camera and limits when a LIBERO scene was built)."""
-    meta: dict[str, Any] = {"env": "libero", "suite": suite,
-                            "env_config": {"name": "libero", "suite": suite, "image_size": image_size},
-                            "image_size": image_size, "action_dim": 7, "proprio_dim": 8,
-                            "source": "libero_hdf5"}
+    meta: dict[str, Any] = {
+        "env": "libero",
+        "suite": suite,
+        "env_config": {"name": "libero", "suite": suite, "image_size": image_size},
+        "image_size": image_size,
+        "action_dim": 7,
+        "proprio_dim": 8,
+        "source": "libero_hdf5",
+    }
     if camera is not None:
         meta["camera"] = camera
     if limits is not None:
@@ -207,9 +254,17 @@ def _scene_meta(suite: str, size: int) -> tuple[dict[str, Any] | None, dict[str,
         env.close()
 
 
-def import_demos(files: Iterable[str | Path], out: str | Path, *, demos_per_task: int | None = None,
-                 size: int | None = None, keep_noops: bool = False, wrist: bool = True,
-                 camera: bool = True, overwrite: bool = False) -> dict[str, Any]:
+def import_demos(
+    files: Iterable[str | Path],
+    out: str | Path,
+    *,
+    demos_per_task: int | None = None,
+    size: int | None = None,
+    keep_noops: bool = False,
+    wrist: bool = True,
+    camera: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Import LIBERO demo files into a new episode store at ``out`` (atomically).
 
     Args:
@@ -228,8 +283,15 @@ def import_demos(files: Iterable[str | Path], out: str | Path, *, demos_per_task
     shape = None
     try:
         for path in files:
-            eps = list(read_demo_file(path, demos_per_task=demos_per_task, size=size,
-                                      keep_noops=keep_noops, wrist=wrist))
+            eps = list(
+                read_demo_file(
+                    path,
+                    demos_per_task=demos_per_task,
+                    size=size,
+                    keep_noops=keep_noops,
+                    wrist=wrist,
+                )
+            )
             if shape is None:
                 shape = eps[0].images.shape[1:3]
                 suite = eps[0].task_id.split("/")[0]
@@ -238,8 +300,10 @@ def import_demos(files: Iterable[str | Path], out: str | Path, *, demos_per_task
                 builder = StoreBuilder(out, meta, overwrite=overwrite)
             for ep in eps:
                 if ep.images.shape[1:3] != shape:
-                    raise ValueError(f"{path}: images are {ep.images.shape[1:3]}, the first file's "
-                                     f"are {shape}; pass --size to resize them all")
+                    raise ValueError(
+                        f"{path}: images are {ep.images.shape[1:3]}, the first file's "
+                        f"are {shape}; pass --size to resize them all"
+                    )
             builder.add(eps)
             n_eps += len(eps)
             steps += sum(ep.num_steps for ep in eps)

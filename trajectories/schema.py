@@ -22,8 +22,12 @@ STEP_FIELDS = [
     pa.field("step", pa.int32(), nullable=False),
     pa.field("image", pa.binary(), nullable=False),  # PNG bytes, (H, W, 3) uint8
     pa.field("wrist_image", pa.binary(), nullable=True),  # PNG bytes or null
-    pa.field("proprio", pa.list_(pa.float32(), 8), nullable=False),  # EE pos 3, axis-angle 3, gripper 2
-    pa.field("action", pa.list_(pa.float32(), 7), nullable=False),  # delta pos 3, delta rot 3, gripper
+    pa.field(
+        "proprio", pa.list_(pa.float32(), 8), nullable=False
+    ),  # EE pos 3, axis-angle 3, gripper 2
+    pa.field(
+        "action", pa.list_(pa.float32(), 7), nullable=False
+    ),  # delta pos 3, delta rot 3, gripper
     pa.field("success", pa.bool_(), nullable=False),  # per-frame success label
     pa.field("done", pa.bool_(), nullable=False),  # true on the terminal row only
     pa.field("source", pa.string(), nullable=False),  # one of SOURCES

@@ -64,8 +64,9 @@ def write_part(path: str | Path, episodes: Iterable[Episode], meta: dict[str, An
     return path
 
 
-def write_episodes(path: str | Path, episodes: Iterable[Episode], meta: dict[str, Any], *,
-                   overwrite: bool = False) -> Path:
+def write_episodes(
+    path: str | Path, episodes: Iterable[Episode], meta: dict[str, Any], *, overwrite: bool = False
+) -> Path:
     """Create the store folder ``path`` holding ``episodes`` (one part file).
 
     The folder is built in a staging folder beside it and renamed into place, so a failure
@@ -91,7 +92,8 @@ class StoreBuilder:
             raise FileExistsError(f"output {self.path} exists and is not a folder")
         if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
             raise FileExistsError(
-                f"output folder {self.path} exists and is not empty (pass --overwrite to replace it)"
+                f"output folder {self.path} exists and is not empty (pass --overwrite to "
+                "replace it)"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.staging = self.path.with_name(f".{self.path.name}.staging-{uuid.uuid4().hex[:8]}")
@@ -167,7 +169,9 @@ class EpisodeStore:
         try:
             pf = pq.ParquetFile(f)
         except (pa.ArrowInvalid, OSError) as e:
-            raise ValueError(f"{f} is not a readable Parquet file (corrupt or truncated?): {e}") from None
+            raise ValueError(
+                f"{f} is not a readable Parquet file (corrupt or truncated?): {e}"
+            ) from None
         check_schema(pf.schema_arrow, name=str(f))
         return pf
 
@@ -194,16 +198,18 @@ class EpisodeStore:
             if eid in self._where:
                 raise ValueError(f"episode {eid!r} appears twice in store {self.path} ({f})")
             self._where[eid] = (fi, rg)
-            self.episode_info.append({
-                "episode_id": eid,
-                "task_id": t.column("task_id")[0].as_py(),
-                "instruction": t.column("instruction")[0].as_py(),
-                "source": t.column("source")[0].as_py(),
-                "policy_version": t.column("policy_version")[0].as_py(),
-                "length": t.num_rows - 1,
-                "success": bool(pc.any(t.column("success")).as_py()),
-                "file": str(f),
-            })
+            self.episode_info.append(
+                {
+                    "episode_id": eid,
+                    "task_id": t.column("task_id")[0].as_py(),
+                    "instruction": t.column("instruction")[0].as_py(),
+                    "source": t.column("source")[0].as_py(),
+                    "policy_version": t.column("policy_version")[0].as_py(),
+                    "length": t.num_rows - 1,
+                    "success": bool(pc.any(t.column("success")).as_py()),
+                    "file": str(f),
+                }
+            )
 
     @property
     def episode_ids(self) -> list[str]:
@@ -230,15 +236,21 @@ class EpisodeStore:
             self._cache.popitem(last=False)
         return ep
 
-    def episodes(self, *, source: str | None = None, task_id: str | None = None) -> Iterator[Episode]:
+    def episodes(
+        self, *, source: str | None = None, task_id: str | None = None
+    ) -> Iterator[Episode]:
         """Iterate episodes in store order, optionally filtered by source and task."""
         for info in self.select(source=source, task_id=task_id):
             yield self.load_episode(info["episode_id"])
 
-    def select(self, *, source: str | None = None, task_id: str | None = None) -> list[dict[str, Any]]:
+    def select(
+        self, *, source: str | None = None, task_id: str | None = None
+    ) -> list[dict[str, Any]]:
         return [
-            e for e in self.episode_info
-            if (source is None or e["source"] == source) and (task_id is None or e["task_id"] == task_id)
+            e
+            for e in self.episode_info
+            if (source is None or e["source"] == source)
+            and (task_id is None or e["task_id"] == task_id)
         ]
 
     def camera(self):

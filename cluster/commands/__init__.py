@@ -1,4 +1,5 @@
-"""Subcommands of the ``rehearse`` CLI, one module each (``train_simulator`` -> ``train-simulator``).
+"""Subcommands of the ``rehearse`` CLI, one module each (``train_simulator`` ->
+``train-simulator``).
 
 Each module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 """

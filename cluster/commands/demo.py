@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "run the whole pipeline on the embedded default: data, SFT, world model, reflector, LOOP, evaluation"
+HELP = (
+    "run the whole pipeline on the embedded default: data, SFT, world model, reflector, LOOP, "
+    "evaluation"
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true",
-                   help="smoke-test sizes: every stage in a few minutes, no learning claim")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test sizes: every stage in a few minutes, no learning claim",
+    )
     p.add_argument("--run-dir", default=None, help="run folder (default: demo.run_dir)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -6,21 +6,36 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = ("evaluate a reflector checkpoint on episode stores (AUC, accuracy, termination, whether R "
-        "reads the instruction) with a plot")
+HELP = (
+    "evaluate a reflector checkpoint on episode stores (AUC, accuracy, termination, whether R "
+    "reads the instruction) with a plot"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="reflector checkpoint folder (e.g. OUT/best)")
     p.add_argument("--data", nargs="+", required=True, help="held-out episode store folders")
-    p.add_argument("--out", default=None,
-                   help="report folder for metrics.json and rewards.png (default: CKPT/eval)")
-    p.add_argument("--eta", type=float, default=None, help="termination threshold (default: the checkpoint's)")
-    p.add_argument("--plot-episodes", type=int, default=4,
-                   help="successful and failed episodes each in the plot (default 4)")
-    p.add_argument("--val-split-of", default=None, metavar="SUMMARY_JSON",
-                   help="keep only the episodes of this training run's validation split "
-                        "(its summary.json); without it every episode of --data is scored")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="report folder for metrics.json and rewards.png (default: CKPT/eval)",
+    )
+    p.add_argument(
+        "--eta", type=float, default=None, help="termination threshold (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--plot-episodes",
+        type=int,
+        default=4,
+        help="successful and failed episodes each in the plot (default 4)",
+    )
+    p.add_argument(
+        "--val-split-of",
+        default=None,
+        metavar="SUMMARY_JSON",
+        help="keep only the episodes of this training run's validation split "
+        "(its summary.json); without it every episode of --data is scored",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -56,19 +71,34 @@ def run(args: argparse.Namespace) -> int:
     by_source = {}
     for src in sorted({e.source for e in episodes}):
         idx = [i for i, e in enumerate(episodes) if e.source == src]
-        by_source[src] = reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta,
-                                           frame_rewards=[frame[i] for i in idx])
+        by_source[src] = reflector_metrics(
+            [rewards[i] for i in idx],
+            [labels[i] for i in idx],
+            eta=eta,
+            frame_rewards=[frame[i] for i in idx],
+        )
     # does R read the instruction? successful expert episodes under every other task's instruction
     metrics["mismatch_false_success"] = mismatch_false_success(model, episodes, rewards, eta=eta)
     out = Path(args.out) if args.out else Path(args.ckpt) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    report = {"ckpt": str(args.ckpt), "data": list(args.data), "eta": eta, **metrics,
-              "by_source": by_source}
+    report = {
+        "ckpt": str(args.ckpt),
+        "data": list(args.data),
+        "eta": eta,
+        **metrics,
+        "by_source": by_source,
+    }
     curves = []
     for want in (True, False):
         picked = [i for i, e in enumerate(episodes) if e.succeeded == want][: args.plot_episodes]
-        curves += [(f"{'success' if want else 'failed'} {episodes[i].task_id} "
-                    f"({episodes[i].source})", rewards[i], labels[i]) for i in picked]
+        curves += [
+            (
+                f"{'success' if want else 'failed'} {episodes[i].task_id} ({episodes[i].source})",
+                rewards[i],
+                labels[i],
+            )
+            for i in picked
+        ]
     if curves:
         report["plot"] = str(plot_rewards(out / "rewards.png", curves, eta=eta))
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))

@@ -31,8 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-episodes", type=int, default=32, help="episodes replayed")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: config)")
     p.add_argument("--sampler", choices=("ddim", "dpmsolver++"), default=None)
-    p.add_argument("--residual-deadzone", type=float, default=None,
-                   help="drop predicted pixel changes below this (in [0, 1] units) when sampling")
+    p.add_argument(
+        "--residual-deadzone",
+        type=float,
+        default=None,
+        help="drop predicted pixel changes below this (in [0, 1] units) when sampling",
+    )
     p.add_argument(
         "--recorded-proprio",
         action="store_true",
@@ -41,13 +45,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reflector",
         default=None,
-        help="reflector checkpoint: also replay whole episodes (up to --reflector-steps) and report "
-        "how often R > eta on the real and on the imagined frames, for successes and failures",
+        help="reflector checkpoint: also replay whole episodes (up to --reflector-steps) and "
+        "report how often R > eta on the real and on the imagined frames, for successes and "
+        "failures",
     )
-    p.add_argument("--reflector-steps", type=int, default=48,
-                   help="imagined steps per episode for --reflector (the RL rollout horizon)")
-    p.add_argument("--eta", type=float, default=0.0,
-                   help="threshold for --reflector (default 0: the checkpoint's own)")
+    p.add_argument(
+        "--reflector-steps",
+        type=int,
+        default=48,
+        help="imagined steps per episode for --reflector (the RL rollout horizon)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=0.0,
+        help="threshold for --reflector (default 0: the checkpoint's own)",
+    )
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -68,8 +81,14 @@ def _reward_agreement(model, args: argparse.Namespace) -> dict:
         return reflector.score(frames[None], [instruction])[0].numpy()
 
     out = reward_agreement(
-        model, args.data, score, eta=eta, max_episodes=args.max_episodes,
-        max_steps=args.reflector_steps, seed=args.seed, progress=not args.no_progress,
+        model,
+        args.data,
+        score,
+        eta=eta,
+        max_episodes=args.max_episodes,
+        max_steps=args.reflector_steps,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     out["checkpoint"] = str(args.reflector)
     return out

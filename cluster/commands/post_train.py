@@ -5,22 +5,36 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = ("post-train a policy with LOOP in the world simulator (or, --world real, in the real env with "
-        "its ground-truth reward), on Ray (local or --address / RAY_ADDRESS)")
+HELP = (
+    "post-train a policy with LOOP in the world simulator (or, --world real, in the real env with "
+    "its ground-truth reward), on Ray (local or --address / RAY_ADDRESS)"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: cluster.address, "
-                   "then RAY_ADDRESS, else a local Ray started in-process)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: cluster.address, "
+        "then RAY_ADDRESS, else a local Ray started in-process)",
+    )
     p.add_argument("--policy", default=None, help="SFT policy checkpoint (post_train.policy)")
     p.add_argument("--simulator", default=None, help="world simulator checkpoint or 'fake'")
     p.add_argument("--reflector", default=None, help="reflector checkpoint or 'fake'")
-    p.add_argument("--data", action="append", default=None, help="episode store(s) of initial states")
+    p.add_argument(
+        "--data", action="append", default=None, help="episode store(s) of initial states"
+    )
     p.add_argument("--iterations", type=int, default=None, help="LOOP iterations")
-    p.add_argument("--world", choices=("imagined", "real"), default=None,
-                   help="where rollouts happen (post_train.world): the world simulator and reflector "
-                   "(imagined), or the real env with its success as the reward (real, the oracle)")
+    p.add_argument(
+        "--world",
+        choices=("imagined", "real"),
+        default=None,
+        help="where rollouts happen (post_train.world): the world simulator and reflector "
+        "(imagined), or the real env with its success as the reward (real, the oracle)",
+    )
     p.add_argument("--run-dir", default=None, help="run folder (post_train.run_dir)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -33,14 +47,25 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     pt = cfg.post_train
-    changes = {k: v for k, v in {
-        "policy": args.policy, "simulator": args.simulator, "reflector": args.reflector,
-        "data": args.data, "iterations": args.iterations, "run_dir": args.run_dir, "world": args.world}.items()
-        if v is not None}
+    changes = {
+        k: v
+        for k, v in {
+            "policy": args.policy,
+            "simulator": args.simulator,
+            "reflector": args.reflector,
+            "data": args.data,
+            "iterations": args.iterations,
+            "run_dir": args.run_dir,
+            "world": args.world,
+        }.items()
+        if v is not None
+    }
     if changes:
         cfg = dataclasses.replace(cfg, post_train=dataclasses.replace(pt, **changes))
     if args.address:
-        cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, address=args.address))
+        cfg = dataclasses.replace(
+            cfg, cluster=dataclasses.replace(cfg.cluster, address=args.address)
+        )
     summary = post_train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
     return 0

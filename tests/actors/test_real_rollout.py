@@ -33,8 +33,12 @@ class ExpertPolicy:
         self.envs, self.lazy = envs, lazy
 
     def act(self, batch, deterministic=False, generator=None):
-        a = np.stack([np.zeros(7, np.float32) if i in self.lazy else expert_action(e)
-                      for i, e in enumerate(self.envs)])[:, None]  # (N, 1, 7) env units
+        a = np.stack(
+            [
+                np.zeros(7, np.float32) if i in self.lazy else expert_action(e)
+                for i, e in enumerate(self.envs)
+            ]
+        )[:, None]  # (N, 1, 7) env units
         t = torch.from_numpy(a)
         return t, torch.zeros(len(a)), t, torch.zeros_like(t)
 
@@ -46,30 +50,56 @@ def test_group_layout_same_start_and_log_probs():
     envs = [make_env(ENV) for _ in range(3)]
     task = envs[0].task_names[0]
     policy = _policy(envs[0].instruction(task))
-    res = real_rollout_group(policy, envs, RealStartSampler([task], seed=1).sample(1)[0], group_id=4,
-                             max_policy_steps=3, execute_steps=2, policy_version=9,
-                             generator=torch.Generator().manual_seed(0), keep_frames=True)
+    res = real_rollout_group(
+        policy,
+        envs,
+        RealStartSampler([task], seed=1).sample(1)[0],
+        group_id=4,
+        max_policy_steps=3,
+        execute_steps=2,
+        policy_version=9,
+        generator=torch.Generator().manual_seed(0),
+        keep_frames=True,
+    )
     n, t = res.old_log_probs.shape
     assert (n, t) == (3, 3)  # a random policy does not finish the task in 6 steps
     assert res.images.shape == (3, 3, 32, 32, 3) and res.actions.shape[:2] == (3, 3)
-    assert np.array_equal(res.images[0, 0], res.images[1, 0]) and np.array_equal(res.images[0, 0], res.images[2, 0])
+    assert np.array_equal(res.images[0, 0], res.images[1, 0]) and np.array_equal(
+        res.images[0, 0], res.images[2, 0]
+    )
     assert res.done.sum(axis=1).tolist() == [1, 1, 1] and res.done[:, -1].all()
     assert res.rewards.tolist() == [0.0, 0.0, 0.0] and not res.terminated.any()
     assert res.env_steps == 3 * 3 * 2 and res.frames.shape == (3, 1 + 6, 32, 32, 3)
     assert res.group_id == 4 and res.policy_version == 9 and res.init.task_id == task
     # the recorded log-probs are the acting policy's
-    obs = {"image": res.images.reshape(-1, 32, 32, 3), "proprio": res.proprio.reshape(-1, 8),
-           "instruction": [res.init.instruction] * (n * t)}
+    obs = {
+        "image": res.images.reshape(-1, 32, 32, 3),
+        "proprio": res.proprio.reshape(-1, 8),
+        "instruction": [res.init.instruction] * (n * t),
+    }
     lp = policy.log_prob(obs, torch.from_numpy(res.actions.reshape(n * t, *res.actions.shape[2:])))
-    np.testing.assert_allclose(lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3
+    )
 
 
 def test_success_ends_that_rollout_with_reward_one():
     envs = [make_env(ENV) for _ in range(3)]
     policy = ExpertPolicy(envs, lazy={1})
-    res = real_rollout_group(policy, envs, RealStartSampler(["lift_red"], seed=0).sample(1)[0], group_id=0,
-                             max_policy_steps=80, execute_steps=1, policy_version=0)
-    assert res.rewards.tolist() == [1.0, 0.0, 1.0] and res.terminated.tolist() == [True, False, True]
+    res = real_rollout_group(
+        policy,
+        envs,
+        RealStartSampler(["lift_red"], seed=0).sample(1)[0],
+        group_id=0,
+        max_policy_steps=80,
+        execute_steps=1,
+        policy_version=0,
+    )
+    assert res.rewards.tolist() == [1.0, 0.0, 1.0] and res.terminated.tolist() == [
+        True,
+        False,
+        True,
+    ]
     assert res.done.sum(axis=1).tolist() == [1, 1, 1]
     ends = res.done.argmax(axis=1)
     assert ends[0] == ends[2] < 79 and ends[1] == 79  # the lazy one runs to the horizon

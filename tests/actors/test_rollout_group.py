@@ -26,8 +26,14 @@ def _setup():
     acts[:, -1] = np.sign(acts[:, -1])
     stats = compute_statistics(acts, rng.normal(size=(200, 8)), num_trajectories=4)
     policy = build_policy(PolicyConfig(), instructions=[obs.instruction], stats=stats).eval()
-    init = InitialState(episode_id="e", start=0, task_id=env.task_names[0], instruction=obs.instruction,
-                        frames=obs.image[None], proprio=obs.proprio)
+    init = InitialState(
+        episode_id="e",
+        start=0,
+        task_id=env.task_names[0],
+        instruction=obs.instruction,
+        frames=obs.image[None],
+        proprio=obs.proprio,
+    )
     sim = FakeWorldSimulator(env.camera)
     refl = FakeReflector()
     return policy, LocalSimulatorClient(sim), LocalReflectorClient(refl), init, sim, refl
@@ -35,9 +41,21 @@ def _setup():
 
 def test_group_shapes_masks_and_release():
     policy, sim, refl, init, sim_backend, refl_backend = _setup()
-    res = rollout_group(policy, sim, refl, init, key="g0", group_id=5, group_size=4,
-                        max_policy_steps=3, execute_steps=2, eta=0.99, policy_version=7,
-                        generator=torch.Generator().manual_seed(0), keep_frames=True)
+    res = rollout_group(
+        policy,
+        sim,
+        refl,
+        init,
+        key="g0",
+        group_id=5,
+        group_size=4,
+        max_policy_steps=3,
+        execute_steps=2,
+        eta=0.99,
+        policy_version=7,
+        generator=torch.Generator().manual_seed(0),
+        keep_frames=True,
+    )
     n, t = res.old_log_probs.shape
     assert n == 4 and t == 3  # the fake reward never exceeds eta: runs to the step limit
     assert res.images.shape == (4, 3, 32, 32, 3) and res.actions.shape[:2] == (4, 3)
@@ -47,21 +65,41 @@ def test_group_shapes_masks_and_release():
     assert np.all((res.rewards >= 0) & (res.rewards <= 1))
     assert sim_backend._start == {} and refl_backend._first == {}  # released
     # the recorded log-probs are the policy's: recomputing them gives the same numbers
-    obs = {"image": res.images.reshape(-1, 32, 32, 3), "proprio": res.proprio.reshape(-1, 8),
-           "instruction": [init.instruction] * (n * t)}
+    obs = {
+        "image": res.images.reshape(-1, 32, 32, 3),
+        "proprio": res.proprio.reshape(-1, 8),
+        "instruction": [init.instruction] * (n * t),
+    }
     lp = policy.log_prob(obs, torch.from_numpy(res.actions.reshape(n * t, *res.actions.shape[2:])))
-    np.testing.assert_allclose(lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3
+    )
     TrajectoryBatch(
         obs={"image": torch.from_numpy(res.images), "proprio": torch.from_numpy(res.proprio)},
-        actions=torch.from_numpy(res.actions), old_log_probs=torch.from_numpy(res.old_log_probs),
-        rewards=torch.from_numpy(res.rewards), done=torch.from_numpy(res.done),
-        group_ids=torch.full((n,), res.group_id), policy_version=torch.full((n,), res.policy_version))
+        actions=torch.from_numpy(res.actions),
+        old_log_probs=torch.from_numpy(res.old_log_probs),
+        rewards=torch.from_numpy(res.rewards),
+        done=torch.from_numpy(res.done),
+        group_ids=torch.full((n,), res.group_id),
+        policy_version=torch.full((n,), res.policy_version),
+    )
 
 
 def test_reflector_termination_stops_early():
     policy, sim, refl, init, _, _ = _setup()
-    res = rollout_group(policy, sim, refl, init, key="g1", group_id=0, group_size=3,
-                        max_policy_steps=4, execute_steps=4, eta=1e-6, policy_version=0)
+    res = rollout_group(
+        policy,
+        sim,
+        refl,
+        init,
+        key="g1",
+        group_id=0,
+        group_size=3,
+        max_policy_steps=4,
+        execute_steps=4,
+        eta=1e-6,
+        policy_version=0,
+    )
     assert res.old_log_probs.shape == (3, 1)
     assert res.terminated.all() and res.done[:, 0].all()
     assert res.env_steps == 3  # one imagined step each, then R > eta stops them
@@ -71,15 +109,43 @@ def test_deterministic_group_acts_with_the_mean():
     """Imagined evaluation acts with mu: with the deterministic fake simulator every rollout of
     the group is the same, and its actions are the policy's mean for the observed frames."""
     policy, sim, refl, init, _, _ = _setup()
-    res = rollout_group(policy, sim, refl, init, key="g2", group_id=0, group_size=3,
-                        max_policy_steps=2, execute_steps=2, eta=0.99, policy_version=0,
-                        deterministic=True)
-    assert np.array_equal(res.actions[0], res.actions[1]) and np.array_equal(res.actions[0], res.actions[2])
-    obs = {"image": res.images[:, 1], "proprio": res.proprio[:, 1], "instruction": [init.instruction] * 3}
+    res = rollout_group(
+        policy,
+        sim,
+        refl,
+        init,
+        key="g2",
+        group_id=0,
+        group_size=3,
+        max_policy_steps=2,
+        execute_steps=2,
+        eta=0.99,
+        policy_version=0,
+        deterministic=True,
+    )
+    assert np.array_equal(res.actions[0], res.actions[1]) and np.array_equal(
+        res.actions[0], res.actions[2]
+    )
+    obs = {
+        "image": res.images[:, 1],
+        "proprio": res.proprio[:, 1],
+        "instruction": [init.instruction] * 3,
+    }
     with torch.no_grad():
         _, _, mu, _ = policy.act(obs, deterministic=True)
     np.testing.assert_allclose(res.actions[:, 1], mu.numpy(), atol=1e-6)
-    sampled = rollout_group(policy, sim, refl, init, key="g3", group_id=0, group_size=3,
-                            max_policy_steps=1, execute_steps=2, eta=0.99, policy_version=0,
-                            generator=torch.Generator().manual_seed(0))
+    sampled = rollout_group(
+        policy,
+        sim,
+        refl,
+        init,
+        key="g3",
+        group_id=0,
+        group_size=3,
+        max_policy_steps=1,
+        execute_steps=2,
+        eta=0.99,
+        policy_version=0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert not np.array_equal(sampled.actions[0], sampled.actions[1])

@@ -55,7 +55,9 @@ def test_impossible_value(tmp_path):
     with pytest.raises(ConfigError, match=r"layout_jitter must be in \[0, 0.04\]"):
         load_config(p)
     p = write(tmp_path, "post_train:\n  world: dream\n")
-    with pytest.raises(ConfigError, match=r"post_train.world must be one of \['imagined', 'real'\], got 'dream'"):
+    with pytest.raises(
+        ConfigError, match=r"post_train.world must be one of \['imagined', 'real'\], got 'dream'"
+    ):
         load_config(p)
     p = write(tmp_path, "cluster:\n  learners: 0\n")
     with pytest.raises(ConfigError, match=r"'cluster'.*learners must be >= 1"):

@@ -34,8 +34,11 @@ def assets(tmp_path_factory):
     torch.manual_seed(0)
     # a wide initial Laplace scale: rollouts of a group must differ by whole pixels for the
     # fake reflector (which reads the drawn end effector) to give them different rewards
-    policy = build_policy(PolicyConfig(scale_bias_init=0.0),
-                          instructions=[e["instruction"] for e in store.episode_info], stats=stats)
+    policy = build_policy(
+        PolicyConfig(scale_bias_init=0.0),
+        instructions=[e["instruction"] for e in store.episode_info],
+        stats=stats,
+    )
     save_policy(policy, root / "sft")
     return root
 
@@ -44,18 +47,34 @@ def make_cfg(root, run: str, iterations: int, imagined_eval_states: int = 0) -> 
     cfg = ExperimentConfig(name=run)
     return dataclasses.replace(
         cfg,
-        rollout=dataclasses.replace(cfg.rollout, group_size=4, max_policy_steps=2, execute_steps=2,
-                                    eta=0.9),
-        learner=dataclasses.replace(cfg.learner, group_size=4, minibatch_size=4, micro_batch_size=4,
-                                    skip_constant_groups=False),
-        cluster=dataclasses.replace(cfg.cluster, rollout_workers=2, rollout_worker_cpus=0.25,
-                                    learner_cpus=0.25,
-                                    simulator=dataclasses.replace(cfg.cluster.simulator, num_cpus=0.25),
-                                    reflector=dataclasses.replace(cfg.cluster.reflector, num_cpus=0.25)),
-        post_train=PostTrainConfig(policy=str(root / "sft"), data=[str(root / "demos")],
-                                   iterations=iterations, checkpoint_every=1, tensorboard=False,
-                                   run_dir=str(root / "runs" / "{name}"), video_every=2,
-                                   imagined_eval_states=imagined_eval_states),
+        rollout=dataclasses.replace(
+            cfg.rollout, group_size=4, max_policy_steps=2, execute_steps=2, eta=0.9
+        ),
+        learner=dataclasses.replace(
+            cfg.learner,
+            group_size=4,
+            minibatch_size=4,
+            micro_batch_size=4,
+            skip_constant_groups=False,
+        ),
+        cluster=dataclasses.replace(
+            cfg.cluster,
+            rollout_workers=2,
+            rollout_worker_cpus=0.25,
+            learner_cpus=0.25,
+            simulator=dataclasses.replace(cfg.cluster.simulator, num_cpus=0.25),
+            reflector=dataclasses.replace(cfg.cluster.reflector, num_cpus=0.25),
+        ),
+        post_train=PostTrainConfig(
+            policy=str(root / "sft"),
+            data=[str(root / "demos")],
+            iterations=iterations,
+            checkpoint_every=1,
+            tensorboard=False,
+            run_dir=str(root / "runs" / "{name}"),
+            video_every=2,
+            imagined_eval_states=imagined_eval_states,
+        ),
     )
 
 
@@ -72,7 +91,9 @@ def test_two_workers_two_iterations(ray_cluster, assets):
     assert [r["rollout/behaviour_version"] for r in records] == [0, 1]
     assert summary["version"] == 2
     assert all(r["broadcast/bytes"] > 0 and r["throughput/env_steps_per_s"] > 0 for r in records)
-    assert all(r["learner/advantage_abs_mean"] > 0 and r["learner/optimizer_steps"] > 0 for r in records)
+    assert all(
+        r["learner/advantage_abs_mean"] > 0 and r["learner/optimizer_steps"] > 0 for r in records
+    )
     assert records[0]["sim/mean_batch_size"] >= 4
     assert (run / "videos" / "imagined_iter_0002.gif").is_file()
     # trainable weights changed, frozen ones did not
@@ -93,7 +114,9 @@ def test_two_workers_two_iterations(ray_cluster, assets):
     for side in ev.values():
         assert side["starts"] == 3 and side["rollouts"] == 12 and 0 <= side["success_rate"] <= 1
         assert [t for t, _ in side["per_start"]] == [t for t, _ in ev["before"]["per_start"]]
-        assert all(t in ("place_red_on_blue", "lift_red") and 0 <= f <= 1 for t, f in side["per_start"])
+        assert all(
+            t in ("place_red_on_blue", "lift_red") and 0 <= f <= 1 for t, f in side["per_start"]
+        )
 
 
 def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets):
@@ -103,9 +126,16 @@ def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets)
 
     cfg = make_cfg(assets, "real", 2)
     cfg = dataclasses.replace(
-        cfg, env=EnvConfig(image_size=32),
-        post_train=dataclasses.replace(cfg.post_train, world="real", simulator="/does/not/exist",
-                                       reflector="/does/not/exist", data=[]))
+        cfg,
+        env=EnvConfig(image_size=32),
+        post_train=dataclasses.replace(
+            cfg.post_train,
+            world="real",
+            simulator="/does/not/exist",
+            reflector="/does/not/exist",
+            data=[],
+        ),
+    )
     summary = post_train(cfg, progress=False)
     run = assets / "runs" / "real"
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -113,8 +143,12 @@ def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets)
     assert [r["rollout/behaviour_version"] for r in records] == [0, 1]
     assert summary["world"] == "real" and summary["imagined_eval"] == {}
     for r in records:
-        assert 0.0 <= r["rollout/success"] <= 1.0 and r["rollout/reward_mean"] == r["rollout/success"]
-        assert r["throughput/env_steps_per_s"] > 0 and not any(k.startswith(("sim/", "reflector/")) for k in r)
+        assert (
+            0.0 <= r["rollout/success"] <= 1.0 and r["rollout/reward_mean"] == r["rollout/success"]
+        )
+        assert r["throughput/env_steps_per_s"] > 0 and not any(
+            k.startswith(("sim/", "reflector/")) for k in r
+        )
     assert (run / "videos" / "real_iter_0002.gif").is_file()
     assert (run / "policy" / "trainable.safetensors").is_file()
     state = json.loads((run / "checkpoints" / "iter_000002" / "driver_state.json").read_text())
@@ -127,14 +161,20 @@ def test_resume_continues_from_checkpoint(ray_cluster, assets):
     first = post_train(make_cfg(assets, "b", 1, imagined_eval_states=1), progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         post_train(make_cfg(assets, "b", 2), progress=False)
-    summary = post_train(make_cfg(assets, "b", 2, imagined_eval_states=1), resume=True, progress=False)
+    summary = post_train(
+        make_cfg(assets, "b", 2, imagined_eval_states=1), resume=True, progress=False
+    )
     # the SFT policy's imagined evaluation is kept from the first run, not redone with v1
     assert summary["imagined_eval"]["before"] == first["imagined_eval"]["before"]
     assert summary["imagined_eval"]["after"]["version"] == 2
-    records = [json.loads(x) for x in (assets / "runs" / "b" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(x) for x in (assets / "runs" / "b" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["iteration"] for r in records] == [1, 2]
     assert summary["version"] == 2  # restored version 1 after iteration 1, then one more update
-    state = json.loads((assets / "runs" / "b" / "checkpoints" / "iter_000002" / "driver_state.json").read_text())
+    state = json.loads(
+        (assets / "runs" / "b" / "checkpoints" / "iter_000002" / "driver_state.json").read_text()
+    )
     assert state["sampler_cursor"] == 4  # 2 workers x 1 group x 2 iterations
 
 
@@ -172,25 +212,45 @@ def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
     with torch.no_grad():
         actions, log_probs, _, _ = policy.act({k: v.flatten(0, 1) for k, v in obs.items()})
     batch = TrajectoryBatch(
-        obs=obs, actions=actions.reshape(b, t, *actions.shape[1:]),
+        obs=obs,
+        actions=actions.reshape(b, t, *actions.shape[1:]),
         old_log_probs=log_probs.reshape(b, t),
         rewards=torch.tensor([1.0, 0.0, 0.5, 0.2, 0.0, 1.0, 0.9, 0.1]),
-        done=torch.tensor([[True, False]] + [[False, False]] * 4 + [[True, False]] + [[False, True]] * 2),
+        done=torch.tensor(
+            [[True, False]] + [[False, False]] * 4 + [[True, False]] + [[False, True]] * 2
+        ),
         group_ids=torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]),
         policy_version=torch.zeros(b, dtype=torch.long),
     )
     # adam_eps = 1 makes each update smooth in the gradient (~ lr * g): with a tiny eps, Adam
     # steps near-zero gradients by ~lr in the direction of their float rounding noise
-    cfg = LearnerConfig(group_size=4, minibatch_size=8, micro_batch_size=2, ppo_epochs=2,
-                        lr_lora=0.1, lr_heads=0.1, adam_eps=1.0)
-    group = LearnerGroup(PolicyFactory(str(assets / "sft")), cfg, num_learners=2, num_gpus=0,
-                         num_cpus=0, seed=5, name="dp-test")
+    cfg = LearnerConfig(
+        group_size=4,
+        minibatch_size=8,
+        micro_batch_size=2,
+        ppo_epochs=2,
+        lr_lora=0.1,
+        lr_heads=0.1,
+        adam_eps=1.0,
+    )
+    group = LearnerGroup(
+        PolicyFactory(str(assets / "sft")),
+        cfg,
+        num_learners=2,
+        num_gpus=0,
+        num_cpus=0,
+        seed=5,
+        name="dp-test",
+    )
     try:
         metrics = group.update(ray.put(batch))
         version, weights = ray.get(group.publish())
         other_version, _ = ray.get(group.workers[1].current.remote())
-        _, other = ray.get(group.workers[1].__ray_call__.remote(
-            lambda w: (0, {k: v.clone() for k, v in w.policy.trainable_state_dict().items()})))
+        _, other = ray.get(
+            group.workers[1].__ray_call__.remote(
+                lambda w: (0, {k: v.clone() for k, v in w.policy.trainable_state_dict().items()})
+            )
+        )
     finally:
         group.kill()
     reference = Learner(policy, cfg, seed=5)
@@ -203,5 +263,7 @@ def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
     for k, v in want.items():
         torch.testing.assert_close(weights[k], v, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(other[k], v, rtol=1e-4, atol=1e-6)
-    assert any(not torch.equal(v, load_policy(assets / "sft").trainable_state_dict()[k])
-               for k, v in want.items())
+    assert any(
+        not torch.equal(v, load_policy(assets / "sft").trainable_state_dict()[k])
+        for k, v in want.items()
+    )

@@ -18,8 +18,9 @@ SIZE = 128
 def env():
     from envs.factory import make_env
 
-    e = make_env(EnvConfig(name="libero", suite="libero_spatial", image_size=SIZE,
-                           wrist_camera=True))
+    e = make_env(
+        EnvConfig(name="libero", suite="libero_spatial", image_size=SIZE, wrist_camera=True)
+    )
     yield e
     e.close()
 
@@ -67,7 +68,7 @@ def test_reset_step_shapes_and_camera(env):
     assert len(rows) > 20
     for u, v in (uv0, uv1):
         assert cols.min() - 3 <= u <= cols.max() + 3 and rows.min() - 3 <= v <= rows.max() + 3
-        near = changed[max(0, int(v) - 8): int(v) + 9, max(0, int(u) - 8): int(u) + 9]
+        near = changed[max(0, int(v) - 8) : int(v) + 9, max(0, int(u) - 8) : int(u) + 9]
         assert near.any(), "no moving pixels near the projected end effector"
 
 

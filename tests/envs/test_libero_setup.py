@@ -15,8 +15,10 @@ def test_task_language_matches_libero_rule():
     assert libero_setup.task_language("put_the_bowl_on_the_plate") == "put the bowl on the plate"
     name = "KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it"
     assert libero_setup.task_language(name) == "turn on the stove and put the moka pot on it"
-    assert (libero_setup.task_language("LIVING_ROOM_SCENE10_put_the_mug_on_the_plate")
-            == "put the mug on the plate")
+    assert (
+        libero_setup.task_language("LIVING_ROOM_SCENE10_put_the_mug_on_the_plate")
+        == "put the mug on the plate"
+    )
 
 
 def test_missing_install_names_the_setup_command(monkeypatch):
@@ -43,7 +45,8 @@ def test_seed_config_writes_and_is_idempotent(tmp_path):
     assert cfg["bddl_files"].endswith("bddl_files")
     assert libero_setup.seed_config(tmp_path) is False  # nothing to change
     maps = libero_setup.task_map()
-    assert {len(maps[s]) for s in ("libero_spatial", "libero_object", "libero_goal",
-                                   "libero_10")} == {10}
+    assert {
+        len(maps[s]) for s in ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+    } == {10}
     assert len(maps["libero_90"]) == 90
     assert libero_setup.link_assets() is False  # setup_libero.sh already linked them

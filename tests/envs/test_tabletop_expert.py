@@ -71,7 +71,11 @@ def test_near_miss_expert_holds_the_block_just_short_of_success():
         assert not ep.success.any() and ep.num_steps == env.max_steps, task
         assert env.holding == spec.block, task
         if spec.kind == "lift":
-            assert LIFT_HEIGHT - NearMissExpert().high - 0.01 <= block[2] - BLOCK_SIZE / 2 < LIFT_HEIGHT, task
+            assert (
+                LIFT_HEIGHT - NearMissExpert().high - 0.01
+                <= block[2] - BLOCK_SIZE / 2
+                < LIFT_HEIGHT
+            ), task
         else:
             goal = env.object_positions()[spec.target]
             assert np.max(np.abs(block[:2] - goal[:2])) < 0.02, task  # over the target ...

@@ -333,10 +333,17 @@ def test_concat_batches_pads_time_and_tokens():
         done = torch.zeros(b, t, dtype=torch.bool)
         done[:, -1] = True
         return TrajectoryBatch(
-            obs={"x": torch.randn(b, t, 3), "input_ids": torch.ones(b, t, length, dtype=torch.long)},
-            actions=torch.randn(b, t, 2, 7), old_log_probs=torch.randn(b, t),
-            rewards=torch.rand(b), done=done, group_ids=torch.full((b,), gid),
-            policy_version=torch.zeros(b, dtype=torch.long))
+            obs={
+                "x": torch.randn(b, t, 3),
+                "input_ids": torch.ones(b, t, length, dtype=torch.long),
+            },
+            actions=torch.randn(b, t, 2, 7),
+            old_log_probs=torch.randn(b, t),
+            rewards=torch.rand(b),
+            done=done,
+            group_ids=torch.full((b,), gid),
+            policy_version=torch.zeros(b, dtype=torch.long),
+        )
 
     joined = concat_batches([make(2, 3, 4, 0), make(3, 1, 6, 1)], pad_ids={"input_ids": 0})
     assert joined.old_log_probs.shape == (5, 3)

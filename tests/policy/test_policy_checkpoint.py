@@ -54,8 +54,11 @@ def test_adapter_folder_loads_with_stock_peft(tmp_path, make_policy):
     save_policy(policy, tmp_path / "ck")
     state = load_file(str(tmp_path / "ck" / "model.safetensors"))
     prefix = "vla.llm.base_model.model."
-    base = {k[len(prefix):].replace(".base_layer.", "."): v for k, v in state.items()
-            if k.startswith(prefix) and "lora_" not in k}
+    base = {
+        k[len(prefix) :].replace(".base_layer.", "."): v
+        for k, v in state.items()
+        if k.startswith(prefix) and "lora_" not in k
+    }
     stock = LlamaForCausalLM(policy.vla.llm_body().config)
     stock.load_state_dict(base, strict=True)
     plain = stock(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
@@ -76,10 +79,16 @@ def test_checkpoint_errors_name_the_problem(tmp_path, make_policy):
     path = tmp_path / "ck" / "model.safetensors"
     state = load_file(str(path))
     dropped = sorted(state)[0]
-    save_file({**{k: v for k, v in state.items() if k != dropped}, "extra.weight": torch.zeros(2)},
-              str(path))
-    with pytest.raises(ValueError, match="missing keys.*" + dropped.replace(".", "\\.")
-                       + ".*unexpected keys \\[extra\\.weight\\]"):
+    save_file(
+        {**{k: v for k, v in state.items() if k != dropped}, "extra.weight": torch.zeros(2)},
+        str(path),
+    )
+    with pytest.raises(
+        ValueError,
+        match="missing keys.*"
+        + dropped.replace(".", "\\.")
+        + ".*unexpected keys \\[extra\\.weight\\]",
+    ):
         load_policy(tmp_path / "ck")
     (tmp_path / "ck" / "dataset_statistics.json").unlink()
     with pytest.raises(FileNotFoundError, match="dataset_statistics.json"):
@@ -92,9 +101,14 @@ def test_oft_import_round_trip(tmp_path, make_policy, make_batch):
     batch = make_batch(2)
     export_oft(policy, tmp_path / "oft", head_dtype=torch.float32)
     names = sorted(p.name for p in (tmp_path / "oft").iterdir())
-    assert {"config.json", "model.safetensors", "dataset_statistics.json",
-            "action_head--100_checkpoint.pt", "proprio_projector--100_checkpoint.pt",
-            "tokenizer.json"} <= set(names)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "dataset_statistics.json",
+        "action_head--100_checkpoint.pt",
+        "proprio_projector--100_checkpoint.pt",
+        "tokenizer.json",
+    } <= set(names)
     keys = load_file(str(tmp_path / "oft" / "model.safetensors"))
     assert "vision_backbone.featurizer.blocks.0.attn.qkv.weight" in keys
     assert "vision_backbone.featurizer.blocks.0.ls1.scale_factor" in keys
@@ -120,10 +134,19 @@ def test_oft_import_refuses_bad_checkpoints(tmp_path, make_policy):
     path = folder / "model.safetensors"
     state = load_file(str(path))
     gone = "vision_backbone.fused_featurizer.blocks.1.mlp.fc2.bias"
-    save_file({**{k: v for k, v in state.items() if k != gone},
-               "vision_backbone.featurizer.surprise": torch.zeros(1)}, str(path))
-    with pytest.raises(ValueError, match="missing keys \\[" + gone.replace(".", "\\.")
-                       + "\\].*unexpected keys \\[vision_backbone\\.featurizer\\.surprise\\]"):
+    save_file(
+        {
+            **{k: v for k, v in state.items() if k != gone},
+            "vision_backbone.featurizer.surprise": torch.zeros(1),
+        },
+        str(path),
+    )
+    with pytest.raises(
+        ValueError,
+        match="missing keys \\["
+        + gone.replace(".", "\\.")
+        + "\\].*unexpected keys \\[vision_backbone\\.featurizer\\.surprise\\]",
+    ):
         import_oft(folder, policy.cfg)
     save_file(state, str(path))
     pt = folder / "action_head--100_checkpoint.pt"
@@ -143,12 +166,29 @@ def test_oft_mapping_matches_timm_towers(tmp_path, make_policy):
     _ = timm
     policy = make_policy()
     folder = export_oft(policy, tmp_path / "oft", head_dtype=torch.float32)
-    dino = VisionTransformer(img_size=64, patch_size=8, embed_dim=64, depth=2, num_heads=4,
-                             mlp_ratio=2, init_values=1e-5, reg_tokens=4, no_embed_class=True,
-                             num_classes=0).eval()
-    siglip = VisionTransformer(img_size=64, patch_size=8, embed_dim=48, depth=2, num_heads=4,
-                               mlp_ratio=2, class_token=False, global_pool="map",
-                               num_classes=0).eval()
+    dino = VisionTransformer(
+        img_size=64,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=2,
+        init_values=1e-5,
+        reg_tokens=4,
+        no_embed_class=True,
+        num_classes=0,
+    ).eval()
+    siglip = VisionTransformer(
+        img_size=64,
+        patch_size=8,
+        embed_dim=48,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=2,
+        class_token=False,
+        global_pool="map",
+        num_classes=0,
+    ).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # non-trivial values everywhere (layer scale, tokens, biases)
         for m in (dino, siglip):

@@ -16,7 +16,9 @@ from policy.normalization import Normalizer
 def test_act_shapes_and_log_prob_match_a_plain_loop(make_policy, make_batch):
     policy = make_policy()
     batch = make_batch(3)
-    actions, log_probs, mu, log_scale = policy.act(batch, generator=torch.Generator().manual_seed(1))
+    actions, log_probs, mu, log_scale = policy.act(
+        batch, generator=torch.Generator().manual_seed(1)
+    )
     assert actions.shape == mu.shape == log_scale.shape == (3, 8, 7)
     assert log_probs.shape == (3,)
     expected = torch.zeros(3, dtype=torch.float64)
@@ -28,8 +30,7 @@ def test_act_shapes_and_log_prob_match_a_plain_loop(make_policy, make_batch):
                 expected[b] += -abs(x - m) / scale - math.log(2 * scale)
     torch.testing.assert_close(log_probs.double(), expected, rtol=1e-5, atol=1e-4)
     with torch.no_grad():
-        torch.testing.assert_close(policy.log_prob(batch, actions), log_probs, rtol=1e-5,
-                                   atol=1e-4)
+        torch.testing.assert_close(policy.log_prob(batch, actions), log_probs, rtol=1e-5, atol=1e-4)
     det, det_lp, det_mu, _ = policy.act(batch, deterministic=True)
     torch.testing.assert_close(det, det_mu)
     assert torch.all(det_lp > log_probs - 1e-4)  # the mode has the highest density
@@ -47,7 +48,9 @@ def test_batch_does_not_change_each_example(make_policy, make_batch):
     with torch.no_grad():
         mu, _ = policy(batch)
         for i in range(3):
-            one = {k: (v[i:i + 1] if k != "instruction" else v[i:i + 1]) for k, v in batch.items()}
+            one = {
+                k: (v[i : i + 1] if k != "instruction" else v[i : i + 1]) for k, v in batch.items()
+            }
             mu_i, _ = policy(one)
             torch.testing.assert_close(mu_i[0], mu[i], rtol=1e-4, atol=1e-5)
 
@@ -124,8 +127,10 @@ def test_gradients_reach_only_the_trainable_part(make_policy, make_batch):
     assert all(n.startswith(("vla.action_head.", "vla.scale_head.")) for n in heads)
     assert not any(n.startswith("vla.proprio_projector.") for n in heads)
     with_proprio = make_policy(train_proprio_projector=True)
-    assert any(p is with_proprio.vla.proprio_projector.fc1.weight
-               for p in with_proprio.param_groups()["heads"])
+    assert any(
+        p is with_proprio.vla.proprio_projector.fc1.weight
+        for p in with_proprio.param_groups()["heads"]
+    )
 
 
 def test_trainable_state_round_trip_keeps_parameter_identity(make_policy, make_batch):
@@ -196,10 +201,16 @@ def test_oft_7b_on_meta_device_matches_published_count(stats):
     with torch.device("meta"):
         p = build_policy(PolicyConfig(preset="oft-7b"), instructions=["x"], stats=stats)
     assert all(t.is_meta for t in p.parameters())
-    count = {n: sum(t.numel() for t in m.parameters()) for n, m in [
-        ("dino", p.vla.vision.dino), ("siglip", p.vla.vision.siglip),
-        ("projector", p.vla.projector), ("action_head", p.vla.action_head),
-        ("proprio", p.vla.proprio_projector)]}
+    count = {
+        n: sum(t.numel() for t in m.parameters())
+        for n, m in [
+            ("dino", p.vla.vision.dino),
+            ("siglip", p.vla.vision.siglip),
+            ("projector", p.vla.projector),
+            ("action_head", p.vla.action_head),
+            ("proprio", p.vla.proprio_projector),
+        ]
+    }
     lora = sum(t.numel() for t in p.param_groups()["lora"])
     llm = sum(t.numel() for t in p.vla.llm.parameters()) - lora
     assert llm == 6_738_939_904

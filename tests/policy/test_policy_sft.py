@@ -39,10 +39,17 @@ def _demo_store(path, *, per_task: int = 3):
                 if res.done:
                     break
             actions.append(np.zeros(7))
-            episodes.append(Episode(
-                episode_id=f"{task}-{i}", task_id=task, instruction=env.instruction(task),
-                images=np.stack(images), proprio=np.stack(proprio), actions=np.stack(actions),
-                success=np.array(success)))
+            episodes.append(
+                Episode(
+                    episode_id=f"{task}-{i}",
+                    task_id=task,
+                    instruction=env.instruction(task),
+                    images=np.stack(images),
+                    proprio=np.stack(proprio),
+                    actions=np.stack(actions),
+                    success=np.array(success),
+                )
+            )
     write_episodes(path, episodes, env.meta())
     return EpisodeStore(path)
 
@@ -62,26 +69,42 @@ def test_chunk_targets_mask_the_end():
 
 
 def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
-    sft = SFTConfig(steps=12, scale_steps=8, batch_size=8, lr=1e-3, scale_lr=3e-3,
-                    val_every=12, augment_shift=0)
-    policy, metrics = run_sft(store, policy_cfg=PolicyConfig(chunk=4), sft_cfg=sft,
-                              demos_per_task=2, out=tmp_path / "ck", progress=False)
+    sft = SFTConfig(
+        steps=12, scale_steps=8, batch_size=8, lr=1e-3, scale_lr=3e-3, val_every=12, augment_shift=0
+    )
+    policy, metrics = run_sft(
+        store,
+        policy_cfg=PolicyConfig(chunk=4),
+        sft_cfg=sft,
+        demos_per_task=2,
+        out=tmp_path / "ck",
+        progress=False,
+    )
     assert metrics["train_episodes"] == 2 * TASKS and metrics["val_episodes"] == TASKS
     assert np.mean(metrics["l1"][-3:]) < 0.8 * np.mean(metrics["l1"][:3])
     assert metrics["nll_after"] < metrics["nll_before"]
     assert len(metrics["val_l1"]) == 1 and np.isfinite(metrics["val_nll"])
-    for name in ("model.safetensors", "adapter", "tokenizer", "dataset_statistics.json",
-                 "config.yaml", "sft_metrics.json"):
+    for name in (
+        "model.safetensors",
+        "adapter",
+        "tokenizer",
+        "dataset_statistics.json",
+        "config.yaml",
+        "sft_metrics.json",
+    ):
         assert (tmp_path / "ck" / name).exists(), name
     loaded = load_policy(tmp_path / "ck")
-    batch = {"image": store.load_episode(store.episode_ids[0]).images[:2],
-             "proprio": store.load_episode(store.episode_ids[0]).proprio[:2],
-             "instruction": [store.episode_info[0]["instruction"]] * 2}
+    batch = {
+        "image": store.load_episode(store.episode_ids[0]).images[:2],
+        "proprio": store.load_episode(store.episode_ids[0]).proprio[:2],
+        "instruction": [store.episode_info[0]["instruction"]] * 2,
+    }
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch)[0], policy(batch)[0])
     # only the trainable part is left requiring gradients after SFT
     assert {id(p) for p in policy.parameters() if p.requires_grad} == {
-        id(p) for g in policy.param_groups().values() for p in g}
+        id(p) for g in policy.param_groups().values() for p in g
+    }
 
 
 def test_decision_steps_are_the_first_step_and_gripper_switches():
@@ -94,7 +117,9 @@ def test_decision_steps_are_the_first_step_and_gripper_switches():
 
 def test_decision_sampler_draws_its_shares(store):
     ids = [e["episode_id"] for e in store.episode_info]
-    norm = Normalizer(statistics_from_store(store, dataset_name="t", episode_ids=ids)["t"], name="t")
+    norm = Normalizer(
+        statistics_from_store(store, dataset_name="t", episode_ids=ids)["t"], name="t"
+    )
     data = make_data(store, ids, norm, chunk=8, wrist=False)
     first = set(torch.nonzero(data.first).flatten().tolist())
     switch = set(torch.nonzero(data.switch).flatten().tolist())
@@ -102,19 +127,28 @@ def test_decision_sampler_draws_its_shares(store):
     gen = torch.Generator().manual_seed(0)
     sampler = DecisionSampler(data, 16, start_fraction=0.5, switch_fraction=0.25)
     draws = [sampler(gen) for _ in range(50)]
-    assert all(len(d) == 16 and set(d[:8].tolist()) <= first and set(d[8:12].tolist()) <= switch
-               for d in draws)
+    assert all(
+        len(d) == 16 and set(d[:8].tolist()) <= first and set(d[8:12].tolist()) <= switch
+        for d in draws
+    )
     rest = torch.cat([d[12:] for d in draws]).tolist()
     assert np.mean([i in first or i in switch for i in rest]) < 0.3  # the rest is uniform
-    uniform = torch.cat([DecisionSampler(data, 16, start_fraction=0.0, switch_fraction=0.0)(gen)
-                         for _ in range(50)])
+    uniform = torch.cat(
+        [DecisionSampler(data, 16, start_fraction=0.0, switch_fraction=0.0)(gen) for _ in range(50)]
+    )
     assert int(uniform.max()) < len(data) and len(set(uniform.tolist())) > len(data) // 2
 
 
 def test_too_few_demos_is_a_clear_error(store, tmp_path):
     with pytest.raises(ValueError, match="has 3 expert demos.*asks for 9"):
-        run_sft(store, policy_cfg=PolicyConfig(), sft_cfg=SFTConfig(steps=1),
-                demos_per_task=9, out=tmp_path / "ck", progress=False)
+        run_sft(
+            store,
+            policy_cfg=PolicyConfig(),
+            sft_cfg=SFTConfig(steps=1),
+            demos_per_task=9,
+            out=tmp_path / "ck",
+            progress=False,
+        )
 
 
 def test_rollout_helper_runs_policy_and_expert(make_policy):
@@ -134,9 +168,24 @@ def test_rollout_helper_runs_policy_and_expert(make_policy):
 def test_sft_command_end_to_end(store, tmp_path, capsys):
     from cluster.cli import main
 
-    rc = main(["sft", "--data", str(store.path), "--demos-per-task", "2", "--out",
-               str(tmp_path / "ck"), "--steps", "2", "--scale-steps", "1", "--batch-size", "2",
-               "--no-progress"])
+    rc = main(
+        [
+            "sft",
+            "--data",
+            str(store.path),
+            "--demos-per-task",
+            "2",
+            "--out",
+            str(tmp_path / "ck"),
+            "--steps",
+            "2",
+            "--scale-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["train_episodes"] == 2 * TASKS

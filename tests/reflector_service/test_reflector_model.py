@@ -47,15 +47,23 @@ def test_score_shape_and_range():
 
 @pytest.mark.parametrize("kind,window,reads_prompt", [("dinov2", 3, True), ("siglip", 5, False)])
 def test_incremental_equals_full(kind, window, reads_prompt):
-    m = _model(vision_model=kind, window=window, vision_adapter=kind == "siglip",
-               pooling="flatten" if kind == "siglip" else "mean", instruction_film=reads_prompt)
+    m = _model(
+        vision_model=kind,
+        window=window,
+        vision_adapter=kind == "siglip",
+        pooling="flatten" if kind == "siglip" else "mean",
+        instruction_film=reads_prompt,
+    )
     frames = _frames(2, 23, size=40)  # resized to the tower's 32 px; stride doubles 3 times
     full = m.score(frames, INSTR)
     state = m.start(INSTR)
     inc = torch.stack([m.step(state, frames[:, t]) for t in range(frames.shape[1])], dim=1)
     torch.testing.assert_close(inc, full, atol=1e-4, rtol=0)
     assert len(state.cached) <= window
-    assert state.cache.get_seq_length() == state.prompt_width + len(state.cached) * m.cfg.tokens_per_frame
+    assert (
+        state.cache.get_seq_length()
+        == state.prompt_width + len(state.cached) * m.cfg.tokens_per_frame
+    )
 
 
 def test_fit_instructions_standardizes_the_prompt_vectors():
@@ -141,14 +149,30 @@ def _write_tiny_llama(folder, *, max_positions: int = 512) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    words = "<pad> <s> </s> <unk> task : . frames put the red yellow block on blue green plate lift".split()
+    words = (
+        "<pad> <s> </s> <unk> task : . frames put the red yellow block on blue green plate lift"
+    ).split()
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
-    cfg = LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    cfg = LlamaConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
 
@@ -158,11 +182,22 @@ def test_loads_real_hf_folders(tmp_path):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     _write_tiny_llama(tmp_path / "llm")
-    SiglipVisionModel(SiglipVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=1,
-                                         num_attention_heads=4, image_size=24, patch_size=6)
-                      ).save_pretrained(tmp_path / "vision")
-    m = _model(vision_model="siglip", vision_path=str(tmp_path / "vision"),
-               llm_path=str(tmp_path / "llm"), window=3)
+    SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            image_size=24,
+            patch_size=6,
+        )
+    ).save_pretrained(tmp_path / "vision")
+    m = _model(
+        vision_model="siglip",
+        vision_path=str(tmp_path / "vision"),
+        llm_path=str(tmp_path / "llm"),
+        window=3,
+    )
     assert not m.vision_random and not m.llm_random and m.vision_size == 24 and m.width == 32
     assert m.prompt_ids("lift the red block")[0] == 1
     frames = _frames(2, 7)
@@ -213,7 +248,9 @@ def test_motion_reads_the_previous_frame_and_incremental_equals_full():
     prev_a, prev_b = torch.from_numpy(frames[0, 0:2]), torch.from_numpy(_frames(1, 2, seed=5)[0])
     assert not torch.allclose(m.frame_tokens(x, prev=prev_a), m.frame_tokens(x, prev=prev_b))
     still = _model(window=4)
-    torch.testing.assert_close(still.frame_tokens(x, prev=prev_a), still.frame_tokens(x, prev=prev_b))
+    torch.testing.assert_close(
+        still.frame_tokens(x, prev=prev_a), still.frame_tokens(x, prev=prev_b)
+    )
     video = torch.arange(4).view(1, 4, 1)
     assert previous_frames(video, dim=1).flatten().tolist() == [0, 0, 1, 2]
     with pytest.raises(ValueError, match="prev"):
@@ -227,8 +264,9 @@ def test_hold_min_matches_a_plain_loop(hold):
     from reflector_service.model import hold_min
 
     r = torch.rand(3, 6, generator=torch.Generator().manual_seed(hold))
-    expect = torch.tensor([[min(row[max(0, t - hold + 1): t + 1]) for t in range(6)]
-                           for row in r.tolist()])
+    expect = torch.tensor(
+        [[min(row[max(0, t - hold + 1) : t + 1]) for t in range(6)] for row in r.tolist()]
+    )
     torch.testing.assert_close(hold_min(r, hold), expect)
     spike = torch.tensor([0.0, 0.9, 0.0, 0.9, 0.9, 0.9])
     assert (hold_min(spike, 2) > 0.5).tolist() == [False, False, False, False, True, True]

@@ -36,8 +36,9 @@ from reflector_service.train import (  # noqa: E402
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("refl")
-    return write_synthetic_store(root / "train", episodes=24, seed=0), \
-        write_synthetic_store(root / "test", episodes=12, seed=1)
+    return write_synthetic_store(root / "train", episodes=24, seed=0), write_synthetic_store(
+        root / "test", episodes=12, seed=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,20 @@ def trained(stores, tmp_path_factory):
     out = tmp_path_factory.mktemp("refl_out")
     summary = train_reflector(
         ReflectorModelConfig(window=4),
-        ReflectorTrainConfig(max_steps=40, eval_every=20, batch_episodes=4, rows_per_episode=0, lr=3e-3,
-                             pos_weight=0.0, success_fraction=0.0, frame_probe_weight=0.5),
-        [stores[0]], out, progress=False, log=lambda s: None,
+        ReflectorTrainConfig(
+            max_steps=40,
+            eval_every=20,
+            batch_episodes=4,
+            rows_per_episode=0,
+            lr=3e-3,
+            pos_weight=0.0,
+            success_fraction=0.0,
+            frame_probe_weight=0.5,
+        ),
+        [stores[0]],
+        out,
+        progress=False,
+        log=lambda s: None,
     )
     return out, summary
 
@@ -80,7 +92,9 @@ def test_frozen_fingerprint_detects_a_change():
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(1)
     m = Reflector(ReflectorModelConfig(window=3, vision_adapter=True, vision_model="siglip")).eval()
-    m.fit_instructions(["lift the red block", "put the red block on the blue plate", "lift the yellow block"])
+    m.fit_instructions(
+        ["lift the red block", "put the red block on the blue plate", "lift the yellow block"]
+    )
     with torch.no_grad():
         m.head[-1].bias.fill_(0.3)
         m.film.weight.normal_()  # the instruction scales the head (zero at init)
@@ -91,7 +105,11 @@ def test_save_load_round_trip(tmp_path):
     loaded = load_checkpoint(tmp_path / "ck")
     torch.testing.assert_close(loaded.score(frames, instr), m.score(frames, instr), atol=0, rtol=0)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
-        "config.json", "frozen.safetensors", "meta.json", "trainable.safetensors"]
+        "config.json",
+        "frozen.safetensors",
+        "meta.json",
+        "trainable.safetensors",
+    ]
 
 
 def test_checkpoint_errors(tmp_path):
@@ -111,12 +129,18 @@ def test_checkpoint_errors(tmp_path):
 
 
 def test_metrics_termination_timing():
-    labels = [np.array([0, 0, 1, 1], bool), np.array([0, 0, 0, 1], bool), np.zeros(4, bool),
-              np.zeros(3, bool)]
-    rewards = [np.array([0.1, 0.2, 0.4, 0.9]),  # stops 1 step late
-               np.array([0.6, 0.1, 0.1, 0.1]),  # stops 3 steps early
-               np.array([0.1, 0.7, 0.1, 0.1]),  # failed but stops: early termination
-               np.array([0.1, 0.2, 0.3])]
+    labels = [
+        np.array([0, 0, 1, 1], bool),
+        np.array([0, 0, 0, 1], bool),
+        np.zeros(4, bool),
+        np.zeros(3, bool),
+    ]
+    rewards = [
+        np.array([0.1, 0.2, 0.4, 0.9]),  # stops 1 step late
+        np.array([0.6, 0.1, 0.1, 0.1]),  # stops 3 steps early
+        np.array([0.1, 0.7, 0.1, 0.1]),  # failed but stops: early termination
+        np.array([0.1, 0.2, 0.3]),
+    ]
     m = reflector_metrics(rewards, labels, eta=0.5)
     assert m["timing_error_mean_signed"] == pytest.approx(-1.0)
     assert m["timing_error_mean_abs"] == pytest.approx(2.0)
@@ -128,20 +152,25 @@ def test_metrics_termination_timing():
 
 def test_calibrate_eta_takes_the_smallest_eta_within_the_early_termination_limit():
     labels = [np.array([0, 0, 1, 1], bool), np.zeros(4, bool), np.zeros(4, bool), np.zeros(4, bool)]
-    rewards = [np.array([0.1, 0.3, 0.97, 0.99]),
-               np.array([0.1, 0.62, 0.1, 0.1]),  # failed episodes peaking at 0.62, 0.74, 0.81
-               np.array([0.1, 0.74, 0.2, 0.1]),
-               np.array([0.81, 0.2, 0.1, 0.1])]
+    rewards = [
+        np.array([0.1, 0.3, 0.97, 0.99]),
+        np.array([0.1, 0.62, 0.1, 0.1]),  # failed episodes peaking at 0.62, 0.74, 0.81
+        np.array([0.1, 0.74, 0.2, 0.1]),
+        np.array([0.81, 0.2, 0.1, 0.1]),
+    ]
     _, eta, sweep = calibrate_termination(rewards, labels, max_early_termination=0.0)
     assert eta == 0.85 and [s["eta"] for s in sweep][:2] == [0.5, 0.55]
     # a plain loop over the grid gives the same choice
     plain = [e for e in sweep if sum(r.max() > e["eta"] for r in rewards[1:]) / 3 <= 0.0]
     assert plain[0]["eta"] == eta
-    _, eta, _ = calibrate_termination(rewards, labels, max_early_termination=0.34)  # one of three allowed
+    _, eta, _ = calibrate_termination(
+        rewards, labels, max_early_termination=0.34
+    )  # one of three allowed
     assert eta == 0.75
     never = [np.array([0.1, 0.99]), np.array([0.1, 0.99])]  # no eta of the grid stops none
-    _, eta, _ = calibrate_termination(never, [np.array([0, 1], bool), np.zeros(2, bool)],
-                                      max_early_termination=0.0)
+    _, eta, _ = calibrate_termination(
+        never, [np.array([0, 1], bool), np.zeros(2, bool)], max_early_termination=0.0
+    )
     assert eta == 0.5  # the lowest early-termination rate, the smallest eta among equals
     with pytest.raises(ValueError, match="failed episodes"):
         calibrate_termination(rewards[:1], labels[:1], max_early_termination=0.05)
@@ -168,20 +197,30 @@ def test_calibrate_termination_chooses_hold_and_eta_that_miss_the_fewest_success
     # per-frame rewards: a failure with a single-frame spike to 0.9 (hold 2 ignores it) and
     # one with two frames at 0.7; the success holds 0.85 for three frames
     labels = [np.array([0, 0, 1, 1, 1], bool), np.zeros(5, bool), np.zeros(5, bool)]
-    frame = [np.array([0.1, 0.2, 0.85, 0.85, 0.85]), np.array([0.1, 0.9, 0.1, 0.1, 0.1]),
-             np.array([0.1, 0.7, 0.7, 0.1, 0.1])]
-    hold, eta, sweep = calibrate_termination(frame, labels, max_early_termination=0.0, holds=(1, 2, 3))
+    frame = [
+        np.array([0.1, 0.2, 0.85, 0.85, 0.85]),
+        np.array([0.1, 0.9, 0.1, 0.1, 0.1]),
+        np.array([0.1, 0.7, 0.7, 0.1, 0.1]),
+    ]
+    hold, eta, sweep = calibrate_termination(
+        frame, labels, max_early_termination=0.0, holds=(1, 2, 3)
+    )
     # hold 1 needs eta 0.9 and then misses the success; hold 2 stops no failure from 0.7 on,
     # hold 3 none from 0.5 on: both stop the success, the smaller hold wins
     assert (hold, eta) == (2, 0.7)
     assert {s["hold"] for s in sweep} == {1, 2, 3} and len(sweep) == 30
     plain = [s for s in sweep if s["worst_group_early_termination"] == 0.0]
     assert min(s["missed_rate"] for s in plain) == 0.0 and all(
-        (s["hold"], s["eta"]) >= (2, 0.7) for s in plain if s["missed_rate"] == 0.0)
+        (s["hold"], s["eta"]) >= (2, 0.7) for s in plain if s["missed_rate"] == 0.0
+    )
     # a success seen for only two frames: hold 3 misses it, so it is never chosen
     short = [np.array([0.1, 0.1, 0.1, 0.85, 0.85]), *frame[1:]]
-    hold, _, _ = calibrate_termination(short, [np.array([0, 0, 0, 1, 1], bool), *labels[1:]],
-                                       max_early_termination=0.0, holds=(3, 2))
+    hold, _, _ = calibrate_termination(
+        short,
+        [np.array([0, 0, 0, 1, 1], bool), *labels[1:]],
+        max_early_termination=0.0,
+        holds=(3, 2),
+    )
     assert hold == 2
     with pytest.raises(ValueError, match="holds must be >= 1"):
         calibrate_termination(frame, labels, max_early_termination=0.0, holds=(0, 2))
@@ -189,16 +228,27 @@ def test_calibrate_termination_chooses_hold_and_eta_that_miss_the_fewest_success
 
 def test_split_holds_out_a_share_of_every_store_and_outcome():
     def ep(i: int, store: str, ok: bool) -> LabeledEpisode:
-        return LabeledEpisode(episode_id=f"{store}-{i}", task_id="t", instruction="t", source="s",
-                              images=torch.zeros(2, 4, 4, 3, dtype=torch.uint8),
-                              labels=np.array([0, ok], bool), store=store)
+        return LabeledEpisode(
+            episode_id=f"{store}-{i}",
+            task_id="t",
+            instruction="t",
+            source="s",
+            images=torch.zeros(2, 4, 4, 3, dtype=torch.uint8),
+            labels=np.array([0, ok], bool),
+            store=store,
+        )
 
-    episodes = ([ep(i, "a", True) for i in range(20)] + [ep(i, "a", False) for i in range(10)]
-                + [ep(i, "b", False) for i in range(40)])
+    episodes = (
+        [ep(i, "a", True) for i in range(20)]
+        + [ep(i, "a", False) for i in range(10)]
+        + [ep(i, "b", False) for i in range(40)]
+    )
     train, val = split_episodes(episodes, 0.1, seed=0)
     kinds = sorted((e.store, e.succeeded) for e in val)
     assert kinds == [("a", False)] + [("a", True)] * 2 + [("b", False)] * 4
-    assert {e.episode_id for e in train} | {e.episode_id for e in val} == {e.episode_id for e in episodes}
+    assert {e.episode_id for e in train} | {e.episode_id for e in val} == {
+        e.episode_id for e in episodes
+    }
     assert not {e.episode_id for e in train} & {e.episode_id for e in val}
 
 
@@ -206,11 +256,15 @@ def test_training_stores_the_calibrated_eta(trained):
     out, summary = trained
     cal = summary["eta_calibration"]
     assert cal is not None and cal["failed_episodes"] > 0
-    assert (read_config(out / "best").eta, read_config(out / "best").hold) == (cal["eta"], cal["hold"])
+    assert (read_config(out / "best").eta, read_config(out / "best").hold) == (
+        cal["eta"],
+        cal["hold"],
+    )
     assert read_meta(out / "best")["eta_calibration"]["eta"] == cal["eta"]
     chosen = next(s for s in cal["sweep"] if (s["eta"], s["hold"]) == (cal["eta"], cal["hold"]))
     assert chosen["early_termination_rate"] <= 0.05 or all(
-        s["early_termination_rate"] >= chosen["early_termination_rate"] for s in cal["sweep"])
+        s["early_termination_rate"] >= chosen["early_termination_rate"] for s in cal["sweep"]
+    )
     # rollouts take the checkpoint's eta unless the config sets one
     assert termination_eta(0.0, str(out / "best")) == cal["eta"]
     assert termination_eta(0.7, str(out / "best")) == 0.7
@@ -233,28 +287,68 @@ def test_cli_train_and_eval(stores, tmp_path, capsys):
     from cluster.cli import main
 
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text("reflector:\n  model:\n    window: 4\n  train:\n    batch_episodes: 4\n"
-                   "    rows_per_episode: 2\n    eval_every: 5\n")
+    cfg.write_text(
+        "reflector:\n  model:\n    window: 4\n  train:\n    batch_episodes: 4\n"
+        "    rows_per_episode: 2\n    eval_every: 5\n"
+    )
     out = tmp_path / "run"
-    rc = main(["train-reflector", "--config", str(cfg), "--data", str(stores[0]), "--out", str(out),
-               "--max-steps", "6", "--no-progress", "--set", "reflector.train.lr=0.003",
-               "--calibrate-on", str(stores[1])])
+    rc = main(
+        [
+            "train-reflector",
+            "--config",
+            str(cfg),
+            "--data",
+            str(stores[0]),
+            "--out",
+            str(out),
+            "--max-steps",
+            "6",
+            "--no-progress",
+            "--set",
+            "reflector.train.lr=0.003",
+            "--calibrate-on",
+            str(stores[1]),
+        ]
+    )
     assert rc == 0
-    assert (out / "best" / "trainable.safetensors").is_file() and (out / "last" / "config.json").is_file()
+    assert (out / "best" / "trainable.safetensors").is_file() and (
+        out / "last" / "config.json"
+    ).is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["lr"] == 0.003 and summary["model"]["window"] == 4
     cal = summary["eta_calibration"]  # the validation split and the calibration store, by store
     assert summary["calibration_data"] == [str(stores[1])] and str(stores[1]) in cal["stores"]
-    assert (read_config(out / "best").hold, read_config(out / "best").eta) == (cal["hold"], cal["eta"])
-    rc = main(["eval-reflector", "--ckpt", str(out / "best"), "--data", str(stores[1]),
-               "--out", str(tmp_path / "ev"), "--no-progress", "--plot-episodes", "2"])
+    assert (read_config(out / "best").hold, read_config(out / "best").eta) == (
+        cal["hold"],
+        cal["eta"],
+    )
+    rc = main(
+        [
+            "eval-reflector",
+            "--ckpt",
+            str(out / "best"),
+            "--data",
+            str(stores[1]),
+            "--out",
+            str(tmp_path / "ev"),
+            "--no-progress",
+            "--plot-episodes",
+            "2",
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    for key in ("roc_auc", "frame_roc_auc", "frame_accuracy", "early_termination_rate",
-                "timing_error_mean_abs"):
+    for key in (
+        "roc_auc",
+        "frame_roc_auc",
+        "frame_accuracy",
+        "early_termination_rate",
+        "timing_error_mean_abs",
+    ):
         assert key in report
     assert report["mismatch_false_success"]["pairs"] == sum(
-        e.succeeded for e in load_labeled_episodes([stores[1]], progress=False))
+        e.succeeded for e in load_labeled_episodes([stores[1]], progress=False)
+    )
     assert report["episodes"] == 12 and (tmp_path / "ev" / "rewards.png").stat().st_size > 1000
 
 
@@ -265,14 +359,41 @@ def test_cli_bad_input(stores, tmp_path, capsys):
     assert rc == 2 and "checkpoint" in capsys.readouterr().err
     rc = main(["train-reflector", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
-    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
-               "--calibrate-on", str(tmp_path / "none")])
+    rc = main(
+        [
+            "train-reflector",
+            "--data",
+            str(stores[0]),
+            "--out",
+            str(tmp_path / "o"),
+            "--calibrate-on",
+            str(tmp_path / "none"),
+        ]
+    )
     assert rc == 2 and "--calibrate-on" in capsys.readouterr().err
-    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
-               "--calibrate-on", str(stores[0])])
+    rc = main(
+        [
+            "train-reflector",
+            "--data",
+            str(stores[0]),
+            "--out",
+            str(tmp_path / "o"),
+            "--calibrate-on",
+            str(stores[0]),
+        ]
+    )
     assert rc == 2 and "must not repeat --data" in capsys.readouterr().err
-    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "o"),
-               "--set", "reflector.model.window=1"])
+    rc = main(
+        [
+            "train-reflector",
+            "--data",
+            str(stores[0]),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "reflector.model.window=1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "window" in err
 
@@ -343,8 +464,9 @@ def test_mismatched_instructions_are_learned_as_not_done(trained, stores):
         assert np.array_equal(mask, e.labels)
     assert MismatchSampler(episodes, 0, np.random.default_rng(0)).pool == []
     # the step's own successful expert episodes come first: the same frames under both instructions
-    batch = [i for i, e in enumerate(episodes) if e.succeeded][:2] + [i for i, e in enumerate(episodes)
-                                                                      if not e.succeeded][:2]
+    batch = [i for i, e in enumerate(episodes) if e.succeeded][:2] + [
+        i for i, e in enumerate(episodes) if not e.succeeded
+    ][:2]
     assert [i for i, _, _ in draw(batch)][:2] == batch[:2]
 
     out, summary = trained
@@ -356,5 +478,12 @@ def test_mismatched_instructions_are_learned_as_not_done(trained, stores):
     assert wrong["pairs"] == sum(e.succeeded for e in test) and wrong["rate"] <= 0.2
     assert wrong["instruction_auc"] >= 0.8
     own = score_episodes(model, [e for e in test if e.succeeded])
-    assert np.mean([(r[e.labels] > 0.5).any() for r, e in
-                    zip(own, [e for e in test if e.succeeded], strict=True)]) >= 0.8
+    assert (
+        np.mean(
+            [
+                (r[e.labels] > 0.5).any()
+                for r, e in zip(own, [e for e in test if e.succeeded], strict=True)
+            ]
+        )
+        >= 0.8
+    )

@@ -127,9 +127,24 @@ def test_cli_train_and_eval(synthetic_store, tmp_path, capsys):
 
     save_checkpoint(Reflector(ReflectorModelConfig(eta=0.3)), tmp_path / "refl")
     rc = main(
-        ["eval-simulator", "--checkpoint", str(out / "checkpoint"), "--data", str(synthetic_store),
-         "--out", str(tmp_path / "ev2"), "--horizons", "1", "--max-episodes", "2",
-         "--reflector", str(tmp_path / "refl"), "--reflector-steps", "3", "--no-progress"]
+        [
+            "eval-simulator",
+            "--checkpoint",
+            str(out / "checkpoint"),
+            "--data",
+            str(synthetic_store),
+            "--out",
+            str(tmp_path / "ev2"),
+            "--horizons",
+            "1",
+            "--max-episodes",
+            "2",
+            "--reflector",
+            str(tmp_path / "refl"),
+            "--reflector-steps",
+            "3",
+            "--no-progress",
+        ]
     )
     assert rc == 0
     agree = json.loads((tmp_path / "ev2" / "fidelity.json").read_text())["reflector"]
@@ -193,10 +208,10 @@ def test_reward_agreement_splits_by_real_outcome(make_episodes, synthetic_store,
         return score
 
     for value, expect in ((0.9, 1.0), (0.1, 0.0)):
-        rep = reward_agreement(model, [tmp_path / "s"], constant(value), eta=0.5, max_steps=5,
-                               batch=3, progress=False)
+        rep = reward_agreement(
+            model, [tmp_path / "s"], constant(value), eta=0.5, max_steps=5, batch=3, progress=False
+        )
         assert rep["successful"]["episodes"] == 1 and rep["failed"]["episodes"] == 3
         for outcome in ("successful", "failed"):
             assert rep[outcome]["real_detected"] == rep[outcome]["imagined_detected"] == expect
     assert set(seen) == {(6, 16, 16, 3)}  # first frame + 5 imagined steps, real and imagined
-

@@ -76,13 +76,31 @@ def test_cli_import_and_bad_files(tmp_path, capsys):
     a = tmp_path / f"{TASK}_demo.hdf5"
     write_libero_file(a, demos=4)
     out = tmp_path / "store"
-    rc = main(["import-libero", "--hdf5", str(a), "--out", str(out), "--demos-per-task", "3",
-               "--size", "24", "--no-camera", "--no-progress"])
+    rc = main(
+        [
+            "import-libero",
+            "--hdf5",
+            str(a),
+            "--out",
+            str(out),
+            "--demos-per-task",
+            "3",
+            "--size",
+            "24",
+            "--no-camera",
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and "imported 3 demos" in capsys.readouterr().out
     store = EpisodeStore(out)
-    assert len(store) == 3 and all(e["success"] and e["source"] == "expert"
-                                   for e in store.episode_info)
-    assert store.meta["image_size"] == 24 and store.meta["env"] == "libero" and store.meta["suite"] == "libero_spatial"
+    assert len(store) == 3 and all(
+        e["success"] and e["source"] == "expert" for e in store.episode_info
+    )
+    assert (
+        store.meta["image_size"] == 24
+        and store.meta["env"] == "libero"
+        and store.meta["suite"] == "libero_spatial"
+    )
     assert store.load_episode(store.episode_ids[0]).images.shape[1:] == (24, 24, 3)
 
     bad = tmp_path / "bad.hdf5"
@@ -91,8 +109,18 @@ def test_cli_import_and_bad_files(tmp_path, capsys):
         f["data/demo_0/actions"] = np.zeros((4, 7))
     with pytest.raises(ValueError, match=r"bad\.hdf5.*data/demo_0/obs/agentview_rgb"):
         list(read_demo_file(bad))
-    rc = main(["import-libero", "--hdf5", str(a), str(bad), "--out", str(tmp_path / "o2"),
-               "--no-camera", "--no-progress"])
+    rc = main(
+        [
+            "import-libero",
+            "--hdf5",
+            str(a),
+            str(bad),
+            "--out",
+            str(tmp_path / "o2"),
+            "--no-camera",
+            "--no-progress",
+        ]
+    )
     assert rc == 2 and "agentview_rgb" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()  # nothing half-written
     with pytest.raises(FileNotFoundError, match="nope.hdf5"):

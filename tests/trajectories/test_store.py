@@ -14,7 +14,9 @@ from trajectories.store import EpisodeStore, StoreBuilder, write_episodes
 META = {"env": {"name": "tabletop"}, "image_size": 16}
 
 
-def make_episode(eid: str, steps: int = 5, *, size: int = 16, wrist: bool = False, seed: int = 0) -> Episode:
+def make_episode(
+    eid: str, steps: int = 5, *, size: int = 16, wrist: bool = False, seed: int = 0
+) -> Episode:
     rng = np.random.default_rng(seed)
     n = steps + 1
     success = np.zeros(n, dtype=bool)
@@ -24,9 +26,13 @@ def make_episode(eid: str, steps: int = 5, *, size: int = 16, wrist: bool = Fals
         task_id="place_red_on_blue",
         instruction="put the red block on the blue plate",
         images=rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8),
-        wrist_images=rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8) if wrist else None,
+        wrist_images=rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+        if wrist
+        else None,
         proprio=rng.normal(size=(n, 8)).astype(np.float32),
-        actions=np.concatenate([rng.uniform(-1, 1, size=(steps, 7)), np.zeros((1, 7))]).astype(np.float32),
+        actions=np.concatenate([rng.uniform(-1, 1, size=(steps, 7)), np.zeros((1, 7))]).astype(
+            np.float32
+        ),
         success=success,
         source="exploration",
         policy_version=3,
@@ -48,7 +54,11 @@ def test_round_trip(tmp_path):
         np.testing.assert_array_equal(got.success, ep.success)
         np.testing.assert_array_equal(got.done, ep.done)
         assert got.done[-1] and not got.done[:-1].any()
-        assert (got.source, got.policy_version, got.instruction) == ("exploration", 3, ep.instruction)
+        assert (got.source, got.policy_version, got.instruction) == (
+            "exploration",
+            3,
+            ep.instruction,
+        )
         if ep.wrist_images is None:
             assert got.wrist_images is None
         else:
@@ -112,15 +122,32 @@ def test_missing_store(tmp_path):
 def test_bad_episode_shapes():
     ep = make_episode("a")
     with pytest.raises(ValueError, match="proprio must have shape"):
-        Episode(episode_id="x", task_id="t", instruction="i", images=ep.images,
-                proprio=ep.proprio[:-1], actions=ep.actions, success=ep.success)
+        Episode(
+            episode_id="x",
+            task_id="t",
+            instruction="i",
+            images=ep.images,
+            proprio=ep.proprio[:-1],
+            actions=ep.actions,
+            success=ep.success,
+        )
     with pytest.raises(ValueError, match="source must be one of"):
-        Episode(episode_id="x", task_id="t", instruction="i", images=ep.images,
-                proprio=ep.proprio, actions=ep.actions, success=ep.success, source="human")
+        Episode(
+            episode_id="x",
+            task_id="t",
+            instruction="i",
+            images=ep.images,
+            proprio=ep.proprio,
+            actions=ep.actions,
+            success=ep.success,
+            source="human",
+        )
 
 
 def test_window_dataset(tmp_path):
-    write_episodes(tmp_path / "s", [make_episode("a", 4, seed=1), make_episode("b", 2, seed=2)], META)
+    write_episodes(
+        tmp_path / "s", [make_episode("a", 4, seed=1), make_episode("b", 2, seed=2)], META
+    )
     store = EpisodeStore(tmp_path / "s")
     ds = WindowDataset(store, window=3)
     # rows: a has 5 -> 3 windows, b has 3 -> 1 window
