@@ -204,6 +204,6 @@ def run_episode(
 def store_meta(env: Env, env_cfg: Any) -> dict[str, Any]:
     """Metadata recorded with every Parquet file: the env's own description (name, image size,
     camera, controller limits, tasks) plus the config that built it."""
-    from cluster.configlib import to_dict
+    from core.configlib import to_dict
 
     return {**env.meta(), "env_config": to_dict(env_cfg), "action_dim": 7, "proprio_dim": 8}

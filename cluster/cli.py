@@ -14,7 +14,7 @@ import sys
 from types import ModuleType
 
 import cluster.commands
-from cluster.configlib import ConfigError
+from core.configlib import ConfigError
 
 
 def _command_modules() -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from actors.config import CollectConfig, RolloutConfig
-from cluster.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
+from core.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
 from policy.config import PolicyConfig, SFTConfig
@@ -287,7 +287,7 @@ def load_config(
 
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the full resolved config as YAML (atomically)."""
-    from cluster.fsutil import write_text_atomic
+    from core.fsutil import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ExperimentConfig, dump_config
-from cluster.fsutil import write_text_atomic
+from core.fsutil import write_text_atomic
 
 STAGES = (
     "collect",

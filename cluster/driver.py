@@ -23,12 +23,12 @@ from actors.rollout_worker import RealRolloutWorker, RolloutWorker
 from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory, SimulatorFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
 from cluster.config import ExperimentConfig, dump_config
-from cluster.configlib import ConfigError
-from cluster.fsutil import staged_folder, write_text_atomic
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
+from core.configlib import ConfigError
+from core.fsutil import staged_folder, write_text_atomic
 from reflector_service.checkpoint import termination_eta
 from reflector_service.service import ReflectorService
 from simulator_service.service import SimulatorService

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from actors.eval_worker import EVAL_SEED_OFFSET, EvalWorker
 from actors.evaluation import EvalJob, summarize
 from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory
-from cluster.fsutil import write_text_atomic
+from core.fsutil import write_text_atomic
 from envs.config import EnvConfig
 
 

@@ -86,3 +86,38 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class ServiceGauges:
+    """Ray metrics of a model service (Ray dashboard / Prometheus): request latency, batch size
+    and queue depth. Passed as the services' ``observer`` by ``cluster/placement.py``; inert
+    outside a Ray process.
+
+    Args:
+        name: the service's metric prefix ("sim" or "reflector").
+    """
+
+    def __init__(self, name: str):
+        try:
+            from ray.util import metrics
+
+            self.latency = metrics.Histogram(
+                f"rehearse_{name}_request_latency_ms",
+                description=f"{name} request latency including batching wait",
+                boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+            )
+            self.batch = metrics.Gauge(
+                f"rehearse_{name}_batch_size", description=f"{name} environments per model call"
+            )
+            self.queue = metrics.Gauge(
+                f"rehearse_{name}_queue_depth", description=f"{name} requests waiting"
+            )
+        except Exception:  # outside a Ray process
+            self.latency = self.batch = self.queue = None
+
+    def observe(self, *, latency_ms: float, batch_size: int, queue_depth: int) -> None:
+        if self.latency is None:
+            return
+        self.latency.observe(latency_ms)
+        self.batch.set(batch_size)
+        self.queue.set(queue_depth)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster.config import ClusterConfig, ReplicaConfig
-from cluster.configlib import ConfigError
+from cluster.metrics import ServiceGauges
+from core.configlib import ConfigError
 
 
 def check_resources(cfg: ClusterConfig, *, services: bool = True) -> None:
@@ -58,7 +59,12 @@ def start_replicas(
             max_restarts=rc.max_restarts,
             max_task_retries=0,
             max_concurrency=1000,
-        ).remote(backend_factory, max_batch_size=rc.max_batch_size, max_wait_ms=rc.max_wait_ms)
+        ).remote(
+            backend_factory,
+            max_batch_size=rc.max_batch_size,
+            max_wait_ms=rc.max_wait_ms,
+            observer=ServiceGauges,
+        )
         for i in range(rc.replicas)
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from cluster.configlib import require
+from core.configlib import require
 from envs.tabletop_tasks import MAX_HOME_JITTER
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.configlib import require
+from core.configlib import require
 from envs.base import ACTION_DIM, PROPRIO_DIM
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.configlib import require
+from core.configlib import require
 
 
 @dataclass

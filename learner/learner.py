@@ -20,12 +20,12 @@ from tqdm import tqdm
 from learner.batch import TrajectoryBatch
 from learner.config import LearnerConfig
 from learner.loop import (
-    laplace_entropy,
     nonconstant_group_mask,
     ppo_clip_loss,
     rloo_advantages,
     termination_mask,
 )
+from policy.distribution import laplace_entropy
 
 PARAM_GROUPS = ("lora", "heads")
 _STAT_KEYS = ("loss", "approx_kl", "clip_frac", "ratio_mean", "entropy")

@@ -1,4 +1,4 @@
-"""LOOP math (RIPT-VLA / World-Env): Laplace log-probs, RLOO advantages, PPO-clip loss, masks.
+"""LOOP math (RIPT-VLA / World-Env): RLOO advantages, PPO-clip loss, masks.
 
 Pure functions on torch tensors, no state and no Ray. Shapes use B trajectories, T policy steps
 (one policy step = one action chunk), A action dimensions, G groups of N rollouts of one initial
@@ -7,42 +7,7 @@ state.
 
 from __future__ import annotations
 
-import math
-
 import torch
-
-_LOG_2 = math.log(2.0)
-
-
-def laplace_log_prob(
-    actions: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor
-) -> torch.Tensor:
-    """Log density of independent Laplace(loc, exp(log_scale)) per dimension, summed over A.
-
-    log p(a) = sum_i [ -|a_i - mu_i| / b_i - log b_i - log 2 ],  b = exp(log_scale).
-
-    Args:
-        actions: (..., A) actions.
-        loc: (..., A) Laplace location mu (broadcasts against ``actions``).
-        log_scale: (..., A) log of the Laplace scale b (broadcasts against ``actions``).
-    Returns:
-        (...) log-probabilities, the product of the per-dimension densities in log space.
-    """
-    per_dim = -(actions - loc).abs() * torch.exp(-log_scale) - log_scale - _LOG_2  # (..., A)
-    return per_dim.sum(dim=-1)
-
-
-def laplace_entropy(log_scale: torch.Tensor) -> torch.Tensor:
-    """Entropy of independent Laplace distributions, summed over the last dimension.
-
-    H = sum_i (1 + log 2 + log b_i); it does not depend on the location.
-
-    Args:
-        log_scale: (..., A) log of the Laplace scale b.
-    Returns:
-        (...) entropies in nats.
-    """
-    return (1.0 + _LOG_2 + log_scale).sum(dim=-1)
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -172,8 +137,6 @@ def ppo_clip_loss(
 
 
 __all__ = [
-    "laplace_log_prob",
-    "laplace_entropy",
     "rloo_advantages",
     "nonconstant_group_mask",
     "termination_mask",

@@ -1,4 +1,4 @@
 """The OpenVLA-OFT-compatible VLA policy (no Ray here)."""
 
 # transformers / open_clip import torchvision, which needs this fix on CPU-only torch.
-import cluster.compat  # noqa: F401
+import core.compat  # noqa: F401

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import yaml
 
-from cluster.configlib import ConfigError, from_dict, to_dict
-from cluster.fsutil import staged_folder
-from cluster.weights import compare_state_dicts
+from core.configlib import ConfigError, from_dict, to_dict
+from core.fsutil import staged_folder
+from core.weights import compare_state_dicts
 from policy.config import PolicyConfig
 from policy.normalization import STATS_FILE, Normalizer, load_statistics, save_statistics
 from policy.policy import Policy

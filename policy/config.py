@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cluster.configlib import require
+from core.configlib import require
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-import cluster.compat  # noqa: F401  (torchvision fix before transformers/peft)
+import core.compat  # noqa: F401  (torchvision fix before transformers/peft)
 
 ADAPTER_NAME = "default"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import cluster.compat  # noqa: F401  (torchvision fix before transformers)
+import core.compat  # noqa: F401  (torchvision fix before transformers)
 from policy.config import Arch, PolicyConfig
 from policy.heads import (
     FusedProjector,

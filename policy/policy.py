@@ -2,7 +2,7 @@
 
 Actions are in the model's normalized space (pose in [-1, 1] by q01/q99, gripper in [0, 1] as
 OFT); ``to_env_actions`` maps them to the env's 7-D command. The Laplace log-prob is
-``learner.loop.laplace_log_prob`` (the learner's function) summed over the chunk.
+``policy.distribution.laplace_log_prob`` summed over the chunk.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learner.loop import laplace_log_prob
 from policy.config import PolicyConfig
+from policy.distribution import laplace_log_prob, laplace_sample
 from policy.lora import add_lora
 from policy.model import VLA
 from policy.normalization import Normalizer
@@ -233,9 +233,7 @@ class Policy(nn.Module):
         if deterministic:
             actions = mu
         else:
-            u = torch.rand(mu.shape, generator=generator, device="cpu").to(mu.device) - 0.5
-            u = u.clamp(-0.5 + 1e-7, 0.5 - 1e-7)
-            actions = mu - log_scale.exp() * torch.sign(u) * torch.log1p(-2 * u.abs())
+            actions = laplace_sample(mu, log_scale, generator=generator)
         return actions, laplace_log_prob(actions, mu, log_scale).sum(-1), mu, log_scale
 
     def log_prob(

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from learner.loop import laplace_log_prob
 from policy.checkpoint import build_policy, load_base, save_policy
 from policy.config import PolicyConfig, SFTConfig
+from policy.distribution import laplace_log_prob
 from policy.heads import group_action_hidden
 from policy.normalization import Normalizer, statistics_from_store
 from policy.policy import Policy

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-import cluster.compat  # noqa: F401  (torchvision fix before transformers)
+import core.compat  # noqa: F401  (torchvision fix before transformers)
 
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 LLAMA_EMPTY_TOKEN = 29871  # OFT appends Llama's "▁" token to the prompt when it is missing

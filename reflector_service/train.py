@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cluster.configlib import to_dict
+from core.configlib import to_dict
 from reflector_service.checkpoint import load_checkpoint, read_config, read_meta, save_checkpoint
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains

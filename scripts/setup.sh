@@ -70,5 +70,5 @@ if [[ " ${extras[*]} " == *" libero "* && -x "$here/scripts/setup_libero.sh" ]];
   "$here/scripts/setup_libero.sh" "$venv"
 fi
 
-"$venv/bin/python" -c "import cluster.compat; cluster.compat.check_torchvision()" \
+"$venv/bin/python" -c "import core.compat; core.compat.check_torchvision()" \
   && echo "[setup] done: activate with 'source $venv/bin/activate'"

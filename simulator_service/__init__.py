@@ -1,4 +1,4 @@
 """The action-conditioned diffusion world simulator (model code has no Ray import)."""
 
 # transformers / open_clip import torchvision, which needs this fix on CPU-only torch.
-import cluster.compat  # noqa: F401
+import core.compat  # noqa: F401

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cluster.configlib import ConfigError, from_dict, to_dict
-from cluster.fsutil import staged_folder
-from cluster.weights import compare_state_dicts
+from core.configlib import ConfigError, from_dict, to_dict
+from core.fsutil import staged_folder
+from core.weights import compare_state_dicts
 from simulator_service.config import SimulatorConfig
 from simulator_service.model import WorldModel
 

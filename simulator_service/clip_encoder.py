@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cluster.compat  # noqa: F401  (must precede open_clip: torchvision fix on CPU torch)
-from cluster.weights import compare_state_dicts
+import core.compat  # noqa: F401  (must precede open_clip: torchvision fix on CPU torch)
+from core.weights import compare_state_dicts
 from simulator_service.config import ClipConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

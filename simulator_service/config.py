@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cluster.configlib import require, to_dict
+from core.configlib import require, to_dict
 
 
 @dataclass

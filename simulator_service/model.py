@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cluster.compat  # noqa: F401  (before diffusers: torchvision fix on CPU torch)
+import core.compat  # noqa: F401  (before diffusers: torchvision fix on CPU torch)
 from simulator_service.conditioning import ConditioningProjector, Features, FrozenEncoders
 from simulator_service.config import SimulatorConfig
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-# diffusers is imported inside functions, after cluster.compat has run (its U-Net import
+# diffusers is imported inside functions, after core.compat has run (its U-Net import
 # pulls in transformers and torchvision, which fail on CPU torch without the fix).
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.service_base import BatchedService
+from core.service_base import BatchedService
 
 
 class SimulatorService(BatchedService):
@@ -26,6 +26,7 @@ class SimulatorService(BatchedService):
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
+        observer: Callable[[str], Any] | None = None,
     ):
         super().__init__(
             backend_factory,
@@ -33,6 +34,7 @@ class SimulatorService(BatchedService):
             name="sim",
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
+            observer=observer,
         )
 
     async def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:

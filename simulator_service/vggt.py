@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cluster.weights import compare_state_dicts
+from core.weights import compare_state_dicts
 from simulator_service.config import VGGTConfig
 
 

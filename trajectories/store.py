@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cluster.fsutil import replace_folder
+from core.fsutil import replace_folder
 from trajectories.episode import Episode
 from trajectories.schema import META_KEY, check_schema
 

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from cluster.fsutil import write_text_atomic
+    from core.fsutil import write_text_atomic
     from reflector_service.checkpoint import load_checkpoint
     from reflector_service.episodes import load_labeled_episodes, score_episodes
     from reflector_service.metrics import plot_rewards, reflector_metrics

@@ -102,8 +102,8 @@ def _evaluate(policy, store, *, episodes: int, execute_steps: int, progress: boo
     """Success of the policy and of the scripted expert on the store's tasks, same seeds."""
     from actors.evaluation import evaluate_expert, evaluate_jobs, summarize
     from cluster.backends import EnvFactory
-    from cluster.configlib import from_dict
     from cluster.evaluate import eval_jobs
+    from core.configlib import from_dict
     from envs.config import EnvConfig
 
     if "env_config" not in store.meta:

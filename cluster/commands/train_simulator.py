@@ -52,7 +52,7 @@ def simulator_section(config: str | None, overrides: list[str], preset: str | No
     import yaml
 
     from cluster.config import load_config
-    from cluster.configlib import ConfigError, apply_overrides, from_dict, to_dict
+    from core.configlib import ConfigError, apply_overrides, from_dict, to_dict
     from simulator_service.config import SimulatorConfig
 
     cfg = load_config(config, overrides)  # validates the whole experiment config

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import ExperimentConfig, dump_config, load_config
-from cluster.configlib import ConfigError, from_dict, require
+from core.configlib import ConfigError, from_dict, require
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from actors.config import CollectConfig
 from cluster.collect import collect, episode_specs
 from cluster.config import ExperimentConfig, PostTrainConfig
-from cluster.configlib import ConfigError
+from core.configlib import ConfigError
 from envs.config import EnvConfig
 from policy.checkpoint import build_policy, load_policy, save_policy
 from policy.config import PolicyConfig

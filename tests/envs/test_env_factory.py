@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.configlib import ConfigError, from_dict
+from core.configlib import ConfigError, from_dict
 from envs.config import EnvConfig
 from envs.factory import make_env
 from envs.tabletop import TabletopEnv

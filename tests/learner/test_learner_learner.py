@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cluster.configlib import ConfigError, from_dict
+from core.configlib import ConfigError, from_dict
 from learner import Learner, LearnerConfig, TrajectoryBatch
-from learner.loop import laplace_entropy, laplace_log_prob
+from policy.distribution import laplace_entropy, laplace_log_prob
 
 OBS_DIM, CHUNK, ACTION_DIM = 4, 2, 3
 

@@ -1,4 +1,4 @@
-"""LOOP math against plain Python loops: Laplace log-prob, RLOO, masks, PPO-clip loss."""
+"""LOOP math against plain Python loops: RLOO, masks, PPO-clip loss."""
 
 from __future__ import annotations
 
@@ -8,38 +8,11 @@ import pytest
 import torch
 
 from learner.loop import (
-    laplace_entropy,
-    laplace_log_prob,
     nonconstant_group_mask,
     ppo_clip_loss,
     rloo_advantages,
     termination_mask,
 )
-
-
-def test_laplace_log_prob_matches_loop_and_broadcasts() -> None:
-    g = torch.Generator().manual_seed(0)
-    actions = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)  # (B, T, A)
-    loc = torch.randn(3, 4, generator=g, dtype=torch.float64)  # broadcast over B
-    log_scale = torch.randn(4, generator=g, dtype=torch.float64)  # broadcast over B, T
-    out = laplace_log_prob(actions, loc, log_scale)
-    assert out.shape == (2, 3)
-    for b in range(2):
-        for t in range(3):
-            total = 0.0
-            for i in range(4):
-                scale = math.exp(log_scale[i].item())
-                diff = abs(actions[b, t, i].item() - loc[t, i].item())
-                total += -diff / scale - math.log(2 * scale)
-            assert out[b, t].item() == pytest.approx(total, rel=1e-12)
-    ref = torch.distributions.Laplace(loc, log_scale.exp()).log_prob(actions).sum(-1)
-    torch.testing.assert_close(out, ref)
-
-
-def test_laplace_entropy_matches_torch_distributions() -> None:
-    log_scale = torch.tensor([[-3.0, -2.0, 0.5], [0.0, 1.0, -1.0]], dtype=torch.float64)
-    ref = torch.distributions.Laplace(torch.zeros_like(log_scale), log_scale.exp()).entropy()
-    torch.testing.assert_close(laplace_entropy(log_scale), ref.sum(-1))
 
 
 def test_rloo_advantages_match_loop() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import cluster.compat  # noqa: F401
+import core.compat  # noqa: F401
 from policy.checkpoint import load_policy, save_policy
 from policy.oft_import import export_oft, import_oft
 

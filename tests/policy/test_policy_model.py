@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.configlib import ConfigError, from_dict
+from core.configlib import ConfigError, from_dict
 from policy.config import PolicyConfig
 from policy.normalization import Normalizer
 

@@ -439,7 +439,7 @@ def test_batch_sampler_oversamples_successful_episodes(stores):
 
 
 def test_new_train_fields_are_validated():
-    from cluster.configlib import ConfigError
+    from core.configlib import ConfigError
 
     with pytest.raises((ConfigError, ValueError), match="success_fraction"):
         ReflectorTrainConfig(success_fraction=1.0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import cluster.compat  # noqa: F401
+import core.compat  # noqa: F401
 from simulator_service.clip_encoder import ClipImageEncoder, load_clip_visual
 from simulator_service.conditioning import FeatureCache
 from simulator_service.config import ClipConfig, SimulatorConfig, VGGTConfig

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cluster.batcher import DynamicBatcher
+from core.batcher import DynamicBatcher
 
 
 class BatchedService:
@@ -24,6 +24,9 @@ class BatchedService:
         batch_method: name of the backend's batched method (list of requests -> results).
         name: metric name prefix ("sim" or "reflector").
         max_batch_size, max_wait_ms: dynamic batching limits (environments, milliseconds).
+        observer: builds, from ``name``, what receives every request's latency, batch size and
+            queue depth (``observe(latency_ms=, batch_size=, queue_depth=)``), e.g. the Ray
+            dashboard's gauges (``cluster.metrics.ServiceGauges``); None keeps only ``stats``.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class BatchedService:
         name: str,
         max_batch_size: int,
         max_wait_ms: float,
+        observer: Callable[[str], Any] | None = None,
     ):
         self.backend = backend_factory()
         self.name = name
@@ -43,17 +47,18 @@ class BatchedService:
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_ms / 1000.0,
         )
-        self._metrics = _ServiceMetrics(name)
+        self._observer = observer(name) if observer is not None else None
         self.started = time.time()
 
     async def _submit(self, key: str, payload: Any) -> Any:
         t = time.perf_counter()
         out = await self.batcher.submit((key, payload))
-        self._metrics.observe(
-            latency_ms=1000 * (time.perf_counter() - t),
-            batch_size=self.batcher.stats.last_batch_size,
-            queue_depth=self.batcher.queue_depth,
-        )
+        if self._observer is not None:
+            self._observer.observe(
+                latency_ms=1000 * (time.perf_counter() - t),
+                batch_size=self.batcher.stats.last_batch_size,
+                queue_depth=self.batcher.queue_depth,
+            )
         return out
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -70,32 +75,3 @@ class BatchedService:
 
     def ping(self) -> str:
         return "ok"
-
-
-class _ServiceMetrics:
-    """Ray metrics of a service (shown by the Ray dashboard / Prometheus); no-ops without Ray."""
-
-    def __init__(self, name: str):
-        try:
-            from ray.util import metrics
-
-            self.latency = metrics.Histogram(
-                f"rehearse_{name}_request_latency_ms",
-                description=f"{name} request latency including batching wait",
-                boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
-            )
-            self.batch = metrics.Gauge(
-                f"rehearse_{name}_batch_size", description=f"{name} environments per model call"
-            )
-            self.queue = metrics.Gauge(
-                f"rehearse_{name}_queue_depth", description=f"{name} requests waiting"
-            )
-        except Exception:  # outside a Ray process
-            self.latency = self.batch = self.queue = None
-
-    def observe(self, *, latency_ms: float, batch_size: int, queue_depth: int) -> None:
-        if self.latency is None:
-            return
-        self.latency.observe(latency_ms)
-        self.batch.set(batch_size)
-        self.queue.set(queue_depth)

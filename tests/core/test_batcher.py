@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cluster.batcher import DynamicBatcher
+from core.batcher import DynamicBatcher
 
 
 def test_merges_concurrent_requests_and_keeps_order():
