@@ -11,9 +11,41 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+
+class SimulatorClient(Protocol):
+    """A world simulator holding the imagined state of named groups of environments."""
+
+    recoveries: int  # times a group's state was re-sent after a replica restart
+
+    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+        """frames: (N, T0, H, W, 3) uint8 context (last = current); proprio: (N, 8)."""
+        ...
+
+    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
+        """next_proprio: (N, 8) -> next frames (N, H, W, 3) uint8."""
+        ...
+
+    def release(self, key: str) -> None: ...
+
+
+class ReflectorClient(Protocol):
+    """A reflector scoring named groups of environments incrementally."""
+
+    recoveries: int
+
+    def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
+        """Start N episodes from context frames (N, T0, H, W, 3); returns rewards (N,) now."""
+        ...
+
+    def score(self, key: str, frames: np.ndarray) -> np.ndarray:
+        """Add one frame per environment (N, H, W, 3); returns rewards (N,) in [0, 1]."""
+        ...
+
+    def release(self, key: str) -> None: ...
 
 
 class LocalSimulatorClient:

@@ -18,7 +18,7 @@ class CollectConfig:
         steps_after_success: steps recorded after the first success (0: end there). Frames
             after success teach the reflector that a finished task stays finished.
         policy_execute_steps: actions of each sampled chunk executed before the policy acts
-            again, in policy-driven exploration (0: the whole chunk).
+            again, in policy-driven exploration (None: the whole chunk).
         episodes_per_task: default for ``--episodes-per-task``.
         episodes_per_part: episodes per Parquet part file.
     """
@@ -26,7 +26,7 @@ class CollectConfig:
     exploration_scale: float = 0.3
     exploration_gripper_scale: float = 0.3
     steps_after_success: int = 0
-    policy_execute_steps: int = 0
+    policy_execute_steps: int | None = None
     episodes_per_task: int = 5
     episodes_per_part: int = 64
 
@@ -37,7 +37,10 @@ class CollectConfig:
         )
         require(self.episodes_per_task >= 1, "collect.episodes_per_task must be >= 1")
         require(self.steps_after_success >= 0, "collect.steps_after_success must be >= 0")
-        require(self.policy_execute_steps >= 0, "collect.policy_execute_steps must be >= 0")
+        require(
+            self.policy_execute_steps is None or self.policy_execute_steps >= 1,
+            "collect.policy_execute_steps must be >= 1, or null for the whole chunk",
+        )
         require(self.episodes_per_part >= 1, "collect.episodes_per_part must be >= 1")
 
 
@@ -50,24 +53,37 @@ class RolloutConfig:
         groups_per_worker: groups each rollout worker runs per iteration.
         max_policy_steps: policy calls (action chunks) per imagined episode at most.
         execute_steps: actions of each chunk executed before the policy acts again (<= chunk).
-        eta: reflector termination threshold (terminate when R > eta); 0 takes the eta stored
-            in the reflector checkpoint, which reflector training chooses (with the hold) on
-            its validation split and calibration stores (``reflector.train.calibrate_eta``).
+        eta: reflector termination threshold (terminate when R > eta); None takes the eta
+            stored in the reflector checkpoint, which reflector training chooses (with the
+            hold) on its validation split and calibration stores
+            (``reflector.train.calibrate_eta``).
         keyframes: start from keyframes inside real episodes (WoVR) as well as from step 0.
         context_frames: real frames before the start given as history.
         eval_episodes: real-env episodes per evaluation.
-        eval_max_steps: real-env step limit in evaluation (0: the env's own).
+        eval_max_steps: real-env step limit in evaluation (None: the env's own).
+        scale_factor: exploration width: training rollouts sample a ~ Laplace(mu, scale_factor
+            x b) (RIPT-VLA: 2-5); log-probs, acting and learning alike, use the policy's own b,
+            so PPO ratios compare the policy before and after an update at the same width.
+        mixed_groups: dynamic sampling (RIPT-VLA): each iteration keeps drawing fresh starts,
+            ``groups_per_worker`` per worker per round, until this many groups whose rewards
+            are not all equal are collected, and the learner trains on exactly those (0: one
+            round, every non-constant group trains).
+        max_sampling_rounds: the most rounds an iteration draws before it trains on what it
+            has (counted in ``rollout/sampling_rounds``; a warning says when the cap is hit).
     """
 
     group_size: int = 8
     groups_per_worker: int = 1
     max_policy_steps: int = 6
     execute_steps: int = 8
-    eta: float = 0.0
+    eta: float | None = None
     keyframes: bool = True
     context_frames: int = 1
     eval_episodes: int = 100
-    eval_max_steps: int = 0
+    eval_max_steps: int | None = None
+    scale_factor: float = 1.0
+    mixed_groups: int = 0
+    max_sampling_rounds: int = 4
 
     def __post_init__(self) -> None:
         require(
@@ -77,9 +93,18 @@ class RolloutConfig:
         require(self.max_policy_steps >= 1, "rollout.max_policy_steps must be >= 1")
         require(self.execute_steps >= 1, "rollout.execute_steps must be >= 1")
         require(
-            0.0 <= self.eta < 1.0,
-            f"rollout.eta must be in (0, 1), or 0 for the reflector checkpoint's, got {self.eta}",
+            self.eta is None or 0.0 < self.eta < 1.0,
+            f"rollout.eta must be in (0, 1), or null for the reflector checkpoint's, "
+            f"got {self.eta}",
         )
         require(self.context_frames >= 1, "rollout.context_frames must be >= 1")
         require(self.eval_episodes >= 1, "rollout.eval_episodes must be >= 1")
-        require(self.eval_max_steps >= 0, "rollout.eval_max_steps must be >= 0")
+        require(
+            self.eval_max_steps is None or self.eval_max_steps >= 1,
+            "rollout.eval_max_steps must be >= 1, or null for the env's own limit",
+        )
+        require(self.scale_factor > 0, f"rollout.scale_factor must be > 0, got {self.scale_factor}")
+        require(
+            self.mixed_groups >= 0, "rollout.mixed_groups must be >= 0 (0: no dynamic sampling)"
+        )
+        require(self.max_sampling_rounds >= 1, "rollout.max_sampling_rounds must be >= 1")

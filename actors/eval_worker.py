@@ -1,8 +1,8 @@
 """Evaluation worker: a policy copy and real environments, for success rates.
 
 Wrap with ``ray.remote(**resources)(EvalWorker)`` where it is created (``cluster/evaluate.py``).
-Seeds of evaluation episodes are offset from training seeds (``EVAL_SEED_OFFSET``) so no
-evaluation episode reuses a start that data collection saw.
+Seeds of evaluation episodes are offset from training seeds (``actors.starts.EVAL_SEED_OFFSET``)
+so no evaluation episode reuses a start that data collection or the oracle saw.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from actors.evaluation import EnvPool, EvalJob, evaluate_jobs
-
-EVAL_SEED_OFFSET = 10_000_000
+from actors.evaluation import evaluate_jobs
+from actors.starts import EvalJob
+from actors.worlds import EnvPool
 
 
 class EvalWorker:
@@ -49,6 +49,13 @@ class EvalWorker:
             reflector=self.reflector if use_reflector else None,
             **kwargs,
         )
+
+    def load_weights(self, published: tuple[int, dict[str, torch.Tensor]]) -> int:
+        """Copy published (version, trainable weights) into the policy (the learning curve
+        evaluates the current policy of a post-training run); returns the version."""
+        version, state = published
+        self.policy.load_trainable_state_dict(state)
+        return int(version)
 
     def close(self) -> None:
         """Free the envs (call before the process ends)."""

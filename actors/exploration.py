@@ -120,11 +120,11 @@ class LaplacePerturbed(ActionSource):
 class PolicySampler(ActionSource):
     """Self-exploration with a learned policy: chunks sampled from its own Laplace(mu, b).
 
-    The policy acts every ``execute_steps`` steps (0: a whole chunk) and the sampled chunk runs
+    The policy acts every ``execute_steps`` steps (None: a whole chunk) and the sampled chunk runs
     open loop, as in imagined rollouts; the sampling noise comes from the episode's ``rng``.
     """
 
-    def __init__(self, policy: Any, *, execute_steps: int = 0):
+    def __init__(self, policy: Any, *, execute_steps: int | None = None):
         self.policy = policy
         self.execute_steps = execute_steps
         self._queue: list[np.ndarray] = []

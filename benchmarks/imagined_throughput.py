@@ -68,6 +68,7 @@ def measure(
 
     from actors.config import RolloutConfig
     from actors.rollout_worker import RolloutWorker
+    from actors.worlds import ImaginedWorld
     from cluster.backends import PolicyFactory, ReflectorFactory, SimulatorFactory
     from cluster.config import ReplicaConfig
     from cluster.placement import start_actor, start_replicas
@@ -97,8 +98,7 @@ def measure(
         start_actor(
             RolloutWorker,
             PolicyFactory(policy),
-            sim=sims,
-            reflector=refls,
+            world=ImaginedWorld(sims, refls, eta=rollout.eta),
             rollout=rollout,
             worker_index=i,
             num_gpus=0,

@@ -114,8 +114,9 @@ class PostTrainConfig:
 
     Attributes:
         policy: SFT policy checkpoint folder to start from.
-        simulator: world simulator checkpoint folder, or "fake" (orchestration tests).
-        reflector: reflector checkpoint folder, or "fake".
+        simulator: world simulator checkpoint folder, or "fake" (a deterministic stand-in for
+            orchestration tests, only when written); required in imagination.
+        reflector: reflector checkpoint folder, or "fake"; required in imagination.
         data: episode stores whose real frames give the initial states.
         iterations: LOOP iterations (rollouts -> update -> weight broadcast).
         checkpoint_every: save trainable weights, optimizer, RNG and data cursor every K
@@ -133,11 +134,16 @@ class PostTrainConfig:
             success as the reward, same groups, horizon and update (RIPT-VLA's setting): the
             oracle that tells what imagination costs. A real run needs neither ``simulator``,
             ``reflector`` nor ``data`` and skips the imagined evaluation.
+        eval_every: the learning curve: every this many iterations (and before the first),
+            real-env success of the current policy with the mean action and sampled, on
+            ``eval_episodes_per_task`` fixed starts per task of its own (never the final
+            evaluation's), logged as ``eval/*`` and drawn in ``learning_curve.png`` (0: none).
+        eval_episodes_per_task: starts per task of the learning curve.
     """
 
     policy: str = ""
-    simulator: str = "fake"
-    reflector: str = "fake"
+    simulator: str = ""
+    reflector: str = ""
     data: list[str] = field(default_factory=list)
     iterations: int = 10
     checkpoint_every: int = 5
@@ -147,6 +153,8 @@ class PostTrainConfig:
     fake_latency_ms: float = 0.0
     imagined_eval_states: int = 0
     world: str = "imagined"
+    eval_every: int = 0
+    eval_episodes_per_task: int = 4
 
     def __post_init__(self) -> None:
         require(
@@ -158,6 +166,8 @@ class PostTrainConfig:
         require(self.checkpoint_every >= 1, "post_train.checkpoint_every must be >= 1")
         require(self.video_every >= 0, "post_train.video_every must be >= 0")
         require(self.fake_latency_ms >= 0, "post_train.fake_latency_ms must be >= 0")
+        require(self.eval_every >= 0, "post_train.eval_every must be >= 0 (0: no learning curve)")
+        require(self.eval_episodes_per_task >= 1, "post_train.eval_episodes_per_task must be >= 1")
 
 
 @dataclass
@@ -245,11 +255,6 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        require(
-            self.rollout.group_size == self.learner.group_size,
-            f"rollout.group_size ({self.rollout.group_size}) and learner.group_size "
-            f"({self.learner.group_size}) must be equal",
-        )
 
 
 def load_config(

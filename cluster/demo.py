@@ -58,7 +58,6 @@ QUICK_OVERRIDES = [
     "post_train.video_every=2",
     "post_train.imagined_eval_states=2",
     "rollout.group_size=4",
-    "learner.group_size=4",
     "learner.minibatch_size=4",
     "learner.micro_batch_size=4",
     "rollout.max_policy_steps=2",

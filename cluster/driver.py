@@ -1,9 +1,13 @@
-"""The driver behind ``rehearse post-train``: places every role and runs LOOP iterations.
+"""The driver behind ``rehearse post-train``: a small runner with named, timed steps.
 
-One iteration: sample initial states (real frames, keyframes) -> every rollout worker runs its
-RLOO groups through the simulator and reflector replicas -> the learner joins the batches (by
-reference, never through the driver) and runs LOOP -> the new trainable weights are published
-with a version and every worker copies them in before its next rollouts.
+One iteration: **roll out** (every rollout worker runs RLOO groups from fresh starts in its
+world: imagination through the simulator and reflector replicas, or the real env; with dynamic
+sampling, rounds repeat until enough groups with mixed rewards are in) -> **update** (the
+learner joins the batches by reference, never through the driver, and runs LOOP) -> **sync
+weights** (the new trainable weights go to every worker with a version) -> **log** ->
+**checkpoint** -> **evaluate** (the learning curve: real-env success of the current policy,
+mean action and sampled, on fixed starts). Around the loop: **start roles** and, at the end,
+the imagined evaluation and **export**. Each step's time is logged as ``timers/<step>_s``.
 """
 
 from __future__ import annotations
@@ -11,22 +15,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from actors.eval_worker import EVAL_SEED_OFFSET
-from actors.real_rollout import RealStartSampler
-from actors.rollout_worker import RealRolloutWorker, RolloutWorker
+from actors.config import RolloutConfig
+from actors.eval_worker import EvalWorker
+from actors.rollout_worker import RolloutWorker
+from actors.starts import CURVE_SEED_OFFSET, EVAL_SEED_OFFSET, RealStartSampler
+from actors.worlds import ImaginedWorld, RealWorld
 from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory, SimulatorFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
-from cluster.config import ExperimentConfig, dump_config
+from cluster.config import ExperimentConfig, ReplicaConfig, dump_config
+from cluster.curve import write_curve_plot
+from cluster.dynamic_sampling import collect_until_mixed
+from cluster.evaluate import eval_jobs
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
+from cluster.video import save_group_video
 from core.configlib import ConfigError
 from core.fsutil import staged_folder, write_text_atomic
 from reflector_service.checkpoint import termination_eta
@@ -40,40 +53,524 @@ def run_dir_of(cfg: ExperimentConfig) -> Path:
     return Path(cfg.post_train.run_dir.format(name=cfg.name))
 
 
-def _controller_limits(meta: dict[str, Any]) -> Any:
+@dataclass
+class ServiceSpec:
+    """A replicated model service of a world: metric prefix, actor class, placement, backend."""
+
+    prefix: str
+    cls: type
+    replicas: ReplicaConfig
+    factory: Any
+
+
+@dataclass
+class WorldSetup:
+    """What a post-training run needs of its world, built before Ray starts (so bad input
+    fails early): the rollout settings (eta resolved), the stream of training starts, the
+    services to start, the imagined evaluation's fixed starts, and how to make the world the
+    rollout workers act in from the started services' handles."""
+
+    rollout: RolloutConfig
+    sampler: Any
+    services: list[ServiceSpec]
+    eval_starts: list[Any]
+    make_world: Callable[[dict[str, list[Any]]], Any]
+
+
+def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
+    """Imagination: simulator and reflector replicas, starts from real episodes (keyframes)."""
     from envs.kinematics import ControllerLimits
 
-    if "controller_limits" not in meta:
-        return None
-    return ControllerLimits.from_dict(meta["controller_limits"])
-
-
-def _service_delta(before: list[dict], after: list[dict]) -> dict[str, float]:
-    """Mean batch size and compute time of the model calls made between two snapshots."""
-    batches = sum(a["batches"] - b["batches"] for a, b in zip(after, before, strict=True))
-    items = sum(a["items"] - b["items"] for a, b in zip(after, before, strict=True))
-    compute = sum(
-        a["mean_compute_ms"] * a["batches"] - b["mean_compute_ms"] * b["batches"]
-        for a, b in zip(after, before, strict=True)
+    pt, cc = cfg.post_train, cfg.cluster
+    for key in ("simulator", "reflector"):
+        if not getattr(pt, key):
+            raise ConfigError(
+                f"post_train.{key} is empty: post-training in imagination needs a {key} "
+                f'checkpoint folder (or "fake" for orchestration tests), or set '
+                f"post_train.world: real"
+            )
+    if not pt.data:
+        raise ConfigError(
+            "post_train.data is empty: name the episode stores whose real frames start the "
+            "imagined rollouts (e.g. the expert demos)"
+        )
+    rollout = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
+    stores = [EpisodeStore(p) for p in pt.data]
+    meta = stores[0].meta
+    limits = (
+        ControllerLimits.from_dict(meta["controller_limits"])
+        if "controller_limits" in meta
+        else None
     )
-    return {
-        "mean_batch_size": items / max(1, batches),
-        "calls": float(batches),
-        "mean_call_ms": compute / max(1, batches),
-        "queue_depth": float(sum(a["queue_depth"] for a in after)),
-    }
+    camera = stores[0].camera().to_dict()
+    sim_f = SimulatorFactory(
+        pt.simulator,
+        camera,
+        cc.simulator.num_gpus,
+        seed=cfg.seed,
+        fake_latency_ms=pt.fake_latency_ms,
+    )
+    refl_f = ReflectorFactory(
+        pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms
+    )
+    starts = dict(keyframes=rollout.keyframes, context_frames=rollout.context_frames)
+    return WorldSetup(
+        rollout=rollout,
+        sampler=InitialStateSampler(stores, seed=cfg.seed, sources=("expert",), **starts),
+        services=[
+            ServiceSpec("sim", SimulatorService, cc.simulator, sim_f),
+            ServiceSpec("reflector", ReflectorService, cc.reflector, refl_f),
+        ],
+        eval_starts=InitialStateSampler(
+            stores,
+            keyframes=False,
+            context_frames=rollout.context_frames,
+            seed=cfg.seed + EVAL_SEED_OFFSET,
+            sources=("expert",),
+        ).sample(pt.imagined_eval_states),
+        make_world=lambda h: ImaginedWorld(
+            h["sim"], h["reflector"], eta=rollout.eta, limits=limits
+        ),
+    )
 
 
-def _save_video(frames: np.ndarray, path: Path) -> None:
-    """frames: (N, S, H, W, 3) uint8 -> a GIF with the N rollouts side by side."""
-    import imageio.v2 as imageio
+def real_setup(cfg: ExperimentConfig) -> WorldSetup:
+    """The real env with its ground-truth success as the reward (the oracle): no services,
+    fresh real starts (task, seed) per group, no imagined evaluation."""
+    from envs.factory import task_names
 
-    n, s, h, w, _ = frames.shape
-    strip = frames.transpose(1, 2, 0, 3, 4).reshape(s, h, n * w, 3)
-    scale = max(1, 128 // h)
-    strip = strip.repeat(scale, axis=1).repeat(scale, axis=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, list(strip), duration=0.15, loop=0)
+    env_f = EnvFactory(cfg.env)
+    return WorldSetup(
+        rollout=cfg.rollout,
+        sampler=RealStartSampler(task_names(cfg.env), seed=cfg.seed),
+        services=[],
+        eval_starts=[],
+        make_world=lambda _handles: RealWorld(env_f),
+    )
+
+
+class Timers:
+    """Seconds spent in each named step: ``with timers("update"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+    def pop(self) -> dict[str, float]:
+        """The step times since the last pop, as ``timers/<step>_s`` metrics."""
+        out = {f"timers/{k}_s": v for k, v in self.seconds.items()}
+        self.seconds = {}
+        return out
+
+
+@dataclass
+class RolloutRound:
+    """What one iteration's roll-out step collected."""
+
+    batches: list[Any]  # ObjectRefs of the learner batches (only those holding trained groups)
+    summaries: list[dict[str, Any]]
+    groups: list[int] | None  # group ids to train on (dynamic sampling), None: the learner's rule
+    rounds: int
+    mixed: int
+    frames: Any = None
+
+
+@dataclass
+class PostTrainRun:
+    """One LOOP post-training run as the config places it (see the module docstring).
+
+    Args:
+        cfg: the experiment config.
+        resume: continue the run folder's latest checkpoint.
+        progress: progress bar and log lines.
+    """
+
+    cfg: ExperimentConfig
+    resume: bool = False
+    progress: bool = True
+    timers: Timers = field(default_factory=Timers)
+
+    def __post_init__(self) -> None:
+        pt = self.cfg.post_train
+        self.run_dir = run_dir_of(self.cfg)
+        self.ckpt = latest_checkpoint(self.run_dir)
+        if self.ckpt is not None and not self.resume:
+            raise FileExistsError(
+                f"run folder {self.run_dir} already holds checkpoints: pass --resume to continue "
+                "it, or set post_train.run_dir / name to start another run"
+            )
+        if self.resume and self.ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
+        if pt.eval_every > pt.iterations:
+            raise ConfigError(
+                f"post_train.eval_every ({pt.eval_every}) is longer than the run "
+                f"(post_train.iterations = {pt.iterations}): the learning curve would be empty"
+            )
+        cc = self.cfg.cluster
+        self.policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
+        self.policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
+        self.world = imagined_setup(self.cfg) if pt.world == "imagined" else real_setup(self.cfg)
+        self.handles: dict[str, list[Any]] = {}
+        self.workers: list[Any] = []
+        self.evaluator: Any = None
+        self.learners: LearnerGroup | None = None
+        self.next_group = 0
+        self.episodes = 0
+        self.capped_warned = False
+
+    def log_line(self, text: str) -> None:
+        if self.progress:
+            tqdm.write(text)
+
+    # ----- steps ----------------------------------------------------------------------
+    def start_roles(self) -> None:
+        """Service replicas, the learner group, rollout workers (and the curve's evaluator)."""
+        cfg, cc = self.cfg, self.cfg.cluster
+        tag = f"{cfg.name}-{int(time.time()) % 100000}"
+        for s in self.world.services:
+            self.handles[s.prefix] = start_replicas(
+                s.cls, s.replicas, s.factory, name=f"{tag}-{s.prefix}"
+            )
+        self.learners = LearnerGroup(
+            self.policy_l,
+            cfg.learner,
+            num_learners=cc.learners,
+            num_gpus=cc.learner_gpus,
+            num_cpus=cc.learner_cpus,
+            seed=cfg.seed,
+            name=f"{tag}-learner",
+        )
+        world = self.world.make_world(self.handles)
+        self.workers = [
+            start_actor(
+                RolloutWorker,
+                self.policy_w,
+                world=world,
+                rollout=self.world.rollout,
+                worker_index=i,
+                seed=cfg.seed,
+                num_gpus=cc.rollout_worker_gpus,
+                num_cpus=cc.rollout_worker_cpus,
+                name=f"{tag}-rollout-{i}",
+            )
+            for i in range(cc.rollout_workers)
+        ]
+        if cfg.post_train.eval_every:
+            self.evaluator = start_actor(
+                EvalWorker,
+                self.policy_w,
+                EnvFactory(cfg.env),
+                num_gpus=cc.rollout_worker_gpus,
+                num_cpus=cc.rollout_worker_cpus,
+                name=f"{tag}-curve",
+            )
+
+    def sync_weights(self, published: Any) -> int:
+        """Every worker (and the evaluator) copies the published weights in; the version."""
+        import ray
+
+        targets = [*self.workers, *([self.evaluator] if self.evaluator is not None else [])]
+        return ray.get([w.load_weights.remote(published) for w in targets])[0]
+
+    def roll_out(self, it: int, *, video: bool) -> RolloutRound:
+        """Rounds of ``groups_per_worker`` fresh groups per worker: one round, or (dynamic
+        sampling, ``rollout.mixed_groups`` = K) until K groups with mixed rewards are in or
+        ``rollout.max_sampling_rounds`` rounds ran; then exactly (at most) K groups train."""
+        import ray
+
+        rc = self.world.rollout
+        g, k = rc.groups_per_worker, rc.mixed_groups
+
+        def run_round(round_no: int) -> list[tuple[Any, dict[str, Any]]]:
+            starts = self.world.sampler.sample(len(self.workers) * g)
+            ids = list(range(self.next_group, self.next_group + len(starts)))
+            self.next_group += len(starts)
+            pairs = [
+                w.rollout.options(num_returns=2).remote(
+                    starts[i * g : (i + 1) * g],
+                    ids[i * g : (i + 1) * g],
+                    keep_frames=video and round_no == 1 and i == 0,
+                )
+                for i, w in enumerate(self.workers)
+            ]
+            return list(zip([p[0] for p in pairs], ray.get([p[1] for p in pairs]), strict=True))
+
+        c = collect_until_mixed(run_round, k=k, max_rounds=rc.max_sampling_rounds)
+        self.episodes += sum(len(s["rewards"]) for s in c.summaries)
+        if k and c.mixed < k and not self.capped_warned:
+            self.capped_warned = True
+            self.log_line(
+                f"warning: iteration {it + 1} found {c.mixed} of rollout.mixed_groups = {k} "
+                f"groups with mixed rewards in rollout.max_sampling_rounds = {c.rounds} rounds "
+                "(the starts were all solved or all failed); training on those, and counting "
+                "such iterations in rollout/sampling_capped"
+            )
+        keep = set(c.groups) if c.groups is not None else None
+        batches = [
+            ref
+            for ref, s in zip(c.items, c.summaries, strict=True)
+            if keep is None or keep & set(s["group_ids"])
+        ]
+        return RolloutRound(
+            batches, c.summaries, c.groups, c.rounds, c.mixed, c.summaries[0]["frames"]
+        )
+
+    def update(self, r: RolloutRound) -> dict[str, float]:
+        assert self.learners is not None
+        if r.groups == [] or not r.batches:
+            return {"learner/optimizer_steps": 0.0, "learner/kept_trajectories": 0.0}
+        return self.learners.update(*r.batches, groups=r.groups)
+
+    def metrics_of(self, it: int, r: RolloutRound, rollout_s: float) -> dict[str, float]:
+        s = r.summaries
+        rewards = np.concatenate([x["rewards"] for x in s])
+        env_steps = sum(x["env_steps"] for x in s)
+        return {
+            "rollout/reward_mean": float(rewards.mean()),
+            "rollout/success": float(np.concatenate([x["terminated"] for x in s]).mean()),
+            "rollout/episode_policy_steps": float(np.concatenate([x["lengths"] for x in s]).mean()),
+            "rollout/behaviour_version": float(min(min(x["versions"]) for x in s)),
+            "rollout/recoveries": float(sum(x["recoveries"] for x in s)),
+            "rollout/episodes": float(self.episodes),
+            "rollout/sampling_rounds": float(r.rounds),
+            "rollout/mixed_groups": float(r.mixed),
+            "rollout/sampling_capped": float(
+                bool(self.world.rollout.mixed_groups) and r.mixed < self.world.rollout.mixed_groups
+            ),
+            "throughput/env_steps_per_s": env_steps / max(rollout_s, 1e-9),
+        }
+
+    def evaluate_curve(self) -> dict[str, float]:
+        """Real-env success of the current policy on the curve's fixed starts (never the final
+        evaluation's): mean action and sampled."""
+        import ray
+
+        from envs.factory import task_names
+
+        pt = self.cfg.post_train
+        jobs = eval_jobs(
+            task_names(self.cfg.env),
+            pt.eval_episodes_per_task,
+            seed=self.cfg.seed,
+            offset=CURVE_SEED_OFFSET,
+        )
+        kw = dict(
+            execute_steps=self.cfg.rollout.execute_steps, max_steps=self.cfg.rollout.eval_max_steps
+        )
+        mean, sampled = ray.get(
+            [
+                self.evaluator.evaluate.remote(jobs, deterministic=True, **kw),
+                self.evaluator.evaluate.remote(jobs, deterministic=False, seed=self.cfg.seed, **kw),
+            ]
+        )
+        out = {
+            "eval/success_mean_action": float(np.mean([x["success"] for x in mean])),
+            "eval/success_sampled": float(np.mean([x["success"] for x in sampled])),
+            "eval/episodes": float(len(jobs)),
+        }
+        self.log_line(
+            f"learning curve: real success {100 * out['eval/success_mean_action']:.1f}% (mean "
+            f"action), {100 * out['eval/success_sampled']:.1f}% (sampled) on {len(jobs)} starts"
+        )
+        return out
+
+    def imagine(self, starts: list[Any]) -> dict[str, Any]:
+        """Imagined success of the workers' current policy on fixed starts (mean actions).
+
+        Returns:
+            success_rate and reward_mean over all rollouts, and per start (in order) its task and
+            the fraction of its group that the reflector ended as a success.
+        """
+        import ray
+
+        t0 = time.perf_counter()
+        k = len(self.workers)
+        ids = list(range(len(starts)))
+        parts = [(w, starts[i::k], ids[i::k]) for i, w in enumerate(self.workers) if starts[i::k]]
+        summaries = ray.get([w.imagine.remote(s, g) for w, s, g in parts])
+        per_start: list[Any] = [None] * len(starts)
+        rewards, success = [], []
+        for (_, _, gids), s in zip(parts, summaries, strict=True):
+            term = s["terminated"].reshape(len(gids), -1)  # (groups, N)
+            for gid, task, row in zip(gids, s["tasks"], term, strict=True):
+                per_start[gid] = [task, float(row.mean())]
+            rewards.append(s["rewards"])
+            success.append(s["terminated"])
+        out = {
+            "starts": len(starts),
+            "rollouts": int(sum(len(x) for x in success)),
+            "success_rate": float(np.concatenate(success).mean()),
+            "reward_mean": float(np.concatenate(rewards).mean()),
+            "per_start": per_start,
+            "seconds": time.perf_counter() - t0,
+        }
+        self.log_line(
+            f"imagined evaluation: success {100 * out['success_rate']:.1f}% over "
+            f"{out['rollouts']} rollouts from {len(starts)} starts ({out['seconds']:.0f} s)"
+        )
+        return out
+
+    def export(self) -> Path:
+        """The post-trained policy folder (trainable part on top of the SFT checkpoint)."""
+        import ray
+
+        assert self.learners is not None
+        files = ray.get(
+            self.learners.lead.export_policy.remote(str(Path(self.cfg.post_train.policy).resolve()))
+        )
+        folder = self.run_dir / "policy"
+        with staged_folder(folder) as stage:
+            for rel, data in files.items():
+                p = stage / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+        return folder
+
+    def stop_roles(self) -> None:
+        import ray
+
+        if self.learners is not None:
+            self.learners.kill()
+        handles = [h for hs in self.handles.values() for h in hs]
+        for a in [*self.workers, *handles, *([self.evaluator] if self.evaluator else [])]:
+            ray.kill(a)
+
+    def service_stats(self) -> dict[str, list[dict]]:
+        import ray
+
+        return {p: ray.get([h.stats.remote() for h in hs]) for p, hs in self.handles.items()}
+
+    # ----- the run ----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Start the roles, run the iterations, export; returns the run's summary."""
+        import ray
+
+        cfg, pt, cc = self.cfg, self.cfg.post_train, self.cfg.cluster
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.run_dir / "config.yaml")
+        init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
+        check_resources(cc, services=bool(self.world.services))
+        logger = MetricsLogger(self.run_dir, tensorboard=pt.tensorboard)
+        start = 0
+        try:
+            with self.timers("start_roles"):
+                self.start_roles()
+            assert self.learners is not None
+            learner = self.learners.lead
+            if self.resume:
+                learner_state, driver_state = load_run_checkpoint(self.ckpt)
+                self.learners.restore(learner_state)
+                self.world.sampler.cursor = int(driver_state["sampler_cursor"])
+                start = int(driver_state["iteration"])
+                self.next_group = int(driver_state.get("next_group", 0))
+                self.episodes = int(driver_state.get("episodes", 0))
+            trainable_bytes = ray.get(learner.trainable_bytes.remote())
+            version = self.sync_weights(learner.current.remote())  # 0 = the SFT weights
+            imagined = _load_json(self.run_dir / "imagined_eval.json") if self.resume else {}
+            if self.world.eval_starts and "before" not in imagined:
+                imagined["before"] = {"version": version, **self.imagine(self.world.eval_starts)}
+                _write_json(self.run_dir / "imagined_eval.json", imagined)
+            if pt.eval_every and start == 0:
+                logger.log(
+                    0, {**self.evaluate_curve(), "rollout/episodes": 0.0, "timers/wall_s": 0.0}
+                )
+            wall0 = time.perf_counter() - float(
+                _load_json(self.run_dir / "wall.json").get("wall_s", 0.0) if self.resume else 0.0
+            )
+            last: dict[str, float] = {}
+            bar = tqdm(
+                range(start, pt.iterations),
+                desc=f"post-train ({pt.world})",
+                unit="it",
+                disable=not self.progress,
+                initial=start,
+                total=pt.iterations,
+            )
+            for it in bar:
+                t_it = time.perf_counter()
+                video = pt.video_every > 0 and (it + 1) % pt.video_every == 0
+                before = self.service_stats()
+                with self.timers("rollout"):
+                    r = self.roll_out(it, video=video)
+                rollout_s = time.perf_counter() - t_it
+                with self.timers("update"):
+                    metrics = self.update(r)
+                with self.timers("broadcast"):
+                    version = self.sync_weights(self.learners.publish())
+                metrics.update(self.metrics_of(it, r, rollout_s))
+                metrics.update(_service_delta(before, self.service_stats()))
+                if pt.eval_every and (it + 1) % pt.eval_every == 0:
+                    with self.timers("evaluate"):
+                        metrics.update(self.evaluate_curve())
+                if video and r.frames is not None:
+                    save_group_video(
+                        r.frames, self.run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif"
+                    )
+                timers = self.timers.pop()
+                metrics.update(
+                    {
+                        **timers,
+                        "timers/rollout_s": rollout_s,
+                        "timers/iteration_s": time.perf_counter() - t_it,
+                        "timers/wall_s": time.perf_counter() - wall0,
+                        "broadcast/time_s": timers.get("timers/broadcast_s", 0.0),
+                        "broadcast/bytes": float(trainable_bytes),
+                        "broadcast/version": float(version),
+                    }
+                )
+                logger.log(it + 1, metrics)
+                last = metrics
+                bar.set_postfix(
+                    reward=f"{metrics['rollout/reward_mean']:.3f}",
+                    kl=f"{metrics.get('learner/approx_kl', float('nan')):.4f}",
+                )
+                if (it + 1) % pt.checkpoint_every == 0 or it + 1 == pt.iterations:
+                    with self.timers("checkpoint"):
+                        save_run_checkpoint(
+                            self.run_dir,
+                            it + 1,
+                            ray.get(learner.checkpoint_state.remote()),
+                            {
+                                "sampler_cursor": self.world.sampler.cursor,
+                                "version": version,
+                                "seed": cfg.seed,
+                                "next_group": self.next_group,
+                                "episodes": self.episodes,
+                            },
+                        )
+                        _write_json(
+                            self.run_dir / "wall.json", {"wall_s": time.perf_counter() - wall0}
+                        )
+            bar.close()
+            if self.world.eval_starts:
+                imagined["after"] = {"version": version, **self.imagine(self.world.eval_starts)}
+                _write_json(self.run_dir / "imagined_eval.json", imagined)
+            if pt.eval_every:
+                write_curve_plot(self.run_dir)
+            with self.timers("export"):
+                export = self.export()
+            summary = {
+                "run_dir": str(self.run_dir),
+                "world": pt.world,
+                "iterations": pt.iterations,
+                "version": version,
+                "policy": str(export),
+                "eta": self.world.rollout.eta if self.world.services else None,
+                "last": last,
+                "imagined_eval": imagined,
+            }
+            _write_json(self.run_dir / "summary.json", summary)
+            return summary
+        finally:
+            logger.close()
+            self.stop_roles()
 
 
 def post_train(
@@ -88,324 +585,28 @@ def post_train(
     Returns:
         a summary: iterations run, final version, the exported policy folder, last metrics.
     """
-    import ray
+    return PostTrainRun(cfg, resume=resume, progress=progress).run()
 
-    pt, cc = cfg.post_train, cfg.cluster
-    imagined_world = pt.world == "imagined"
-    run_dir = run_dir_of(cfg)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise FileExistsError(
-            f"run folder {run_dir} already holds checkpoints: pass --resume to "
-            "continue it, or set post_train.run_dir / name to start another run"
+
+def _service_delta(before: dict[str, list[dict]], after: dict[str, list[dict]]) -> dict[str, float]:
+    """``<prefix>/`` mean batch size, calls and compute time of the model calls between two
+    snapshots of every service's stats."""
+    out = {}
+    for prefix, a in after.items():
+        b = before[prefix]
+        batches = sum(x["batches"] - y["batches"] for x, y in zip(a, b, strict=True))
+        items = sum(x["items"] - y["items"] for x, y in zip(a, b, strict=True))
+        compute = sum(
+            x["mean_compute_ms"] * x["batches"] - y["mean_compute_ms"] * y["batches"]
+            for x, y in zip(a, b, strict=True)
         )
-    if resume and ckpt is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
-    policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
-    policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
-    roles = _ImaginedRoles(cfg) if imagined_world else _RealRoles(cfg)
-    rc = roles.rollout
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-
-    init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
-    check_resources(cc, services=imagined_world)
-    tag = f"{cfg.name}-{int(time.time()) % 100000}"
-    roles.start_services(tag)
-    learners = LearnerGroup(
-        policy_l,
-        cfg.learner,
-        num_learners=cc.learners,
-        num_gpus=cc.learner_gpus,
-        num_cpus=cc.learner_cpus,
-        seed=cfg.seed,
-        name=f"{tag}-learner",
-    )
-    learner = learners.lead  # rank 0 speaks for the group
-    workers = [
-        roles.start_worker(policy_w, i, name=f"{tag}-rollout-{i}")
-        for i in range(cc.rollout_workers)
-    ]
-    sampler = roles.sampler
-    logger = MetricsLogger(run_dir, tensorboard=pt.tensorboard)
-    start = 0
-    try:
-        if resume:
-            learner_state, driver_state = load_run_checkpoint(ckpt)
-            learners.restore(learner_state)
-            sampler.cursor = int(driver_state["sampler_cursor"])
-            start = int(driver_state["iteration"])
-        trainable_bytes = ray.get(learner.trainable_bytes.remote())
-        current = learner.current.remote()
-        ray.get([w.load_weights.remote(current) for w in workers])
-        version = ray.get(learner.version.remote())  # 0 = the SFT weights
-        imagined = _load_json(run_dir / "imagined_eval.json") if resume else {}
-        if roles.eval_starts and "before" not in imagined:
-            imagined["before"] = {
-                "version": version,
-                **_imagine(workers, roles.eval_starts, progress=progress),
+        out.update(
+            {
+                f"{prefix}/mean_batch_size": items / max(1, batches),
+                f"{prefix}/calls": float(batches),
+                f"{prefix}/mean_call_ms": compute / max(1, batches),
+                f"{prefix}/queue_depth": float(sum(x["queue_depth"] for x in a)),
             }
-            _write_json(run_dir / "imagined_eval.json", imagined)
-        last: dict[str, float] = {}
-        bar = tqdm(
-            range(start, pt.iterations),
-            desc=f"post-train ({pt.world})",
-            unit="it",
-            disable=not progress,
-            initial=start,
-            total=pt.iterations,
-        )
-        for it in bar:
-            t_it = time.perf_counter()
-            g = rc.groups_per_worker
-            inits = sampler.sample(len(workers) * g)
-            video = pt.video_every > 0 and (it + 1) % pt.video_every == 0
-            services_before = roles.service_stats()
-            pairs = [
-                w.rollout.options(num_returns=2).remote(
-                    inits[i * g : (i + 1) * g],
-                    [it * len(workers) * g + i * g + j for j in range(g)],
-                    keep_frames=video and i == 0,
-                )
-                for i, w in enumerate(workers)
-            ]
-            summaries = ray.get([p[1] for p in pairs])
-            t_roll = time.perf_counter() - t_it
-            metrics = learners.update(*[p[0] for p in pairs])
-            t_pub = time.perf_counter()
-            published = learners.publish()
-            versions = ray.get([w.load_weights.remote(published) for w in workers])
-            broadcast_s = time.perf_counter() - t_pub
-            version = versions[0]
-            rewards = np.concatenate([s["rewards"] for s in summaries])
-            env_steps = sum(s["env_steps"] for s in summaries)
-            metrics.update(
-                {
-                    "rollout/reward_mean": float(rewards.mean()),
-                    "rollout/success": float(
-                        np.concatenate([s["terminated"] for s in summaries]).mean()
-                    ),
-                    "rollout/episode_policy_steps": float(
-                        np.concatenate([s["lengths"] for s in summaries]).mean()
-                    ),
-                    "rollout/behaviour_version": float(min(min(s["versions"]) for s in summaries)),
-                    "rollout/recoveries": float(sum(s["recoveries"] for s in summaries)),
-                    "throughput/env_steps_per_s": env_steps / max(t_roll, 1e-9),
-                    "timers/rollout_s": t_roll,
-                    "timers/iteration_s": time.perf_counter() - t_it,
-                    "broadcast/time_s": broadcast_s,
-                    "broadcast/bytes": float(trainable_bytes),
-                    "broadcast/version": float(version),
-                    **roles.service_delta(services_before),
-                }
-            )
-            logger.log(it + 1, metrics)
-            last = metrics
-            bar.set_postfix(
-                reward=f"{metrics['rollout/reward_mean']:.3f}",
-                kl=f"{metrics.get('learner/approx_kl', float('nan')):.4f}",
-            )
-            if video and summaries[0]["frames"] is not None:
-                _save_video(
-                    summaries[0]["frames"], run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif"
-                )
-            if (it + 1) % pt.checkpoint_every == 0 or it + 1 == pt.iterations:
-                save_run_checkpoint(
-                    run_dir,
-                    it + 1,
-                    ray.get(learner.checkpoint_state.remote()),
-                    {"sampler_cursor": sampler.cursor, "version": version, "seed": cfg.seed},
-                )
-        bar.close()
-        if roles.eval_starts:
-            imagined["after"] = {
-                "version": version,
-                **_imagine(workers, roles.eval_starts, progress=progress),
-            }
-            _write_json(run_dir / "imagined_eval.json", imagined)
-        files = ray.get(learner.export_policy.remote(str(Path(pt.policy).resolve())))
-        export = _write_files(run_dir / "policy", files)
-        summary = {
-            "run_dir": str(run_dir),
-            "world": pt.world,
-            "iterations": pt.iterations,
-            "version": version,
-            "policy": str(export),
-            "eta": rc.eta if imagined_world else None,
-            "last": last,
-            "imagined_eval": imagined,
-        }
-        _write_json(run_dir / "summary.json", summary)
-        return summary
-    finally:
-        logger.close()
-        learners.kill()
-        for a in [*workers, *roles.services]:
-            ray.kill(a)
-
-
-class _ImaginedRoles:
-    """Rollouts in imagination: simulator and reflector replicas, initial states from real
-    episodes (keyframes), the imagined evaluation's fixed starts."""
-
-    def __init__(self, cfg: ExperimentConfig):
-        pt, cc = cfg.post_train, cfg.cluster
-        if not pt.data:
-            raise ConfigError(
-                "post_train.data is empty: name the episode stores whose real frames "
-                "start the imagined rollouts (e.g. the expert demos)"
-            )
-        self.cfg = cfg
-        self.rollout = dataclasses.replace(
-            cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector)
-        )
-        stores = [EpisodeStore(p) for p in pt.data]
-        camera = stores[0].camera()
-        self.limits = _controller_limits(stores[0].meta)
-        self.sim_f = SimulatorFactory(
-            pt.simulator,
-            camera.to_dict(),
-            cc.simulator.num_gpus,
-            seed=cfg.seed,
-            fake_latency_ms=pt.fake_latency_ms,
-        )
-        self.refl_f = ReflectorFactory(
-            pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms
-        )
-        rc = self.rollout
-        self.sampler = InitialStateSampler(
-            stores,
-            keyframes=rc.keyframes,
-            context_frames=rc.context_frames,
-            seed=cfg.seed,
-            sources=("expert",),
-        )
-        self.eval_starts = InitialStateSampler(
-            stores,
-            keyframes=False,
-            context_frames=rc.context_frames,
-            seed=cfg.seed + EVAL_SEED_OFFSET,
-            sources=("expert",),
-        ).sample(pt.imagined_eval_states)
-        self.sims: list[Any] = []
-        self.refls: list[Any] = []
-
-    @property
-    def services(self) -> list[Any]:
-        return [*self.sims, *self.refls]
-
-    def start_services(self, tag: str) -> None:
-        cc = self.cfg.cluster
-        self.sims = start_replicas(SimulatorService, cc.simulator, self.sim_f, name=f"{tag}-sim")
-        self.refls = start_replicas(
-            ReflectorService, cc.reflector, self.refl_f, name=f"{tag}-reflector"
-        )
-
-    def start_worker(self, policy_f: PolicyFactory, i: int, *, name: str) -> Any:
-        cc = self.cfg.cluster
-        return start_actor(
-            RolloutWorker,
-            policy_f,
-            sim=self.sims,
-            reflector=self.refls,
-            rollout=self.rollout,
-            worker_index=i,
-            seed=self.cfg.seed,
-            limits=self.limits,
-            num_gpus=cc.rollout_worker_gpus,
-            num_cpus=cc.rollout_worker_cpus,
-            name=name,
-        )
-
-    def service_stats(self) -> tuple[list[dict], list[dict]]:
-        import ray
-
-        return ray.get([s.stats.remote() for s in self.sims]), ray.get(
-            [s.stats.remote() for s in self.refls]
-        )
-
-    def service_delta(self, before: tuple[list[dict], list[dict]]) -> dict[str, float]:
-        """``sim/`` and ``reflector/`` metrics of the calls made since ``before``."""
-        sim_after, refl_after = self.service_stats()
-        return {
-            **{f"sim/{k}": v for k, v in _service_delta(before[0], sim_after).items()},
-            **{f"reflector/{k}": v for k, v in _service_delta(before[1], refl_after).items()},
-        }
-
-
-class _RealRoles:
-    """Rollouts in the real env with its ground-truth reward: no services, fresh real starts
-    (task, seed) per group, no imagined evaluation."""
-
-    services: list[Any] = []
-    eval_starts: list[Any] = []
-
-    def __init__(self, cfg: ExperimentConfig):
-        from envs.factory import task_names
-
-        self.cfg = cfg
-        self.rollout = cfg.rollout
-        self.env_f = EnvFactory(cfg.env)
-        self.sampler = RealStartSampler(task_names(cfg.env), seed=cfg.seed)
-
-    def start_services(self, tag: str) -> None:
-        pass
-
-    def start_worker(self, policy_f: PolicyFactory, i: int, *, name: str) -> Any:
-        cc = self.cfg.cluster
-        return start_actor(
-            RealRolloutWorker,
-            policy_f,
-            env_factory=self.env_f,
-            rollout=self.rollout,
-            worker_index=i,
-            seed=self.cfg.seed,
-            num_gpus=cc.rollout_worker_gpus,
-            num_cpus=cc.rollout_worker_cpus,
-            name=name,
-        )
-
-    def service_stats(self) -> None:
-        return None
-
-    def service_delta(self, before: None) -> dict[str, float]:
-        return {}
-
-
-def _imagine(workers: list[Any], starts: list[Any], *, progress: bool) -> dict[str, Any]:
-    """Imagined success of the workers' current policy on fixed starts (mean actions).
-
-    Returns:
-        success_rate and reward_mean over all rollouts, and per start (in order) its task and
-        the fraction of its group that the reflector ended as a success.
-    """
-    import ray
-
-    t0 = time.perf_counter()
-    k = len(workers)
-    ids = list(range(len(starts)))
-    parts = [(w, starts[i::k], ids[i::k]) for i, w in enumerate(workers) if starts[i::k]]
-    summaries = ray.get([w.imagine.remote(s, g) for w, s, g in parts])
-    per_start: list[Any] = [None] * len(starts)
-    rewards, success = [], []
-    for (_, _, gids), s in zip(parts, summaries, strict=True):
-        term = s["terminated"].reshape(len(gids), -1)  # (groups, N)
-        for gid, task, row in zip(gids, s["tasks"], term, strict=True):
-            per_start[gid] = [task, float(row.mean())]
-        rewards.append(s["rewards"])
-        success.append(s["terminated"])
-    out = {
-        "starts": len(starts),
-        "rollouts": int(sum(len(x) for x in success)),
-        "success_rate": float(np.concatenate(success).mean()),
-        "reward_mean": float(np.concatenate(rewards).mean()),
-        "per_start": per_start,
-        "seconds": time.perf_counter() - t0,
-    }
-    if progress:
-        print(
-            f"imagined evaluation: success {100 * out['success_rate']:.1f}% over {out['rollouts']} "
-            f"rollouts from {len(starts)} starts ({out['seconds']:.0f} s)"
         )
     return out
 
@@ -416,13 +617,3 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1, default=float))
-
-
-def _write_files(folder: Path, files: dict[str, bytes]) -> Path:
-    """Write a folder of files atomically (staging folder, then rename)."""
-    with staged_folder(folder) as stage:
-        for rel, data in files.items():
-            p = stage / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
-    return folder

@@ -8,17 +8,21 @@ from typing import Any
 
 from tqdm import tqdm
 
-from actors.eval_worker import EVAL_SEED_OFFSET, EvalWorker
-from actors.evaluation import EvalJob, summarize
+from actors.eval_worker import EvalWorker
+from actors.evaluation import summarize
+from actors.starts import EVAL_SEED_OFFSET, EvalJob
 from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory
 from core.fsutil import write_text_atomic
 from envs.config import EnvConfig
 
 
-def eval_jobs(tasks: list[str], episodes_per_task: int, *, seed: int) -> list[EvalJob]:
-    """Episode i of task k uses seed ``EVAL_SEED_OFFSET + seed + 100000 k + i``: the same
-    starts for every policy evaluated with the same seed."""
-    base = EVAL_SEED_OFFSET + seed
+def eval_jobs(
+    tasks: list[str], episodes_per_task: int, *, seed: int, offset: int = EVAL_SEED_OFFSET
+) -> list[EvalJob]:
+    """Episode i of task k uses seed ``offset + seed + 100000 k + i`` (``offset``: the
+    evaluation's, or the learning curve's ``CURVE_SEED_OFFSET``): the same starts for every
+    policy evaluated with the same seed."""
+    base = offset + seed
     return [
         EvalJob(t, base + 100_000 * k + i)
         for k, t in enumerate(tasks)
@@ -36,9 +40,9 @@ def evaluate_policy(
     workers: int = 0,
     reflector_path: str | None = None,
     modes: tuple[str, ...] = ("ground_truth",),
-    eta: float = 0.0,
-    execute_steps: int = 0,
-    max_steps: int = 0,
+    eta: float | None = None,
+    execute_steps: int | None = None,
+    max_steps: int | None = None,
     videos: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
@@ -47,7 +51,7 @@ def evaluate_policy(
 
     Args:
         modes: "ground_truth" (env success ends an episode) and/or "reflector" (R > eta does).
-        eta: reflector termination threshold; 0 takes the one stored in the reflector
+        eta: reflector termination threshold; None takes the one stored in the reflector
             checkpoint (``reflector_service.checkpoint.termination_eta``).
         workers: Ray evaluation workers (0: in this process).
         videos: GIFs of this many episodes per mode, written under ``out/videos``.

@@ -80,11 +80,12 @@ class LearnerGroup:
         """Rank 0's actor handle."""
         return self.workers[0]
 
-    def update(self, *batches: Any) -> dict[str, float]:
-        """LOOP on the batches (ObjectRefs) on every worker; rank 0's metrics."""
+    def update(self, *batches: Any, groups: list[int] | None = None) -> dict[str, float]:
+        """LOOP on the batches (ObjectRefs) on every worker, only on ``groups`` when given;
+        rank 0's metrics."""
         import ray
 
-        return ray.get([w.update.remote(*batches) for w in self.workers])[0]
+        return ray.get([w.update.remote(*batches, groups=groups) for w in self.workers])[0]
 
     def publish(self) -> Any:
         """Bump every worker's version; an ObjectRef of rank 0's (version, weights)."""

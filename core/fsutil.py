@@ -17,16 +17,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a hidden file beside ``path``, then rename it over ``path``."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a hidden file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a hidden file beside ``path``, then rename it over ``path``."""
+    return write_bytes_atomic(path, text.encode())
 
 
 def replace_folder(staging: Path, target: Path) -> None:

@@ -18,7 +18,10 @@ class TrajectoryBatch:
         obs: what the policy needs to score an action chunk, opaque to the learner; every
             tensor has leading dims (B, T, ...).
         actions: (B, T, chunk, A) the action chunks taken.
-        old_log_probs: (B, T) log p_old of those chunks under the policy that acted.
+        old_log_probs: (B, T, chunk, A) log-densities of those actions under the policy that
+            acted, per action dimension (the learner sums them into its PPO ratio units).
+        executed: (B, T, chunk) bool, the actions of each chunk that ran in the environment
+            (an episode that ends mid-chunk, or ``execute_steps`` < chunk, leaves the rest).
         rewards: (B,) trajectory rewards (reflector reward at termination, or at T).
         done: (B, T) bool, True at the step where the trajectory terminated.
         group_ids: (B,) int64, trajectories sharing an initial state share an id (RLOO groups).
@@ -28,20 +31,22 @@ class TrajectoryBatch:
     obs: dict[str, torch.Tensor]
     actions: torch.Tensor
     old_log_probs: torch.Tensor
+    executed: torch.Tensor
     rewards: torch.Tensor
     done: torch.Tensor
     group_ids: torch.Tensor
     policy_version: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.old_log_probs.ndim != 2:
+        if self.old_log_probs.ndim != 4:
             raise ValueError(
-                f"TrajectoryBatch.old_log_probs must have shape (B, T), "
+                f"TrajectoryBatch.old_log_probs must have shape (B, T, chunk, A), "
                 f"got {tuple(self.old_log_probs.shape)}"
             )
-        b, t = self.old_log_probs.shape
+        b, t, c, a = self.old_log_probs.shape
         expected = {
-            "actions": (self.actions, (b, t), 4, "(B, T, chunk, A)"),
+            "actions": (self.actions, (b, t, c, a), 4, "(B, T, chunk, A)"),
+            "executed": (self.executed, (b, t, c), 3, "(B, T, chunk)"),
             "rewards": (self.rewards, (b,), 1, "(B,)"),
             "done": (self.done, (b, t), 2, "(B, T)"),
             "group_ids": (self.group_ids, (b,), 1, "(B,)"),
@@ -55,8 +60,8 @@ class TrajectoryBatch:
             ):
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
                 raise ValueError(
-                    f"TrajectoryBatch.{name} must have shape {shape} with B={b}, T={t} "
-                    f"(from old_log_probs), got {got}"
+                    f"TrajectoryBatch.{name} must have shape {shape} with B={b}, T={t}, "
+                    f"chunk={c}, A={a} (from old_log_probs), got {got}"
                 )
         if not self.obs:
             raise ValueError("TrajectoryBatch.obs is empty: the policy needs observations")
@@ -72,6 +77,7 @@ class TrajectoryBatch:
                 f"TrajectoryBatch.rewards must be floating point, got {self.rewards.dtype}"
             )
         self.done = self.done.bool()
+        self.executed = self.executed.bool()
         self.group_ids = self.group_ids.long()
         self.policy_version = self.policy_version.long()
 
@@ -86,6 +92,7 @@ class TrajectoryBatch:
             obs={k: v.to(device) for k, v in self.obs.items()},
             actions=self.actions.to(device),
             old_log_probs=self.old_log_probs.to(device),
+            executed=self.executed.to(device),
             rewards=self.rewards.to(device),
             done=self.done.to(device),
             group_ids=self.group_ids.to(device),
@@ -98,6 +105,7 @@ class TrajectoryBatch:
             obs={k: v[idx] for k, v in self.obs.items()},
             actions=self.actions[idx],
             old_log_probs=self.old_log_probs[idx],
+            executed=self.executed[idx],
             rewards=self.rewards[idx],
             done=self.done[idx],
             group_ids=self.group_ids[idx],
@@ -154,6 +162,7 @@ def concat_batches(
         obs=obs,
         actions=torch.cat([_pad_time(b.actions, t) for b in batches]),
         old_log_probs=torch.cat([_pad_time(b.old_log_probs, t) for b in batches]),
+        executed=torch.cat([_pad_time(b.executed, t) for b in batches]),
         rewards=torch.cat([b.rewards for b in batches]),
         done=torch.cat(done),
         group_ids=torch.cat([b.group_ids for b in batches]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.configlib import require
+from learner.loop import ADVANTAGES, RATIO_UNITS
 
 
 @dataclass
@@ -23,14 +24,25 @@ class LearnerConfig:
         micro_batch_size: trajectories per forward/backward pass; gradients of
             minibatch_size / micro_batch_size passes are accumulated before each step.
         max_grad_norm: gradients are clipped to this global L2 norm before each step.
-        group_size: rollouts per initial state (N in RLOO); every group in a batch must hold
-            exactly this many trajectories.
         skip_constant_groups: drop groups whose rewards are all equal (zero advantage),
             "dynamic sampling" of RIPT-VLA.
         constant_reward_atol: rewards within this spread count as equal.
+        ratio: what one PPO ratio covers: "chunk" (a whole action chunk, chunk x A Laplace
+            dimensions in one ratio), "action" (one executed action, its A dimensions summed:
+            RIPT-VLA) or "dim" (one dimension of an executed action, like a token ratio).
+            Clipping, masking and the per-trajectory mean all work on these units.
+        advantage: "rloo" (R_n minus the mean of the other rollouts of its group, LOOP) or
+            "grpo" (group mean and standard deviation, RLinf / SimpleVLA-RL).
+        train_scale_head: train the Laplace scale head with the heads; False freezes it
+            (RIPT-VLA freezes it in every OpenVLA-OFT config: trained, the easiest way to a
+            higher sampled success is a narrower scale).
+        clip_per_group: clip the gradient norm of the LoRA and the head parameters each to
+            ``max_grad_norm`` (RIPT-VLA) instead of one global norm over both.
 
     How many learner workers share the work (data parallelism) is placement, set in the
-    cluster section (``cluster.learners``); the update is the same for any number of them.
+    cluster section (``cluster.learners``); the update is the same for any number of them. The
+    group size (N rollouts per initial state) is the rollouts' (``rollout.group_size``): the
+    learner reads the groups from the batch's group ids.
     """
 
     lr_lora: float = 1e-4
@@ -43,9 +55,12 @@ class LearnerConfig:
     minibatch_size: int = 8
     micro_batch_size: int = 8
     max_grad_norm: float = 1.0
-    group_size: int = 8
     skip_constant_groups: bool = True
     constant_reward_atol: float = 1e-6
+    ratio: str = "chunk"
+    advantage: str = "rloo"
+    train_scale_head: bool = True
+    clip_per_group: bool = False
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
@@ -71,11 +86,14 @@ class LearnerConfig:
         )
         require(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         require(
-            self.group_size >= 2,
-            f"group_size must be >= 2 (RLOO's baseline is the mean of the other rollouts), "
-            f"got {self.group_size}",
-        )
-        require(
             self.constant_reward_atol >= 0,
             f"constant_reward_atol must be >= 0, got {self.constant_reward_atol}",
+        )
+        require(
+            self.ratio in RATIO_UNITS,
+            f"learner.ratio must be one of {list(RATIO_UNITS)}, got {self.ratio!r}",
+        )
+        require(
+            self.advantage in ADVANTAGES,
+            f"learner.advantage must be one of {sorted(ADVANTAGES)}, got {self.advantage!r}",
         )

@@ -1,10 +1,12 @@
 """The learner: LOOP updates (RLOO advantages + PPO-clip) of a policy's LoRA adapters and heads.
 
 Plain PyTorch, no Ray: a Ray actor wraps this class elsewhere. One ``update`` call takes a batch
-of imagined trajectories grouped by initial state, computes RLOO advantages per group, drops
-groups with all-equal rewards (optional dynamic sampling), and runs PPO epochs over minibatches
-of trajectories with gradient accumulation and clipping. An optimizer step whose loss or
-gradients are not finite is never applied; it is counted in ``learner/skipped_updates``.
+of trajectories grouped by initial state, computes RLOO (or GRPO) advantages per group, trains
+on the groups the rollout stage selected (dynamic sampling) or on every group whose rewards are
+not all equal, and runs PPO epochs over minibatches of trajectories with gradient accumulation
+and clipping; one PPO ratio covers a chunk, an action or a dimension (``learner.ratio``). An
+optimizer step whose loss or gradients are not finite is never applied; it is counted in
+``learner/skipped_updates``.
 ``publish`` hands out the trainable weights with a new version number for rollout workers.
 """
 
@@ -20,14 +22,15 @@ from tqdm import tqdm
 from learner.batch import TrajectoryBatch
 from learner.config import LearnerConfig
 from learner.loop import (
+    ADVANTAGES,
     nonconstant_group_mask,
     ppo_clip_loss,
-    rloo_advantages,
+    ratio_log_probs,
     termination_mask,
 )
 from policy.distribution import laplace_entropy
 
-PARAM_GROUPS = ("lora", "heads")
+PARAM_GROUPS = ("lora", "heads")  # optimizer groups; the policy's "scale_head" joins "heads"
 _STAT_KEYS = ("loss", "approx_kl", "clip_frac", "ratio_mean", "entropy")
 
 
@@ -61,20 +64,19 @@ def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
 class TrainablePolicy(Protocol):
     """What the learner needs from a policy (``policy.policy.Policy`` implements it).
 
-    ``param_groups`` returns {"lora": [...], "heads": [...]} (a group may be empty or absent),
-    every parameter trainable and in one group only. ``log_prob(obs, actions,
-    return_log_scale=True)`` scores N action chunks: ``obs`` is the batch's obs dict with
-    leading dim N instead of (B, T), ``actions`` is (N, chunk, A); it returns log-probs (N,)
-    summed over chunk and action dims, and the Laplace log_scale (broadcastable to
-    (N, chunk, A)) for the entropy metric. It must be deterministic (dropout off) so that the
-    first PPO ratio is exactly 1. ``trainable_state_dict`` returns the trainable weights
-    (LoRA + heads) by name.
+    ``param_groups`` returns {"lora": [...], "heads": [...], "scale_head": [...]} (a group may
+    be empty or absent), every parameter trainable and in one group only. ``log_density(obs,
+    actions)`` scores N action chunks: ``obs`` is the batch's obs dict with leading dim N
+    instead of (B, T), ``actions`` is (N, chunk, A); it returns the per-dimension
+    log-densities (N, chunk, A) and the Laplace log_scale (broadcastable to (N, chunk, A)) for
+    the entropy metric. It must be deterministic (dropout off) so that the first PPO ratio is
+    exactly 1. ``trainable_state_dict`` returns the trainable weights (LoRA + heads) by name.
     """
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
 
-    def log_prob(
-        self, obs: dict[str, torch.Tensor], actions: torch.Tensor, *, return_log_scale: bool
+    def log_density(
+        self, obs: dict[str, torch.Tensor], actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
@@ -96,12 +98,18 @@ class Learner:
     def __init__(self, policy: TrainablePolicy, config: LearnerConfig, *, seed: int = 0) -> None:
         self.policy = policy
         self.config = config
-        groups = policy.param_groups()
+        groups = dict(policy.param_groups())
+        scale_head = list(groups.pop("scale_head", []))
+        if config.train_scale_head:
+            groups["heads"] = [*groups.get("heads", []), *scale_head]
+        else:  # frozen: out of the optimizer and without gradients, so bit for bit unchanged
+            for p in scale_head:
+                p.requires_grad_(False)
         unknown = sorted(set(groups) - set(PARAM_GROUPS))
         if unknown:
             raise ValueError(
                 f"policy.param_groups() returned unknown group(s) {unknown}; "
-                f"expected keys among {list(PARAM_GROUPS)}"
+                f"expected keys among {[*PARAM_GROUPS, 'scale_head']}"
             )
         seen: set[int] = set()
         self._params: list[torch.nn.Parameter] = []
@@ -122,6 +130,7 @@ class Learner:
         if not opt_groups:
             raise ValueError("policy.param_groups() holds no parameters: nothing to train")
         self.device = self._params[0].device
+        self._groups = [g["params"] for g in opt_groups]
         self.optimizer = torch.optim.AdamW(opt_groups, lr=config.lr_lora)
         self._apply_hyperparameters()
         self.version = 0
@@ -138,44 +147,64 @@ class Learner:
             group["eps"] = self.config.adam_eps
             group["weight_decay"] = self.config.weight_decay
 
-    def advantages(self, batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """RLOO advantages per group and which trajectories to train on.
+    def advantages(
+        self, batch: TrajectoryBatch, groups: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages per group (``config.advantage``) and which trajectories to train on.
 
         Args:
-            batch: B trajectories in groups of ``config.group_size`` (any order).
+            batch: B trajectories in groups of the same size N >= 2 (any order).
+            groups: the group ids to train on (dynamic sampling chose them); None: every group,
+                less the all-equal-reward ones when ``config.skip_constant_groups`` is on.
         Returns:
-            advantages: (B,) A_n = R_n - mean of the other rewards of its group.
-            keep: (B,) bool, False for trajectories of all-equal-reward groups when
-                ``config.skip_constant_groups`` is on.
+            advantages: (B,) e.g. RLOO's A_n = R_n - mean of the other rewards of its group.
+            keep: (B,) bool, the trajectories to train on.
         Raises:
-            ValueError: if a group does not hold exactly ``config.group_size`` trajectories.
+            ValueError: if the groups do not all hold the same number N >= 2 of trajectories.
         """
         gids, inverse, counts = torch.unique(
             batch.group_ids, return_inverse=True, return_counts=True
         )
-        bad = (counts != self.config.group_size).nonzero().flatten()
+        bad = (counts != counts[0]).nonzero().flatten()
         if len(bad) > 0:
             i = int(bad[0])
             raise ValueError(
-                f"group {int(gids[i])} holds {int(counts[i])} trajectories, but "
-                f"learner.group_size is {self.config.group_size}: every initial state needs "
-                f"exactly group_size rollouts"
+                f"groups do not hold the same number of trajectories: group {int(gids[0])} holds "
+                f"{int(counts[0])} trajectories, group {int(gids[i])} holds {int(counts[i])}; "
+                f"every initial state needs rollout.group_size rollouts"
+            )
+        n = int(counts[0])
+        if n < 2:
+            raise ValueError(
+                f"groups hold {n} trajectory each: RLOO and GRPO need rollout.group_size >= 2"
             )
         order = torch.argsort(inverse, stable=True)  # (B,): trajectories grouped together
-        rewards = batch.rewards[order].reshape(len(gids), self.config.group_size)  # (G, N)
+        rewards = batch.rewards[order].reshape(len(gids), n)  # (G, N)
         advantages = torch.empty_like(batch.rewards)
-        advantages[order] = rloo_advantages(rewards).flatten()
-        if self.config.skip_constant_groups:
+        advantages[order] = ADVANTAGES[self.config.advantage](rewards).flatten()
+        if groups is not None:
+            keep_group = torch.isin(gids, torch.as_tensor(list(groups), device=gids.device))
+            missing = set(groups) - set(gids.tolist())
+            if missing:
+                raise ValueError(f"groups {sorted(missing)} to train on are not in the batch")
+        elif self.config.skip_constant_groups:
             keep_group = nonconstant_group_mask(rewards, self.config.constant_reward_atol)  # (G,)
         else:
             keep_group = torch.ones(len(gids), dtype=torch.bool, device=rewards.device)
         return advantages, keep_group[inverse]
 
-    def update(self, batch: TrajectoryBatch, *, progress: bool = False) -> dict[str, float]:
+    def update(
+        self,
+        batch: TrajectoryBatch,
+        *,
+        groups: Sequence[int] | None = None,
+        progress: bool = False,
+    ) -> dict[str, float]:
         """Run ``ppo_epochs`` epochs of PPO-clip over the batch.
 
         Args:
             batch: the trajectories, collected by policy versions <= ``self.version``.
+            groups: train on these group ids only (see ``advantages``).
             progress: show a tqdm bar over optimizer steps.
         Returns:
             metrics: ``learner/loss``, ``approx_kl``, ``clip_frac``, ``ratio_mean``,
@@ -187,7 +216,7 @@ class Learner:
                 version - policy_version).
         """
         batch = batch.to(self.device)
-        advantages, keep = self.advantages(batch)  # (B,), (B,)
+        advantages, keep = self.advantages(batch, groups)  # (B,), (B,)
         mask = termination_mask(batch.done)  # (B, T)
         kept = keep.nonzero().flatten()  # (K,)
         mb = self.config.minibatch_size
@@ -218,7 +247,7 @@ class Learner:
                 "learner/optimizer_steps": float(applied),
                 "learner/kept_trajectories": float(len(kept)),
                 "learner/dropped_constant_groups": float(
-                    num_groups - len(kept) // self.config.group_size
+                    num_groups - len(torch.unique(batch.group_ids[kept]))
                 ),
                 "learner/reward_mean": batch.rewards.mean().item(),
                 "learner/advantage_abs_mean": (
@@ -263,7 +292,7 @@ class Learner:
             totals += torch.stack([stats[k].float() for k in _STAT_KEYS])
         if world > 1:
             all_reduce_sum([totals, *self._grads()])
-        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
+        grad_norm = self._clip_gradients()
         values = dict(zip(_STAT_KEYS, totals.tolist(), strict=True))
         if not (math.isfinite(values["loss"]) and math.isfinite(float(grad_norm))):
             self.optimizer.zero_grad(set_to_none=True)
@@ -272,6 +301,14 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         values["grad_norm"] = float(grad_norm)
         return values
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip to ``max_grad_norm``: one global norm, or each optimizer group's own
+        (``clip_per_group``). Returns the global norm before clipping."""
+        if not self.config.clip_per_group:
+            return torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
+        norms = [torch.nn.utils.clip_grad_norm_(g, self.config.max_grad_norm) for g in self._groups]
+        return torch.stack(norms).square().sum().sqrt()
 
     def _grads(self) -> list[torch.Tensor]:
         """Every trainable parameter's gradient, zeros where none was computed."""
@@ -295,20 +332,19 @@ class Learner:
         b_idx, t_idx = mask.nonzero(as_tuple=True)  # (N,), (N,) valid steps
         obs = {k: v[b_idx, t_idx] for k, v in batch.obs.items()}  # (N, ...)
         actions = batch.actions[b_idx, t_idx]  # (N, chunk, A)
-        lp, log_scale = self.policy.log_prob(obs, actions, return_log_scale=True)
-        if lp.shape != (len(b_idx),):
+        density, log_scale = self.policy.log_density(obs, actions)
+        if density.shape != actions.shape:
             raise ValueError(
-                f"policy.log_prob returned shape {tuple(lp.shape)} for {len(b_idx)} action "
-                f"chunks; expected ({len(b_idx)},)"
+                f"policy.log_density returned shape {tuple(density.shape)} for action chunks "
+                f"{tuple(actions.shape)}; expected the same shape"
             )
-        log_probs = torch.zeros(mask.shape, dtype=torch.float32, device=lp.device)
-        log_probs = log_probs.index_put((b_idx, t_idx), lp.float())  # (B, T)
+        new = torch.zeros(batch.old_log_probs.shape, dtype=torch.float32, device=density.device)
+        new = new.index_put((b_idx, t_idx), density.float())  # (B, T, chunk, A)
+        unit = self.config.ratio
+        log_probs, unit_mask = ratio_log_probs(new, mask, batch.executed, unit)  # (B, U)
+        old, _ = ratio_log_probs(batch.old_log_probs.float(), mask, batch.executed, unit)
         loss, stats = ppo_clip_loss(
-            log_probs,
-            batch.old_log_probs.float(),
-            advantages.float(),
-            mask,
-            self.config.clip_eps,
+            log_probs, old, advantages.float(), unit_mask, self.config.clip_eps
         )
         log_scale = log_scale.detach().float().expand(actions.shape)  # (N, chunk, A)
         stats["entropy"] = laplace_entropy(log_scale).sum(dim=-1).mean()

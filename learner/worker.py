@@ -42,11 +42,14 @@ class LearnerWorker:
         self.learner = Learner(self.policy, config, seed=seed)
         self.pad_id = pad_id
 
-    def update(self, *batches: TrajectoryBatch) -> dict[str, float]:
-        """Run LOOP on the joined batches; returns ``learner/*`` metrics (+ update time)."""
+    def update(
+        self, *batches: TrajectoryBatch, groups: list[int] | None = None
+    ) -> dict[str, float]:
+        """Run LOOP on the joined batches (only on ``groups`` when given: dynamic sampling's
+        choice); returns ``learner/*`` metrics (+ update time)."""
         t = time.perf_counter()
         batch = concat_batches(list(batches), pad_ids={"input_ids": self.pad_id})
-        metrics = self.learner.update(batch)
+        metrics = self.learner.update(batch, groups=groups)
         metrics["timers/learner_update_s"] = time.perf_counter() - t
         return metrics
 

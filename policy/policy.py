@@ -2,11 +2,13 @@
 
 Actions are in the model's normalized space (pose in [-1, 1] by q01/q99, gripper in [0, 1] as
 OFT); ``to_env_actions`` maps them to the env's 7-D command. The Laplace log-prob is
-``policy.distribution.laplace_log_prob`` summed over the chunk.
+``policy.distribution``'s, per action dimension (``log_density``) or summed over the chunk
+(``log_prob``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policy.config import PolicyConfig
-from policy.distribution import laplace_log_prob, laplace_sample
+from policy.distribution import laplace_log_density, laplace_sample
 from policy.lora import add_lora
 from policy.model import VLA
 from policy.normalization import Normalizer
@@ -84,11 +86,18 @@ class Policy(nn.Module):
             p.requires_grad_(self._is_trainable(name))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """{"lora": LoRA weights, "heads": action head, scale head (+ proprio projector)}."""
-        groups: dict[str, list[nn.Parameter]] = {"lora": [], "heads": []}
+        """{"lora": LoRA weights, "heads": action head (+ proprio projector), "scale_head":
+        the Laplace scale head} (the learner may freeze the scale head, as RIPT-VLA does)."""
+        groups: dict[str, list[nn.Parameter]] = {"lora": [], "heads": [], "scale_head": []}
         for name, p in self.named_parameters():
-            if self._is_trainable(name):
-                groups["lora" if "lora_" in name else "heads"].append(p)
+            if not self._is_trainable(name):
+                continue
+            if "lora_" in name:
+                groups["lora"].append(p)
+            elif name.startswith("vla.scale_head."):
+                groups["scale_head"].append(p)
+            else:
+                groups["heads"].append(p)
         return groups
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -223,29 +232,45 @@ class Policy(nn.Module):
         deterministic: bool = False,
         *,
         generator: torch.Generator | None = None,
+        scale_factor: float = 1.0,
     ):
-        """Sample an action chunk a ~ Laplace(mu, exp(log_scale)) (mu if deterministic).
+        """Sample an action chunk a ~ Laplace(mu, scale_factor * b) (mu if deterministic).
+
+        ``scale_factor`` widens the exploration (RIPT-VLA samples at 2-5x b); the returned
+        log-densities are those of the policy's own Laplace(mu, b) whatever the factor, as the
+        learner computes them, so a PPO ratio compares the policy before and after an update at
+        the same width (RIPT-VLA's convention).
 
         Returns:
-            actions (B, chunk, A) normalized, log_probs (B,), mu, log_scale (B, chunk, A).
+            actions (B, chunk, A) normalized, log_density (B, chunk, A) per action dimension
+            (sum it for the chunk's log-prob), mu, log_scale (B, chunk, A).
         """
         mu, log_scale = self(batch)
         if deterministic:
             actions = mu
         else:
-            actions = laplace_sample(mu, log_scale, generator=generator)
-        return actions, laplace_log_prob(actions, mu, log_scale).sum(-1), mu, log_scale
+            wide = log_scale + math.log(scale_factor) if scale_factor != 1.0 else log_scale
+            actions = laplace_sample(mu, wide, generator=generator)
+        return actions, laplace_log_density(actions, mu, log_scale), mu, log_scale
 
-    def log_prob(
-        self, batch: dict[str, Any], actions: torch.Tensor, *, return_log_scale: bool = False
-    ):
-        """Log-prob (B,) of normalized action chunks (B, chunk, A), summed over chunk and A.
+    def log_density(
+        self, batch: dict[str, Any], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension log-densities of normalized action chunks (what the learner's PPO
+        ratios are built from, at the granularity it is set to).
 
-        With ``return_log_scale`` also returns log_scale (B, chunk, A) (learner entropy).
+        Args:
+            batch: observations, see ``forward``.
+            actions: (B, chunk, A) normalized action chunks.
+        Returns:
+            log_density (B, chunk, A) and the Laplace log_scale (B, chunk, A) (entropy).
         """
         mu, log_scale = self(batch)
-        lp = laplace_log_prob(actions.to(mu), mu, log_scale).sum(-1)
-        return (lp, log_scale) if return_log_scale else lp
+        return laplace_log_density(actions.to(mu), mu, log_scale), log_scale
+
+    def log_prob(self, batch: dict[str, Any], actions: torch.Tensor) -> torch.Tensor:
+        """Log-prob (B,) of normalized action chunks (B, chunk, A), summed over chunk and A."""
+        return self.log_density(batch, actions)[0].sum(dim=(-2, -1))
 
     def to_env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """(..., A) normalized actions -> env actions (gripper -1 open / +1 close), float32."""

@@ -134,16 +134,16 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     return model.to(device).eval()
 
 
-def termination_eta(eta: float, reflector: str | None) -> float:
-    """The threshold that ends an episode: ``eta`` when set (> 0), else the eta stored in the
+def termination_eta(eta: float | None, reflector: str | None) -> float:
+    """The threshold that ends an episode: ``eta`` when set, else the eta stored in the
     reflector checkpoint (chosen on validation by training), else the model config's default
     (``reflector`` None or "fake").
 
     Args:
-        eta: a configured threshold in (0, 1), or 0 for "the checkpoint's".
+        eta: a configured threshold in (0, 1), or None for "the checkpoint's".
         reflector: reflector checkpoint folder, "fake", or None.
     """
-    if eta > 0:
+    if eta is not None:
         return eta
     if reflector is None or reflector == "fake":
         return ReflectorModelConfig().eta

@@ -58,8 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eta",
         type=float,
-        default=0.0,
-        help="threshold for --reflector (default 0: the checkpoint's own)",
+        default=None,
+        help="threshold for --reflector (default: the checkpoint's own)",
     )
     p.add_argument("--raw-weights", action="store_true", help="use raw instead of EMA weights")
     p.add_argument("--seed", type=int, default=0)
@@ -72,8 +72,8 @@ def _reward_agreement(model, args: argparse.Namespace) -> dict:
 
     if args.reflector_steps < 1:
         raise ValueError("--reflector-steps must be >= 1")
-    if not 0.0 <= args.eta < 1.0:
-        raise ValueError(f"--eta must be in (0, 1), or 0 for the checkpoint's, got {args.eta}")
+    if args.eta is not None and not 0.0 < args.eta < 1.0:
+        raise ValueError(f"--eta must be in (0, 1), got {args.eta}")
     reflector = load_checkpoint(args.reflector)
     eta = termination_eta(args.eta, args.reflector)
 

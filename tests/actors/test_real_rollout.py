@@ -1,12 +1,15 @@
-"""Real-env RLOO groups (the oracle beside imagination): layout, termination at success, starts."""
+"""Real-env RLOO groups (the oracle beside imagination), as a rollout worker runs them in a
+``RealWorld``: layout, termination at success, starts."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from actors.eval_worker import EVAL_SEED_OFFSET
-from actors.real_rollout import REAL_START_SEED_OFFSET, RealStartSampler, real_rollout_group
+from actors.config import RolloutConfig
+from actors.rollout_worker import RolloutWorker
+from actors.starts import EVAL_SEED_OFFSET, REAL_START_SEED_OFFSET, RealStartSampler
+from actors.worlds import RealWorld
 from envs.config import EnvConfig
 from envs.factory import make_env
 from envs.tabletop_expert import expert_action
@@ -32,70 +35,82 @@ class ExpertPolicy:
     def __init__(self, envs, lazy):
         self.envs, self.lazy = envs, lazy
 
-    def act(self, batch, deterministic=False, generator=None):
+    def act(self, batch, deterministic=False, generator=None, scale_factor=1.0):
+        # the loop passes the rows of the envs still running: find them, in order, by state
+        rows, last = [], -1
+        for p in batch["proprio"]:
+            last = next(
+                i for i in range(last + 1, len(self.envs)) if np.allclose(self.envs[i].proprio, p)
+            )
+            rows.append(last)
         a = np.stack(
             [
-                np.zeros(7, np.float32) if i in self.lazy else expert_action(e)
-                for i, e in enumerate(self.envs)
+                np.zeros(7, np.float32) if i in self.lazy else expert_action(self.envs[i])
+                for i in rows
             ]
-        )[:, None]  # (N, 1, 7) env units
+        )[:, None]  # (R, 1, 7) env units
         t = torch.from_numpy(a)
-        return t, torch.zeros(len(a)), t, torch.zeros_like(t)
+        return t, torch.zeros_like(t), t, torch.zeros_like(t)
+
+    def eval(self):
+        return self
 
     def to_env_actions(self, actions):
         return actions.numpy()
+
+
+def _worker(policy, *, envs, group_size, max_policy_steps, execute_steps):
+    """A rollout worker in the real world over the given envs (its pool)."""
+    world = RealWorld(lambda: None)
+    world.pool.envs = envs
+    cfg = RolloutConfig(
+        group_size=group_size, max_policy_steps=max_policy_steps, execute_steps=execute_steps
+    )
+    return RolloutWorker(lambda: policy, world=world, rollout=cfg, worker_index=0)
 
 
 def test_group_layout_same_start_and_log_probs():
     envs = [make_env(ENV) for _ in range(3)]
     task = envs[0].task_names[0]
     policy = _policy(envs[0].instruction(task))
-    res = real_rollout_group(
-        policy,
-        envs,
-        RealStartSampler([task], seed=1).sample(1)[0],
-        group_id=4,
-        max_policy_steps=3,
-        execute_steps=2,
-        policy_version=9,
-        generator=torch.Generator().manual_seed(0),
-        keep_frames=True,
-    )
-    n, t = res.old_log_probs.shape
+    worker = _worker(policy, envs=envs, group_size=3, max_policy_steps=3, execute_steps=2)
+    worker.version = 9
+    worker.generator.manual_seed(0)
+    (group,) = worker.run_groups(RealStartSampler([task], seed=1).sample(1), [4], keep_frames=True)
+    res = group.rollout
+    n, t = res.old_log_probs.shape[:2]
+    assert res.old_log_probs.shape[2:] == res.actions.shape[2:]  # per action dimension
     assert (n, t) == (3, 3)  # a random policy does not finish the task in 6 steps
     assert res.images.shape == (3, 3, 32, 32, 3) and res.actions.shape[:2] == (3, 3)
     assert np.array_equal(res.images[0, 0], res.images[1, 0]) and np.array_equal(
         res.images[0, 0], res.images[2, 0]
     )
     assert res.done.sum(axis=1).tolist() == [1, 1, 1] and res.done[:, -1].all()
-    assert res.rewards.tolist() == [0.0, 0.0, 0.0] and not res.terminated.any()
+    assert res.rewards.tolist() == [0.0, 0.0, 0.0] and not group.terminated.any()
     assert res.env_steps == 3 * 3 * 2 and res.frames.shape == (3, 1 + 6, 32, 32, 3)
-    assert res.group_id == 4 and res.policy_version == 9 and res.init.task_id == task
+    assert group.group_id == 4 and group.policy_version == 9 and group.task == task
     # the recorded log-probs are the acting policy's
     obs = {
         "image": res.images.reshape(-1, 32, 32, 3),
         "proprio": res.proprio.reshape(-1, 8),
-        "instruction": [res.init.instruction] * (n * t),
+        "instruction": [group.instruction] * (n * t),
     }
     lp = policy.log_prob(obs, torch.from_numpy(res.actions.reshape(n * t, *res.actions.shape[2:])))
     np.testing.assert_allclose(
-        lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3
+        lp.detach().numpy().reshape(n, t),
+        res.old_log_probs.sum(axis=(-2, -1)),
+        rtol=1e-4,
+        atol=1e-3,
     )
 
 
 def test_success_ends_that_rollout_with_reward_one():
     envs = [make_env(ENV) for _ in range(3)]
     policy = ExpertPolicy(envs, lazy={1})
-    res = real_rollout_group(
-        policy,
-        envs,
-        RealStartSampler(["lift_red"], seed=0).sample(1)[0],
-        group_id=0,
-        max_policy_steps=80,
-        execute_steps=1,
-        policy_version=0,
-    )
-    assert res.rewards.tolist() == [1.0, 0.0, 1.0] and res.terminated.tolist() == [
+    worker = _worker(policy, envs=envs, group_size=3, max_policy_steps=80, execute_steps=1)
+    (group,) = worker.run_groups(RealStartSampler(["lift_red"], seed=0).sample(1), [0])
+    res = group.rollout
+    assert res.rewards.tolist() == [1.0, 0.0, 1.0] and group.terminated.tolist() == [
         True,
         False,
         True,

@@ -1,4 +1,5 @@
-"""Imagined rollouts of one group with the tiny policy, the fake simulator and fake reflector."""
+"""Imagined rollouts of one group with the tiny policy, the fake simulator and fake reflector:
+the acting loop over an ``ImaginedGroup``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import torch
 
 from actors.clients import LocalReflectorClient, LocalSimulatorClient
-from actors.rollout import rollout_group
+from actors.rollout import act_in_chunks
+from actors.worlds import ImaginedGroup
 from envs.config import EnvConfig
 from envs.factory import make_env
 from learner.batch import TrajectoryBatch
@@ -39,6 +41,12 @@ def _setup():
     return policy, LocalSimulatorClient(sim), LocalReflectorClient(refl), init, sim, refl
 
 
+def rollout_group(policy, sim, refl, init, *, key, group_size, eta, **kw):
+    """One imagined group through the acting loop, as a rollout worker runs it."""
+    group = ImaginedGroup(sim, refl, init, group_size, key=key, eta=eta)
+    return act_in_chunks(policy, group, **kw)
+
+
 def test_group_shapes_masks_and_release():
     policy, sim, refl, init, sim_backend, refl_backend = _setup()
     res = rollout_group(
@@ -47,20 +55,19 @@ def test_group_shapes_masks_and_release():
         refl,
         init,
         key="g0",
-        group_id=5,
         group_size=4,
         max_policy_steps=3,
         execute_steps=2,
         eta=0.99,
-        policy_version=7,
         generator=torch.Generator().manual_seed(0),
         keep_frames=True,
     )
-    n, t = res.old_log_probs.shape
+    n, t = res.old_log_probs.shape[:2]
+    assert res.old_log_probs.shape[2:] == res.actions.shape[2:]  # per action dimension
     assert n == 4 and t == 3  # the fake reward never exceeds eta: runs to the step limit
     assert res.images.shape == (4, 3, 32, 32, 3) and res.actions.shape[:2] == (4, 3)
     assert res.done.sum(axis=1).tolist() == [1, 1, 1, 1] and res.done[:, -1].all()
-    assert not res.terminated.any() and res.env_steps == 4 * 3 * 2
+    assert not (res.rewards > 0.99).any() and res.env_steps == 4 * 3 * 2
     assert res.frames.shape == (4, 1 + 6, 32, 32, 3)
     assert np.all((res.rewards >= 0) & (res.rewards <= 1))
     assert sim_backend._start == {} and refl_backend._first == {}  # released
@@ -72,16 +79,20 @@ def test_group_shapes_masks_and_release():
     }
     lp = policy.log_prob(obs, torch.from_numpy(res.actions.reshape(n * t, *res.actions.shape[2:])))
     np.testing.assert_allclose(
-        lp.detach().numpy().reshape(n, t), res.old_log_probs, rtol=1e-4, atol=1e-3
+        lp.detach().numpy().reshape(n, t),
+        res.old_log_probs.sum(axis=(-2, -1)),
+        rtol=1e-4,
+        atol=1e-3,
     )
     TrajectoryBatch(
         obs={"image": torch.from_numpy(res.images), "proprio": torch.from_numpy(res.proprio)},
         actions=torch.from_numpy(res.actions),
         old_log_probs=torch.from_numpy(res.old_log_probs),
+        executed=torch.from_numpy(res.executed),
         rewards=torch.from_numpy(res.rewards),
         done=torch.from_numpy(res.done),
-        group_ids=torch.full((n,), res.group_id),
-        policy_version=torch.full((n,), res.policy_version),
+        group_ids=torch.full((n,), 5),
+        policy_version=torch.full((n,), 7),
     )
 
 
@@ -93,15 +104,15 @@ def test_reflector_termination_stops_early():
         refl,
         init,
         key="g1",
-        group_id=0,
         group_size=3,
         max_policy_steps=4,
         execute_steps=4,
         eta=1e-6,
-        policy_version=0,
     )
-    assert res.old_log_probs.shape == (3, 1)
-    assert res.terminated.all() and res.done[:, 0].all()
+    assert res.old_log_probs.shape[:2] == (3, 1)
+    # each ran one action of its chunk, then R > eta stopped it: the rest never executed
+    assert res.executed[:, 0, 0].all() and not res.executed[:, 0, 1:].any()
+    assert (res.rewards > 1e-6).all() and res.done[:, 0].all()
     assert res.env_steps == 3  # one imagined step each, then R > eta stops them
 
 
@@ -115,12 +126,10 @@ def test_deterministic_group_acts_with_the_mean():
         refl,
         init,
         key="g2",
-        group_id=0,
         group_size=3,
         max_policy_steps=2,
         execute_steps=2,
         eta=0.99,
-        policy_version=0,
         deterministic=True,
     )
     assert np.array_equal(res.actions[0], res.actions[1]) and np.array_equal(
@@ -140,12 +149,10 @@ def test_deterministic_group_acts_with_the_mean():
         refl,
         init,
         key="g3",
-        group_id=0,
         group_size=3,
         max_policy_steps=1,
         execute_steps=2,
         eta=0.99,
-        policy_version=0,
         generator=torch.Generator().manual_seed(0),
     )
     assert not np.array_equal(sampled.actions[0], sampled.actions[1])

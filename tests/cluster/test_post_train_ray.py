@@ -52,7 +52,6 @@ def make_cfg(root, run: str, iterations: int, imagined_eval_states: int = 0) -> 
         ),
         learner=dataclasses.replace(
             cfg.learner,
-            group_size=4,
             minibatch_size=4,
             micro_batch_size=4,
             skip_constant_groups=False,
@@ -67,6 +66,8 @@ def make_cfg(root, run: str, iterations: int, imagined_eval_states: int = 0) -> 
         ),
         post_train=PostTrainConfig(
             policy=str(root / "sft"),
+            simulator="fake",
+            reflector="fake",
             data=[str(root / "demos")],
             iterations=iterations,
             checkpoint_every=1,
@@ -155,6 +156,38 @@ def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets)
     assert state["sampler_cursor"] == 4
 
 
+def test_dynamic_sampling_and_the_learning_curve(ray_cluster, assets):
+    """rollout.mixed_groups: rounds repeat up to the cap and are counted; post_train.eval_every:
+    real success (mean action and sampled) before the first and after every iteration, with
+    its plot."""
+    from cluster.driver import post_train
+
+    cfg = make_cfg(assets, "curve", 2)
+    cfg = dataclasses.replace(
+        cfg,
+        env=EnvConfig(image_size=32),
+        rollout=dataclasses.replace(cfg.rollout, mixed_groups=3, max_sampling_rounds=2),
+        post_train=dataclasses.replace(
+            cfg.post_train, world="real", data=[], eval_every=1, eval_episodes_per_task=1
+        ),
+    )
+    post_train(cfg, progress=False)
+    run = assets / "runs" / "curve"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert 0.0 <= r["eval/success_mean_action"] <= 1.0
+        assert 0.0 <= r["eval/success_sampled"] <= 1.0 and r["eval/episodes"] == 8
+    for prev, r in zip(records, records[1:], strict=False):
+        rounds, mixed = r["rollout/sampling_rounds"], r["rollout/mixed_groups"]
+        assert rounds == 2 or (rounds == 1 and mixed >= 3)
+        assert r["rollout/sampling_capped"] == float(mixed < 3)
+        # 2 workers x 1 group x 4 rollouts per round
+        assert r["rollout/episodes"] - prev["rollout/episodes"] == 8 * rounds
+        assert r["learner/kept_trajectories"] == 4 * min(mixed, 3)
+    assert (run / "learning_curve.png").stat().st_size > 1000
+
+
 def test_resume_continues_from_checkpoint(ray_cluster, assets):
     from cluster.driver import post_train
 
@@ -210,11 +243,12 @@ def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
         "lengths": lengths[:, None].expand(b, t).contiguous(),
     }
     with torch.no_grad():
-        actions, log_probs, _, _ = policy.act({k: v.flatten(0, 1) for k, v in obs.items()})
+        actions, log_density, _, _ = policy.act({k: v.flatten(0, 1) for k, v in obs.items()})
     batch = TrajectoryBatch(
         obs=obs,
         actions=actions.reshape(b, t, *actions.shape[1:]),
-        old_log_probs=log_probs.reshape(b, t),
+        old_log_probs=log_density.reshape(b, t, *actions.shape[1:]),
+        executed=torch.ones(b, t, actions.shape[1], dtype=torch.bool),
         rewards=torch.tensor([1.0, 0.0, 0.5, 0.2, 0.0, 1.0, 0.9, 0.1]),
         done=torch.tensor(
             [[True, False]] + [[False, False]] * 4 + [[True, False]] + [[False, True]] * 2
@@ -225,7 +259,6 @@ def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
     # adam_eps = 1 makes each update smooth in the gradient (~ lr * g): with a tiny eps, Adam
     # steps near-zero gradients by ~lr in the direction of their float rounding noise
     cfg = LearnerConfig(
-        group_size=4,
         minibatch_size=8,
         micro_batch_size=2,
         ppo_epochs=2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from core.configlib import ConfigError, from_dict
 from learner import Learner, LearnerConfig, TrajectoryBatch
-from policy.distribution import laplace_entropy, laplace_log_prob
+from policy.distribution import laplace_entropy, laplace_log_density, laplace_log_prob
 
 OBS_DIM, CHUNK, ACTION_DIM = 4, 2, 3
 
@@ -23,18 +24,17 @@ class LinearLaplacePolicy(nn.Module):
         torch.manual_seed(seed)
         self.lora = nn.Linear(OBS_DIM, 8)
         self.heads = nn.Linear(8, CHUNK * ACTION_DIM * 2)
-        self.calls: list[int] = []  # number of chunks scored per log_prob call
+        self.calls: list[int] = []  # number of chunks scored per log_density call
 
     def dist(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.heads(torch.tanh(self.lora(state)))  # (..., CHUNK * A * 2)
         out = out.reshape(*state.shape[:-1], CHUNK, ACTION_DIM, 2)
         return out[..., 0], out[..., 1].clamp(-2.0, 0.5)  # loc, log_scale (..., CHUNK, A)
 
-    def log_prob(self, obs, actions, *, return_log_scale=False):
+    def log_density(self, obs, actions):
         self.calls.append(actions.shape[0])
         loc, log_scale = self.dist(obs["state"])
-        lp = laplace_log_prob(actions, loc, log_scale).sum(-1)
-        return (lp, log_scale) if return_log_scale else lp
+        return laplace_log_density(actions, loc, log_scale), log_scale
 
     def param_groups(self):
         return {"lora": list(self.lora.parameters()), "heads": list(self.heads.parameters())}
@@ -58,13 +58,14 @@ def make_batch(
     with torch.no_grad():
         loc, log_scale = policy.dist(state)
         actions = torch.distributions.Laplace(loc, log_scale.exp()).sample()  # (B, T, C, A)
-        old_log_probs = laplace_log_prob(actions, loc, log_scale).sum(-1)  # (B, T)
+        old_log_probs = laplace_log_density(actions, loc, log_scale)  # (B, T, C, A)
     done = torch.zeros(b, horizon, dtype=torch.bool)
     done[::2, 1] = True  # every other trajectory stops after 2 steps
     return TrajectoryBatch(
         obs={"state": state},
         actions=actions,
         old_log_probs=old_log_probs,
+        executed=torch.ones(b, horizon, CHUNK, dtype=torch.bool),
         rewards=torch.tensor(rewards),
         done=done,
         group_ids=torch.arange(b) // group_size,
@@ -73,7 +74,7 @@ def make_batch(
 
 
 def config(**kw) -> LearnerConfig:
-    base = dict(group_size=2, minibatch_size=4, micro_batch_size=4, lr_lora=1e-2, lr_heads=1e-3)
+    base = dict(minibatch_size=4, micro_batch_size=4, lr_lora=1e-2, lr_heads=1e-3)
     base.update(kw)
     return LearnerConfig(**base)
 
@@ -90,7 +91,8 @@ def test_positive_advantage_raises_log_prob_of_its_actions() -> None:
     with torch.no_grad():
         loc, log_scale = policy.dist(batch.obs["state"])
         new_lp = laplace_log_prob(batch.actions, loc, log_scale).sum(-1)  # (B, T)
-    first = (new_lp - batch.old_log_probs)[:, 0]  # step 0 is valid in every trajectory
+    old_lp = batch.old_log_probs.sum(dim=(-2, -1))  # (B, T)
+    first = (new_lp - old_lp)[:, 0]  # step 0 is valid in every trajectory
     assert first[0] > 0 and first[3] > 0  # advantage +1
     assert first[1] < 0 and first[2] < 0  # advantage -1
     assert metrics["learner/optimizer_steps"] == 3 and metrics["learner/skipped_updates"] == 0
@@ -180,7 +182,7 @@ def test_gradient_accumulation_matches_one_big_pass() -> None:
     policy = LinearLaplacePolicy()
     batch = make_batch(policy, [0.9, 0.1, 0.2, 0.7, 0.5, 0.0, 1.0, 0.3], group_size=4, horizon=4)
     twin = copy.deepcopy(policy)
-    cfg = dict(group_size=4, minibatch_size=8, ppo_epochs=2)  # epoch 2 sees ratios != 1
+    cfg = dict(minibatch_size=8, ppo_epochs=2)  # epoch 2 sees ratios != 1
     whole = Learner(policy, config(micro_batch_size=8, **cfg))
     split = Learner(twin, config(micro_batch_size=2, **cfg))
     m_whole, m_split = whole.update(batch), split.update(batch)
@@ -219,6 +221,9 @@ def test_groups_must_have_group_size_trajectories() -> None:
     batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
     batch.group_ids = torch.tensor([0, 0, 0, 1])
     with pytest.raises(ValueError, match="group 0 holds 3 trajectories"):
+        Learner(policy, config()).update(batch)
+    batch.group_ids = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="group_size >= 2"):
         Learner(policy, config()).update(batch)
 
 
@@ -306,8 +311,8 @@ def test_config_validation_and_yaml_loading() -> None:
     assert LearnerConfig().lr_lora == 1e-4 and LearnerConfig().lr_heads == 1e-5
     with pytest.raises(ConfigError, match="micro_batch_size"):
         from_dict(LearnerConfig, {"minibatch_size": 6, "micro_batch_size": 4})
-    with pytest.raises(ValueError, match="group_size must be >= 2"):
-        LearnerConfig(group_size=1)
+    with pytest.raises(ConfigError, match="group_size"):  # the rollouts' key, not the learner's
+        from_dict(LearnerConfig, {"group_size": 8})
     with pytest.raises(ConfigError, match="did you mean"):
         from_dict(LearnerConfig, {"ppo_epoch": 2})
     with pytest.raises(ConfigError, match="did you mean 'clip_eps'"):
@@ -324,6 +329,10 @@ def test_trajectory_batch_checks_shapes() -> None:
         TrajectoryBatch(**{**fields, "obs": {"state": batch.obs["state"][:, :2]}})
     with pytest.raises(ValueError, match="rewards"):
         TrajectoryBatch(**{**fields, "rewards": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"executed must have shape \(B, T, chunk\)"):
+        TrajectoryBatch(**{**fields, "executed": batch.executed[:, :, :1]})
+    with pytest.raises(ValueError, match=r"old_log_probs must have shape \(B, T, chunk, A\)"):
+        TrajectoryBatch(**{**fields, "old_log_probs": batch.old_log_probs.sum(dim=(-2, -1))})
 
 
 def test_concat_batches_pads_time_and_tokens():
@@ -338,7 +347,8 @@ def test_concat_batches_pads_time_and_tokens():
                 "input_ids": torch.ones(b, t, length, dtype=torch.long),
             },
             actions=torch.randn(b, t, 2, 7),
-            old_log_probs=torch.randn(b, t),
+            old_log_probs=torch.randn(b, t, 2, 7),
+            executed=torch.ones(b, t, 2, dtype=torch.bool),
             rewards=torch.rand(b),
             done=done,
             group_ids=torch.full((b,), gid),
@@ -346,9 +356,35 @@ def test_concat_batches_pads_time_and_tokens():
         )
 
     joined = concat_batches([make(2, 3, 4, 0), make(3, 1, 6, 1)], pad_ids={"input_ids": 0})
-    assert joined.old_log_probs.shape == (5, 3)
+    assert joined.old_log_probs.shape == (5, 3, 2, 7) and joined.executed.shape == (5, 3, 2)
     assert joined.obs["input_ids"].shape == (5, 3, 6)
     assert joined.obs["input_ids"][0, 0, 4:].tolist() == [0, 0]
     # each trajectory still terminates exactly once, at its own step
     assert joined.done.sum(1).tolist() == [1, 1, 1, 1, 1]
     assert joined.done[2:, 0].all() and joined.done[:2, 2].all()
+
+
+def test_update_trains_on_exactly_the_groups_dynamic_sampling_chose() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0, 0.5, 0.5], group_size=2)
+    learner = Learner(policy, config(advantage="grpo"))
+    metrics = learner.update(batch, groups=[1])
+    assert metrics["learner/kept_trajectories"] == 2
+    assert metrics["learner/dropped_constant_groups"] == 2  # groups 0 and 2 not trained
+    assert policy.calls == [2 + 3]  # trajectory 2 ends after 2 steps, 3 runs all 3
+    with pytest.raises(ValueError, match=r"groups \[7\]"):
+        learner.update(batch, groups=[1, 7])
+
+
+def test_clip_per_group_clips_each_group_to_the_max_norm() -> None:
+    policy = LinearLaplacePolicy()
+    learner = Learner(policy, config(clip_per_group=True, max_grad_norm=1e-3))
+    for p in policy.parameters():
+        p.grad = torch.ones_like(p)
+    total = learner._clip_gradients()
+    n_lora = sum(p.numel() for p in policy.lora.parameters())
+    n_heads = sum(p.numel() for p in policy.heads.parameters())
+    assert total.item() == pytest.approx(math.sqrt(n_lora + n_heads), rel=1e-5)
+    for group in (policy.lora, policy.heads):
+        norm = torch.cat([p.grad.flatten() for p in group.parameters()]).norm()
+        assert norm.item() == pytest.approx(1e-3, rel=1e-3)

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from learner.loop import (
+    grpo_advantages,
     nonconstant_group_mask,
     ppo_clip_loss,
+    ratio_log_probs,
     rloo_advantages,
     termination_mask,
 )
@@ -148,3 +150,71 @@ def test_ppo_clip_loss_rejects_mismatched_shapes() -> None:
         ppo_clip_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2), torch.ones(2, 3), 0.1)
     with pytest.raises(ValueError, match="advantages"):
         ppo_clip_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3), 0.1)
+
+
+def test_grpo_advantages_match_loop() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.2, 0.9, 0.4, 0.4], [0.3, 0.3, 0.3, 0.3]])
+    adv = grpo_advantages(rewards, eps=1e-6)
+    for gi, row in enumerate(rewards.tolist()):
+        mean = sum(row) / len(row)
+        std = math.sqrt(sum((x - mean) ** 2 for x in row) / (len(row) - 1))
+        for n, r in enumerate(row):
+            assert adv[gi, n].item() == pytest.approx((r - mean) / (std + 1e-6), abs=1e-5)
+    assert torch.all(adv[2] == 0)  # all-equal group: zero advantage
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        grpo_advantages(torch.ones(3, 1))
+
+
+@pytest.mark.parametrize("unit", ["chunk", "action", "dim"])
+def test_ratio_units_give_the_plain_per_unit_ppo_loss(unit) -> None:
+    """Per chunk, per action and per dimension PPO against a plain loop over the units, with
+    terminated trajectories, padding garbage, and actions of a chunk that never ran."""
+    g = torch.Generator().manual_seed(5)
+    b, t, c, a, eps = 4, 3, 4, 2, 0.1
+    old = 0.5 * torch.randn(b, t, c, a, generator=g, dtype=torch.float64)
+    new = old + 0.08 * torch.randn(b, t, c, a, generator=g, dtype=torch.float64)
+    adv = torch.randn(b, generator=g, dtype=torch.float64)
+    done = torch.zeros(b, t, dtype=torch.bool)
+    done[0, 1] = done[2, 0] = done[1, 2] = done[3, 2] = True
+    step_mask = termination_mask(done)
+    executed = torch.ones(b, t, c, dtype=torch.bool)
+    executed[0, 1, 2:] = False  # trajectory 0 ended after the 2nd action of its last chunk
+    executed[:, :, 3] = False  # execute_steps = 3 < chunk = 4
+    garbage_new = torch.where(step_mask[..., None, None], new, torch.nan)
+    garbage_old = torch.where(step_mask[..., None, None], old, torch.inf)
+
+    lp, mask = ratio_log_probs(garbage_new, step_mask, executed, unit)
+    lp_old, mask_old = ratio_log_probs(garbage_old, step_mask, executed, unit)
+    assert torch.equal(mask, mask_old)
+    loss, _ = ppo_clip_loss(lp, lp_old, adv, mask, eps)
+
+    per_traj = []
+    for i in range(b):
+        terms = []
+        for j in range(t):
+            if not step_mask[i, j]:
+                continue
+            if unit == "chunk":  # the whole chunk, executed or not
+                units = [(new[i, j].sum().item(), old[i, j].sum().item())]
+            elif unit == "action":
+                units = [
+                    (new[i, j, k].sum().item(), old[i, j, k].sum().item())
+                    for k in range(c)
+                    if executed[i, j, k]
+                ]
+            else:
+                units = [
+                    (new[i, j, k, d].item(), old[i, j, k, d].item())
+                    for k in range(c)
+                    if executed[i, j, k]
+                    for d in range(a)
+                ]
+            for x, y in units:
+                r = math.exp(x - y)
+                terms.append(-min(r * adv[i].item(), min(max(r, 1 - eps), 1 + eps) * adv[i].item()))
+        per_traj.append(sum(terms) / len(terms))
+    assert loss.item() == pytest.approx(sum(per_traj) / len(per_traj), rel=1e-10)
+    units_per_step = {"chunk": 1, "action": c, "dim": c * a}[unit]
+    assert lp.shape == (b, t * units_per_step)
+    with pytest.raises(ValueError, match="unknown PPO ratio unit"):
+        ratio_log_probs(new, step_mask, executed, "token")

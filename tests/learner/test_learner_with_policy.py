@@ -37,11 +37,12 @@ def rollout_batch(policy, *, b: int = 4, t: int = 2) -> TrajectoryBatch:
         "input_ids": ids[:, None].expand(b, t, -1).contiguous(),  # (B, T, L)
         "lengths": lengths[:, None].expand(b, t).contiguous(),  # (B, T)
     }
-    actions, log_probs, _, _ = policy.act({k: v.flatten(0, 1) for k, v in obs.items()})
+    actions, log_density, _, _ = policy.act({k: v.flatten(0, 1) for k, v in obs.items()})
     return TrajectoryBatch(
         obs=obs,
         actions=actions.reshape(b, t, *actions.shape[1:]),  # (B, T, chunk, A)
-        old_log_probs=log_probs.reshape(b, t),
+        old_log_probs=log_density.reshape(b, t, *actions.shape[1:]),  # (B, T, chunk, A)
+        executed=torch.ones(b, t, actions.shape[1], dtype=torch.bool),
         rewards=torch.tensor([1.0, 0.0, 0.0, 1.0]),
         done=torch.tensor([[False, True], [False, False], [True, False], [False, False]]),
         group_ids=torch.tensor([0, 0, 1, 1]),
@@ -52,7 +53,7 @@ def rollout_batch(policy, *, b: int = 4, t: int = 2) -> TrajectoryBatch:
 def test_learner_trains_the_real_policy_and_publishes_loadable_weights() -> None:
     policy = tiny_policy()
     batch = rollout_batch(policy)
-    learner = Learner(policy, LearnerConfig(group_size=2, minibatch_size=4, micro_batch_size=2))
+    learner = Learner(policy, LearnerConfig(minibatch_size=4, micro_batch_size=2))
     lrs = {g["name"]: g["lr"] for g in learner.optimizer.param_groups}
     assert lrs == {"lora": 1e-4, "heads": 1e-5}
     before = {k: v.clone() for k, v in policy.trainable_state_dict().items()}
@@ -78,3 +79,24 @@ def test_learner_trains_the_real_policy_and_publishes_loadable_weights() -> None
             worker_policy.log_prob(flat, actions), policy.log_prob(flat, actions)
         )
     assert version == 1
+
+
+@pytest.mark.parametrize("ratio", ["chunk", "action", "dim"])
+def test_frozen_scale_head_stays_bit_for_bit_while_lora_and_action_head_train(ratio) -> None:
+    policy = tiny_policy()
+    batch = rollout_batch(policy)
+    cfg = LearnerConfig(minibatch_size=4, micro_batch_size=2, train_scale_head=False, ratio=ratio,
+        lr_lora=1e-3, lr_heads=1e-3, weight_decay=0.1, clip_per_group=True,
+    )  # fmt: skip
+    learner = Learner(policy, cfg)
+    before = {k: v.clone() for k, v in policy.trainable_state_dict().items()}
+    metrics = learner.update(batch)
+    assert metrics["learner/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+    after = policy.trainable_state_dict()
+    scale = [k for k in after if k.startswith("vla.scale_head.")]
+    assert scale and all(torch.equal(after[k], before[k]) for k in scale)
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert any("lora_" in k for k in changed) and any("action_head" in k for k in changed)
+    # the frozen head is still part of what is published (rollout workers load it unchanged)
+    _, weights = learner.publish()
+    assert set(scale) <= set(weights)

@@ -16,11 +16,11 @@ from policy.normalization import Normalizer
 def test_act_shapes_and_log_prob_match_a_plain_loop(make_policy, make_batch):
     policy = make_policy()
     batch = make_batch(3)
-    actions, log_probs, mu, log_scale = policy.act(
+    actions, log_density, mu, log_scale = policy.act(
         batch, generator=torch.Generator().manual_seed(1)
     )
-    assert actions.shape == mu.shape == log_scale.shape == (3, 8, 7)
-    assert log_probs.shape == (3,)
+    assert actions.shape == mu.shape == log_scale.shape == log_density.shape == (3, 8, 7)
+    log_probs = log_density.sum(dim=(-2, -1))  # (3,)
     expected = torch.zeros(3, dtype=torch.float64)
     for b in range(3):
         for t in range(8):
@@ -33,7 +33,23 @@ def test_act_shapes_and_log_prob_match_a_plain_loop(make_policy, make_batch):
         torch.testing.assert_close(policy.log_prob(batch, actions), log_probs, rtol=1e-5, atol=1e-4)
     det, det_lp, det_mu, _ = policy.act(batch, deterministic=True)
     torch.testing.assert_close(det, det_mu)
-    assert torch.all(det_lp > log_probs - 1e-4)  # the mode has the highest density
+    assert torch.all(det_lp.sum(dim=(-2, -1)) > log_probs - 1e-4)  # the mode: highest density
+
+
+def test_scale_factor_widens_sampling_but_not_the_scored_density(make_policy, make_batch):
+    """RIPT-VLA's convention: samples at scale_factor x b, log-densities at the policy's b."""
+    policy = make_policy()
+    batch = make_batch(64)
+    gen = torch.Generator
+    a1, _, mu, log_scale = policy.act(batch, generator=gen().manual_seed(2))
+    a3, lp3, _, _ = policy.act(batch, generator=gen().manual_seed(2), scale_factor=3.0)
+    # the same uniform draws: every deviation from mu is exactly 3x as large
+    torch.testing.assert_close(a3 - mu, 3.0 * (a1 - mu), rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        own, _ = policy.log_density(batch, a3)
+    torch.testing.assert_close(lp3, own, rtol=1e-5, atol=1e-4)
+    expected = -(a3 - mu).abs() / log_scale.exp() - log_scale - math.log(2.0)
+    torch.testing.assert_close(lp3, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_initial_log_scale_is_clipped_to_the_floor(make_policy, make_batch):
@@ -191,8 +207,8 @@ def test_config_validation_names_the_key():
 def test_image_size_override_changes_the_towers_input(make_policy, make_batch):
     policy = make_policy(image_size=32)
     assert policy.cfg.arch.image_size == 32 and policy.vla.vision.num_patches == 16
-    actions, log_probs, _, _ = policy.act(make_batch(2, size=32))
-    assert actions.shape == (2, policy.cfg.chunk, 7) and torch.isfinite(log_probs).all()
+    actions, log_density, _, _ = policy.act(make_batch(2, size=32))
+    assert actions.shape == (2, policy.cfg.chunk, 7) and torch.isfinite(log_density).all()
 
 
 def test_oft_7b_on_meta_device_matches_published_count(stats):

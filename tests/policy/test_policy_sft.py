@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from actors.evaluation import EvalJob, evaluate_expert, evaluate_jobs, summarize
+from actors.evaluation import evaluate_expert, evaluate_jobs, summarize
+from actors.starts import EvalJob
 from envs.config import EnvConfig
 from envs.tabletop import TabletopEnv
 from envs.tabletop_expert import expert_action

@@ -266,9 +266,9 @@ def test_training_stores_the_calibrated_eta(trained):
         s["early_termination_rate"] >= chosen["early_termination_rate"] for s in cal["sweep"]
     )
     # rollouts take the checkpoint's eta unless the config sets one
-    assert termination_eta(0.0, str(out / "best")) == cal["eta"]
+    assert termination_eta(None, str(out / "best")) == cal["eta"]
     assert termination_eta(0.7, str(out / "best")) == 0.7
-    assert termination_eta(0.0, "fake") == ReflectorModelConfig().eta
+    assert termination_eta(None, "fake") == ReflectorModelConfig().eta
 
 
 def test_frame_auc_ranks_the_reward_before_the_hold_rule():

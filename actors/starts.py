@@ -1,0 +1,51 @@
+"""Real-env starts: a task and a seed, for evaluation episodes and the oracle's training groups.
+
+Seeds are kept apart by offsets: data collection uses base + 100,000 x task + episode (< 10^6
+past the base seed), evaluation ``EVAL_SEED_OFFSET`` = 10^7 on, the learning curve during
+post-training ``CURVE_SEED_OFFSET`` = 1.5 x 10^7 on (its own fixed starts, never the final
+evaluation's), the oracle's training starts ``REAL_START_SEED_OFFSET`` = 2 x 10^7 on, so an
+evaluation never sees a start the policy was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EVAL_SEED_OFFSET = 10_000_000
+CURVE_SEED_OFFSET = 15_000_000
+REAL_START_SEED_OFFSET = 20_000_000
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One real-env start: reset ``task`` with ``seed``."""
+
+    task: str
+    seed: int
+
+
+class RealStartSampler:
+    """Deterministic stream of real-env starts (task, seed), one fresh seed per draw.
+
+    Args:
+        tasks: the tasks to draw from (uniformly).
+        seed: base seed; ``cursor`` counts draws (saved in checkpoints like the initial-state
+            sampler's), so a resumed run continues the same stream.
+    """
+
+    def __init__(self, tasks: list[str], *, seed: int = 0):
+        if not tasks:
+            raise ValueError("real-env starts need at least one task")
+        self.tasks = list(tasks)
+        self.seed = seed
+        self.cursor = 0
+
+    def sample(self, n: int) -> list[EvalJob]:
+        starts = []
+        for _ in range(n):
+            k = int(np.random.default_rng([self.seed, self.cursor]).integers(len(self.tasks)))
+            starts.append(EvalJob(self.tasks[k], REAL_START_SEED_OFFSET + self.seed + self.cursor))
+            self.cursor += 1
+        return starts

@@ -1,0 +1,268 @@
+"""The two kinds of environment groups the acting loop runs on, and the worlds that make them.
+
+``ImaginedGroup``: N copies of one real start rolled forward in imagination: the next proprio
+state by kinematics (no network), the next frame from the world simulator, the reward R from
+the reflector, ended when R > eta. ``RealGroup``: N real envs, each reset to its own start
+(task, seed); reward 1.0 at the env's success, ended at success (or, with a reflector, at
+R > eta), or at the step limit. The world model is an environment like the real one: the
+training rollouts of both worlds, the oracle and the evaluations are one loop
+(``actors.rollout.act_in_chunks``) over these groups.
+
+A world (``ImaginedWorld``, ``RealWorld``) turns a start into a group for a rollout worker; it
+is built by the driver and sent to the worker, and makes its clients or envs in the worker's
+process on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actors.clients import (
+    RayReflectorClient,
+    RaySimulatorClient,
+    ReflectorClient,
+    SimulatorClient,
+)
+from actors.rollout import Step
+from actors.starts import EvalJob
+from envs.base import observation_batch
+from envs.kinematics import next_proprio
+from trajectories.initial_states import InitialState
+
+
+class ImaginedGroup:
+    """N imagined rollouts of one real start (``actors.rollout.EnvGroup``).
+
+    Args:
+        sim, reflector: clients of the world simulator and the reflector.
+        init: the shared start (context frames, proprio, instruction).
+        n: environments in the group.
+        key: the group's name at the services (unique while it runs).
+        eta: the reflector's termination threshold (R > eta ends a rollout).
+        limits: controller limits for the kinematics (None: the tabletop defaults).
+    """
+
+    def __init__(
+        self,
+        sim: SimulatorClient,
+        reflector: ReflectorClient,
+        init: InitialState,
+        n: int,
+        *,
+        key: str,
+        eta: float,
+        limits: Any = None,
+    ):
+        self.sim, self.reflector, self.init, self.n = sim, reflector, init, n
+        self.key, self.eta, self.limits = key, eta, limits
+        self._open = False
+
+    def reset(self) -> dict[str, Any]:
+        frames0 = np.repeat(self.init.frames[None], self.n, axis=0)  # (N, T0, H, W, 3)
+        self.proprio = np.repeat(self.init.proprio[None].astype(np.float32), self.n, axis=0)
+        self.instructions = [self.init.instruction] * self.n
+        self.sim.reset(self.key, frames0, self.proprio)
+        self._open = True
+        self.reflector.reset(self.key, self.instructions, frames0)
+        return {"image": frames0[:, -1], "proprio": self.proprio, "instruction": self.instructions}
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> Step:
+        # the services step every environment of the group in one batch; ended ones hold still
+        moved = next_proprio(self.proprio, actions, limits=self.limits).astype(np.float32)
+        self.proprio = np.where(active[:, None], moved, self.proprio)
+        image = self.sim.step(self.key, self.proprio)
+        r = np.asarray(self.reflector.score(self.key, image), dtype=np.float64)
+        obs = {"image": image, "proprio": self.proprio, "instruction": self.instructions}
+        return Step(obs=obs, reward=r, done=r > self.eta)
+
+    def close(self) -> None:
+        if self._open:
+            self.sim.release(self.key)
+            self.reflector.release(self.key)
+            self._open = False
+
+
+class RealGroup:
+    """N real envs, each reset to its own start (``actors.rollout.EnvGroup``).
+
+    Without a reflector an env ends at its success (ground-truth termination) or at ``limit``.
+    With one, the env's success signal is hidden from termination: an env ends when R > eta
+    (or at ``limit``) and counts as a success only if the task is achieved at that moment
+    (World-Env's setting without ground-truth termination).
+
+    Args:
+        envs: one real env per start.
+        starts: (task, seed) of each env.
+        limit: env steps per episode at most (None: no limit of its own; the loop's horizon).
+        reflector: a reflector client, or None.
+        eta: the reflector's threshold.
+        key: the group's name at the reflector.
+    Attributes (after a run): ``success`` (N,) bool, the task achieved at the last step;
+        ``ended_by`` N strings: "success", "reflector", "limit", or "" (the loop's horizon).
+    """
+
+    def __init__(
+        self,
+        envs: list[Any],
+        starts: list[EvalJob],
+        *,
+        limit: int | None = None,
+        reflector: ReflectorClient | None = None,
+        eta: float = 0.5,
+        key: str = "eval",
+    ):
+        if len(envs) != len(starts):
+            raise ValueError(f"{len(starts)} starts for {len(envs)} envs")
+        self.envs, self.starts, self.n = envs, starts, len(envs)
+        self.limit, self.reflector, self.eta, self.key = limit, reflector, eta, key
+        self._open = False
+
+    def reset(self) -> dict[str, Any]:
+        self.obs = [
+            env.reset(s.task, seed=s.seed) for env, s in zip(self.envs, self.starts, strict=True)
+        ]
+        self.steps = np.zeros(self.n, dtype=np.int64)
+        self.success = np.zeros(self.n, dtype=bool)
+        self.ended_by = [""] * self.n
+        if self.reflector is not None:
+            frames = np.stack([o.image for o in self.obs])[:, None]
+            self.reflector.reset(self.key, [o.instruction for o in self.obs], frames)
+            self._open = True
+        return observation_batch(self.obs)
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> Step:
+        done = np.zeros(self.n, dtype=bool)
+        for i in np.nonzero(active)[0]:
+            res = self.envs[i].step(actions[i])
+            self.obs[i] = res.obs
+            self.steps[i] += 1
+            self.success[i] = res.success  # success *now*
+            if self.reflector is None and res.success:
+                done[i], self.ended_by[i] = True, "success"
+            elif self.limit is not None and self.steps[i] >= self.limit:
+                done[i], self.ended_by[i] = True, "limit"
+        if self.reflector is not None:
+            # every env of the group is scored each step (finished ones with their last frame)
+            frames = np.stack([o.image for o in self.obs])
+            r = np.asarray(self.reflector.score(self.key, frames))
+            for i in np.nonzero(active & ~done & (r > self.eta))[0]:
+                done[i], self.ended_by[i] = True, "reflector"
+        return Step(
+            obs=observation_batch(self.obs), reward=self.success.astype(np.float64), done=done
+        )
+
+    def close(self) -> None:
+        if self._open:
+            self.reflector.release(self.key)
+            self._open = False
+
+
+class EnvPool:
+    """Real envs built once and reused across groups (a LIBERO scene takes tens of seconds to
+    build; resetting one to another task or init state is much cheaper)."""
+
+    def __init__(self, make_env: Callable[[], Any]):
+        self.make_env = make_env
+        self.envs: list[Any] = []
+
+    def take(self, n: int) -> list[Any]:
+        while len(self.envs) < n:
+            self.envs.append(self.make_env())
+        return self.envs[:n]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+
+class ImaginedWorld:
+    """Imagined groups from real starts (``InitialState``), through the services.
+
+    Args:
+        sim, reflector: clients, or lists of Ray actor handles of the service replicas (Ray
+            clients are made from them in the process that first uses the world).
+        eta: the reflector's termination threshold.
+        limits: controller limits for the kinematics (None: tabletop defaults).
+    """
+
+    def __init__(
+        self,
+        sim: SimulatorClient | list[Any],
+        reflector: ReflectorClient | list[Any],
+        *,
+        eta: float,
+        limits: Any = None,
+    ):
+        if not 0.0 < eta < 1.0:
+            raise ValueError(
+                f"imagined rollouts need a termination eta in (0, 1), got {eta}: resolve the "
+                "reflector checkpoint's with reflector_service.checkpoint.termination_eta first"
+            )
+        self._sim, self._reflector, self.eta, self.limits = sim, reflector, eta, limits
+
+    def _clients(self) -> tuple[SimulatorClient, ReflectorClient]:
+        if isinstance(self._sim, list):
+            self._sim = RaySimulatorClient(self._sim)
+        if isinstance(self._reflector, list):
+            self._reflector = RayReflectorClient(self._reflector)
+        return self._sim, self._reflector
+
+    def group(self, start: InitialState, n: int, key: str) -> ImaginedGroup:
+        sim, reflector = self._clients()
+        return ImaginedGroup(sim, reflector, start, n, key=key, eta=self.eta, limits=self.limits)
+
+    def describe(self, start: InitialState) -> tuple[str, str]:
+        """(task, instruction) of a start."""
+        return start.task_id, start.instruction
+
+    def succeeded(self, rewards: np.ndarray) -> np.ndarray:
+        """(N,) bool: the final rewards that count as success (the reflector's R > eta)."""
+        return rewards > self.eta
+
+    @property
+    def recoveries(self) -> int:
+        """Times a group's state was re-sent to a restarted service replica."""
+        sim, reflector = self._clients()
+        return sim.recoveries + reflector.recoveries
+
+    def close(self) -> None:
+        pass
+
+
+class RealWorld:
+    """Real-env groups from real starts (``EvalJob``): the oracle's training groups, rewarded by
+    the env's own success.
+
+    Args:
+        env_factory: builds one real env (the world keeps a pool of them).
+    """
+
+    recoveries = 0
+
+    def __init__(self, env_factory: Callable[[], Any]):
+        self.env_factory = env_factory
+        self._pool: EnvPool | None = None
+
+    @property
+    def pool(self) -> EnvPool:
+        if self._pool is None:
+            self._pool = EnvPool(self.env_factory)
+        return self._pool
+
+    def group(self, start: EvalJob, n: int, key: str) -> RealGroup:
+        return RealGroup(self.pool.take(n), [start] * n, key=key)
+
+    def describe(self, start: EvalJob) -> tuple[str, str]:
+        return start.task, self.pool.take(1)[0].instruction(start.task)
+
+    def succeeded(self, rewards: np.ndarray) -> np.ndarray:
+        """(N,) bool: the env's own success (reward 1.0)."""
+        return rewards > 0.5
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
