@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from actors.evaluation import evaluate_jobs
 from actors.starts import EvalJob
 from actors.worlds import EnvPool
+from trajectories.initial_states import InitialState
 
 
 class EvalWorker:
@@ -56,6 +58,25 @@ class EvalWorker:
         version, state = published
         self.policy.load_trainable_state_dict(state)
         return int(version)
+
+    def first_observations(self, jobs: list[EvalJob]) -> list[InitialState]:
+        """The starts of ``jobs`` as initial states (the first frame and proprio of each reset),
+        so that imagination can start where the real env does."""
+        env = self.envs.take(1)[0]
+        out = []
+        for j in jobs:
+            obs = env.reset(j.task, seed=j.seed)
+            out.append(
+                InitialState(
+                    episode_id=f"real-{j.task}-{j.seed}",
+                    start=0,
+                    task_id=j.task,
+                    instruction=obs.instruction,
+                    frames=obs.image[None],
+                    proprio=np.asarray(obs.proprio, dtype=np.float32),
+                )
+            )
+        return out
 
     def close(self) -> None:
         """Free the envs (call before the process ends)."""

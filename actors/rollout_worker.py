@@ -143,6 +143,11 @@ class RolloutWorker:
             "recoveries": self.world.recoveries,
         }
 
+    def set_world(self, world: Any) -> None:
+        """Act in another world from now on (co-evolution restarts the simulator replicas)."""
+        self.world.close()
+        self.world = world
+
     def ping(self) -> int:
         return self.version
 

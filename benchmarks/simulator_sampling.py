@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from simulator_service.checkpoint import config_of, load_world_model
+    from simulator_service.checkpoint import load_world_model, read_config
     from simulator_service.config import SimulatorConfig
     from simulator_service.model import WorldModel
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         # cost only: step counts a checkpoint trained at its sampler's timesteps alone
         # (train.timesteps = "sampler") would refuse are timed all the same
-        found = config_of(args.checkpoint)
+        found = read_config(args.checkpoint)
         timing = found.replace(train=dataclasses.replace(found.train, timesteps="all"))
         model = load_world_model(args.checkpoint, cfg=timing)
     else:

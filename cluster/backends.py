@@ -80,10 +80,10 @@ class ReflectorFactory:
 
             return FakeReflector(latency_s=self.fake_latency_ms / 1000)
         from cluster.placement import device_for
-        from reflector_service.checkpoint import load_checkpoint
+        from reflector_service.checkpoint import load_reflector
         from reflector_service.keyed import KeyedReflector
 
-        return KeyedReflector(load_checkpoint(self.path, device=device_for(self.num_gpus)))
+        return KeyedReflector(load_reflector(self.path, device=device_for(self.num_gpus)))
 
 
 class EnvFactory:

@@ -138,7 +138,17 @@ class PostTrainConfig:
             real-env success of the current policy with the mean action and sampled, on
             ``eval_episodes_per_task`` fixed starts per task of its own (never the final
             evaluation's), logged as ``eval/*`` and drawn in ``learning_curve.png`` (0: none).
-        eval_episodes_per_task: starts per task of the learning curve.
+        eval_episodes_per_task: starts per task of the learning curve (and of the imagined-vs-
+            real agreement).
+        coevolve_every: WoVR's co-evolution in imagination: every this many iterations the
+            current policy collects ``coevolve_episodes_per_task`` real episodes per task, the
+            world model is refined on them (plus ``coevolve_data``) for ``coevolve_simulator_s``
+            seconds from its current weights, and the simulator replicas restart with it;
+            imagined-vs-real agreement is measured before and after (0: never).
+        coevolve_episodes_per_task: real episodes per task per refinement.
+        coevolve_simulator_s: training seconds of each refinement.
+        coevolve_data: episode stores mixed into every refinement besides the new episodes
+            (e.g. the world model's own training data, against forgetting).
     """
 
     policy: str = ""
@@ -155,6 +165,10 @@ class PostTrainConfig:
     world: str = "imagined"
     eval_every: int = 0
     eval_episodes_per_task: int = 4
+    coevolve_every: int = 0
+    coevolve_episodes_per_task: int = 5
+    coevolve_simulator_s: float = 120.0
+    coevolve_data: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         require(
@@ -168,6 +182,28 @@ class PostTrainConfig:
         require(self.fake_latency_ms >= 0, "post_train.fake_latency_ms must be >= 0")
         require(self.eval_every >= 0, "post_train.eval_every must be >= 0 (0: no learning curve)")
         require(self.eval_episodes_per_task >= 1, "post_train.eval_episodes_per_task must be >= 1")
+        require(self.coevolve_every >= 0, "post_train.coevolve_every must be >= 0 (0: never)")
+        require(
+            self.eval_every <= self.iterations,
+            f"post_train.eval_every ({self.eval_every}) is longer than the run "
+            f"(post_train.iterations = {self.iterations}): the learning curve would be empty",
+        )
+        require(
+            self.coevolve_every < self.iterations or self.coevolve_every == 0,
+            f"post_train.coevolve_every ({self.coevolve_every}) is not shorter than the run "
+            f"(post_train.iterations = {self.iterations}): no refinement would happen (rounds "
+            "run between iterations, never after the last)",
+        )
+        require(
+            self.coevolve_episodes_per_task >= 1,
+            "post_train.coevolve_episodes_per_task must be >= 1",
+        )
+        require(self.coevolve_simulator_s > 0, "post_train.coevolve_simulator_s must be > 0")
+        require(
+            self.coevolve_every == 0 or self.world == "imagined",
+            "post_train.coevolve_every refines the world model: it needs post_train.world: "
+            "imagined",
+        )
 
 
 @dataclass

@@ -1,36 +1,28 @@
-"""``rehearse demo``: the whole pipeline on the embedded default, stage by stage, resumable.
+"""``rehearse demo``: the whole pipeline on the embedded default, a list of resumable stages.
 
 collect (expert demos, expert and perturbed episodes) -> SFT on 5 demos per task -> the SFT
 policy's self-exploration -> world simulator training -> reflector training -> LOOP
-post-training in imagination on a local Ray -> the same LOOP in the real env with its
-ground-truth reward (the oracle, ``demo.real_env_loop``) -> real-env evaluation of the SFT and
-post-trained policies on the same seeds -> a report. Each finished stage leaves
-``stages/<name>.json`` in the run folder; a rerun skips finished stages.
+post-training in imagination on a local Ray (learning curve, co-evolution when configured)
+-> the same LOOP in the real env with its ground-truth reward (the oracle,
+``demo.real_env_loop``) -> real-env evaluation of the SFT and post-trained policies on the
+same seeds, mean action and sampled -> a report. ``STAGES`` lists them in order, each a
+function of the run (``DemoRun``) that calls the same code as the CLI command of that step.
+Each finished stage leaves ``stages/<name>.json`` in the run folder; a rerun skips it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cluster.config import ExperimentConfig, dump_config
 from core.fsutil import write_text_atomic
-
-STAGES = (
-    "collect",
-    "sft",
-    "explore",
-    "simulator",
-    "reflector",
-    "post_train",
-    "post_train_real",
-    "evaluate",
-    "report",
-)
 
 # --quick: the same stages at smoke-test sizes (minutes, no learning claim)
 QUICK_OVERRIDES = [
@@ -57,6 +49,11 @@ QUICK_OVERRIDES = [
     "post_train.checkpoint_every=1",
     "post_train.video_every=2",
     "post_train.imagined_eval_states=2",
+    "post_train.eval_every=1",
+    "post_train.eval_episodes_per_task=1",
+    "post_train.coevolve_every=1",
+    "post_train.coevolve_episodes_per_task=1",
+    "post_train.coevolve_simulator_s=5",
     "rollout.group_size=4",
     "learner.minibatch_size=4",
     "learner.micro_batch_size=4",
@@ -66,255 +63,262 @@ QUICK_OVERRIDES = [
 ]
 
 
-class Stage:
-    """Bookkeeping of one stage: skip it when done, time it, record its summary."""
+@dataclass
+class DemoRun:
+    """The run folder and what the stages share."""
 
-    def __init__(self, run_dir: Path, name: str, log: Callable[[str], None]):
-        self.path = run_dir / "stages" / f"{name}.json"
-        self.name = name
-        self.log = log
+    cfg: ExperimentConfig
+    progress: bool
+    log: Callable[[str], None]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @property
-    def done(self) -> bool:
-        return self.path.is_file()
+    def __post_init__(self) -> None:
+        self.run = Path(self.cfg.demo.run_dir.format(name=self.cfg.name))
+        self.data, self.ckpt = self.run / "data", self.run / "checkpoints"
+        from envs.factory import task_names
 
-    def result(self) -> dict[str, Any]:
-        return json.loads(self.path.read_text())
+        self.tasks = task_names(self.cfg.env)
 
-    def finish(self, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        rec = {"stage": self.name, "seconds": seconds, **summary}
-        write_text_atomic(self.path, json.dumps(rec, indent=1, default=float))
-        self.log(f"[demo] {self.name} done in {seconds:.0f} s")
+    def gather(
+        self,
+        name: str,
+        source: str,
+        per_task: int,
+        *,
+        seed: int,
+        after: int,
+        policy: str | None = None,
+    ) -> dict[str, Any]:
+        """Collect ``per_task`` episodes per task into ``data/<name>``."""
+        from cluster.collect import collect, episode_specs
+
+        collect_cfg = dataclasses.replace(self.cfg.collect, steps_after_success=after)
+        specs = episode_specs(self.tasks, per_task, seed=seed, source=source)
+        return collect(
+            self.cfg.env,
+            collect_cfg,
+            specs,
+            self.data / name,
+            overwrite=True,
+            progress=self.progress,
+            policy_path=policy,
+        )
+
+    def fresh(self, name: str) -> Path:
+        """``run/<name>``, emptied (an interrupted earlier attempt starts over)."""
+        out = self.run / name
+        if out.exists():
+            shutil.rmtree(out)
+        return out
+
+    def world_data(self) -> list[str]:
+        names = ("expert", "explore", "policy_explore")
+        return [str(self.data / n) for n in names if (self.data / n).is_dir()]
+
+    def stage(self, name: str, body: Callable[[DemoRun], dict[str, Any]]) -> dict[str, Any]:
+        """Run one stage unless it finished earlier; time it and record its summary."""
+        path = self.run / "stages" / f"{name}.json"
+        if path.is_file():
+            self.log(f"[demo] {name}: finished earlier, skipped")
+            self.results[name] = json.loads(path.read_text())
+            return self.results[name]
+        self.log(f"[demo] {name} ...")
+        t = time.perf_counter()
+        summary = body(self)
+        rec = {"stage": name, "seconds": time.perf_counter() - t, **summary}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(rec, indent=1, default=float))
+        self.log(f"[demo] {name} done in {rec['seconds']:.0f} s")
+        self.results[name] = rec
         return rec
+
+
+def collect_data(d: DemoRun) -> dict[str, Any]:
+    """Expert demos (SFT), expert and perturbed episodes (world model, reflector), and
+    perturbed episodes of other seeds that only calibrate the reflector's termination rule."""
+    c, s = d.cfg.demo, d.cfg.seed
+    after = c.steps_after_success
+    out = {
+        "demos": d.gather(
+            "demos", "expert", c.sft_demos_per_task + c.val_demos_per_task, seed=s, after=0
+        ),
+        "expert": d.gather(
+            "expert", "expert", c.expert_episodes_per_task, seed=s + 1000, after=after
+        ),
+    }
+    if c.exploration_episodes_per_task:
+        out["exploration"] = d.gather(
+            "explore", "exploration", c.exploration_episodes_per_task, seed=s + 2000, after=after
+        )
+    if c.calibration_episodes_per_task:
+        out["calibration"] = d.gather(
+            "calibrate", "exploration", c.calibration_episodes_per_task, seed=s + 4000, after=after
+        )
+    return out
+
+
+def sft(d: DemoRun) -> dict[str, Any]:
+    from policy.sft import run_sft
+    from trajectories.store import EpisodeStore
+
+    _, metrics = run_sft(
+        EpisodeStore(d.data / "demos"),
+        policy_cfg=d.cfg.policy,
+        sft_cfg=d.cfg.sft,
+        demos_per_task=d.cfg.demo.sft_demos_per_task,
+        out=d.ckpt / "sft",
+        progress=d.progress,
+    )
+    return {"checkpoint": str(d.ckpt / "sft"), "metrics": metrics}
+
+
+def explore(d: DemoRun) -> dict[str, Any]:
+    """The SFT policy's own Laplace samples in the real env (World-Env's self-exploration)."""
+    n = d.cfg.demo.policy_episodes_per_task
+    if not n:
+        return {"skipped": True}
+    return d.gather(
+        "policy_explore",
+        "exploration",
+        n,
+        seed=d.cfg.seed + 3000,
+        after=d.cfg.demo.steps_after_success,
+        policy=str(d.ckpt / "sft"),
+    )
+
+
+def simulator(d: DemoRun) -> dict[str, Any]:
+    from simulator_service.train import train_world_model
+
+    out = d.fresh("simulator")
+    summary = train_world_model(
+        d.cfg.simulator, d.world_data(), out, progress=d.progress, log=d.log
+    )
+    summary.pop("validation_episodes", None)
+    return {"checkpoint": str(out / "checkpoint"), **summary}
+
+
+def reflector(d: DemoRun) -> dict[str, Any]:
+    from reflector_service.train import train_reflector
+
+    out = d.fresh("reflector")
+    calibrate = [str(d.data / "calibrate")] if (d.data / "calibrate").is_dir() else []
+    summary = train_reflector(
+        d.cfg.reflector.model,
+        d.cfg.reflector.train,
+        d.world_data(),
+        out,
+        progress=d.progress,
+        log=d.log,
+        calibration_data=calibrate,
+    )
+    return {
+        "checkpoint": str(out / "best"),
+        "best": summary.get("best"),
+        "steps": summary.get("steps"),
+    }
+
+
+def post_train_imagined(d: DemoRun) -> dict[str, Any]:
+    """LOOP in imagination, the method (co-evolution refines on the world model's own data)."""
+    from cluster.driver import post_train
+
+    pt = dataclasses.replace(
+        d.cfg.post_train,
+        policy=str(d.ckpt / "sft"),
+        simulator=d.results["simulator"]["checkpoint"],
+        reflector=d.results["reflector"]["checkpoint"],
+        data=[str(d.data / "demos")],
+        coevolve_data=d.world_data(),
+        run_dir=str(d.fresh("post_train")),
+    )
+    return post_train(dataclasses.replace(d.cfg, post_train=pt), progress=d.progress)
+
+
+def post_train_real(d: DemoRun) -> dict[str, Any]:
+    """The same LOOP in the real env with its ground-truth reward: the oracle."""
+    from cluster.driver import post_train
+
+    if not d.cfg.demo.real_env_loop:
+        return {"skipped": True}
+    pt = dataclasses.replace(
+        d.cfg.post_train,
+        world="real",
+        policy=str(d.ckpt / "sft"),
+        run_dir=str(d.fresh("post_train_real")),
+        imagined_eval_states=0,
+        coevolve_every=0,
+    )
+    return post_train(dataclasses.replace(d.cfg, post_train=pt), progress=d.progress)
+
+
+def evaluate(d: DemoRun) -> dict[str, Any]:
+    """Every policy on the same real seeds: mean action (env and reflector termination) and
+    sampled actions."""
+    from cluster.evaluate import evaluate_policy
+
+    out = {}
+    policies = [("sft", d.ckpt / "sft"), ("post_trained", Path(d.results["post_train"]["policy"]))]
+    if "policy" in d.results["post_train_real"]:
+        policies.append(("post_trained_real", Path(d.results["post_train_real"]["policy"])))
+    for name, path in policies:
+        out[name] = evaluate_policy(
+            str(path),
+            d.cfg.env,
+            tasks=d.tasks,
+            episodes_per_task=d.cfg.demo.eval_episodes_per_task,
+            seed=d.cfg.seed,
+            reflector_path=d.results["reflector"]["checkpoint"],
+            modes=("ground_truth", "sampled", "reflector"),
+            eta=d.cfg.rollout.eta,
+            execute_steps=d.cfg.rollout.execute_steps,
+            max_steps=d.cfg.rollout.eval_max_steps,
+            videos=d.cfg.demo.video_episodes,
+            out=d.run / "eval" / name,
+            progress=d.progress,
+        )
+    return out
+
+
+def report(d: DemoRun) -> dict[str, Any]:
+    from cluster.metrics import read_metrics
+    from cluster.report import demo_report
+
+    real = d.run / "post_train_real"
+    out = demo_report(
+        d.results,
+        read_metrics(d.run / "post_train"),
+        seconds=time.perf_counter() - d.started,
+        real_metrics=read_metrics(real) if "policy" in d.results["post_train_real"] else None,
+        run_dir=d.run,
+    )
+    (d.run / "report.md").write_text(out["markdown"])
+    return out
+
+
+STAGES: list[tuple[str, Callable[[DemoRun], dict[str, Any]]]] = [
+    ("collect", collect_data),
+    ("sft", sft),
+    ("explore", explore),
+    ("simulator", simulator),
+    ("reflector", reflector),
+    ("post_train", post_train_imagined),
+    ("post_train_real", post_train_real),
+    ("evaluate", evaluate),
+    ("report", report),
+]
 
 
 def run_demo(
     cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the report."""
-    from cluster.collect import collect, episode_specs
-    from envs.factory import task_names
-
-    d = cfg.demo
-    run = Path(d.run_dir.format(name=cfg.name))
-    run.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run / "config.yaml")
-    data, ckpt = run / "data", run / "checkpoints"
-    tasks = task_names(cfg.env)
-    results: dict[str, dict[str, Any]] = {}
-    t_all = time.perf_counter()
-
-    def stage(name: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        st = Stage(run, name, log)
-        if st.done:
-            log(f"[demo] {name}: finished earlier, skipped")
-            results[name] = st.result()
-            return results[name]
-        log(f"[demo] {name} ...")
-        t = time.perf_counter()
-        results[name] = st.finish(body(), time.perf_counter() - t)
-        return results[name]
-
-    def gather(
-        out: Path, source: str, per_task: int, *, seed: int, after: int, policy: str | None = None
-    ) -> dict[str, Any]:
-        collect_cfg = dataclasses.replace(cfg.collect, steps_after_success=after)
-        specs = episode_specs(tasks, per_task, seed=seed, source=source)
-        return collect(
-            cfg.env, collect_cfg, specs, out, overwrite=True, progress=progress, policy_path=policy
-        )
-
-    def do_collect() -> dict[str, Any]:
-        s = cfg.seed
-        demos = gather(
-            data / "demos", "expert", d.sft_demos_per_task + d.val_demos_per_task, seed=s, after=0
-        )
-        expert = gather(
-            data / "expert",
-            "expert",
-            d.expert_episodes_per_task,
-            seed=s + 1000,
-            after=d.steps_after_success,
-        )
-        out = {"demos": demos, "expert": expert}
-        if d.exploration_episodes_per_task:
-            out["exploration"] = gather(
-                data / "explore",
-                "exploration",
-                d.exploration_episodes_per_task,
-                seed=s + 2000,
-                after=d.steps_after_success,
-            )
-        if d.calibration_episodes_per_task:  # the reflector's termination rule only
-            out["calibration"] = gather(
-                data / "calibrate",
-                "exploration",
-                d.calibration_episodes_per_task,
-                seed=s + 4000,
-                after=d.steps_after_success,
-            )
-        return out
-
-    def do_sft() -> dict[str, Any]:
-        from policy.sft import run_sft
-        from trajectories.store import EpisodeStore
-
-        _, metrics = run_sft(
-            EpisodeStore(data / "demos"),
-            policy_cfg=cfg.policy,
-            sft_cfg=cfg.sft,
-            demos_per_task=d.sft_demos_per_task,
-            out=ckpt / "sft",
-            progress=progress,
-        )
-        return {"checkpoint": str(ckpt / "sft"), "metrics": metrics}
-
-    def do_explore() -> dict[str, Any]:
-        if not d.policy_episodes_per_task:
-            return {"skipped": True}
-        return gather(
-            data / "policy_explore",
-            "exploration",
-            d.policy_episodes_per_task,
-            seed=cfg.seed + 3000,
-            after=d.steps_after_success,
-            policy=str(ckpt / "sft"),
-        )
-
-    def world_data() -> list[str]:
-        return [
-            str(p)
-            for p in (data / "expert", data / "explore", data / "policy_explore")
-            if p.is_dir()
-        ]
-
-    def do_simulator() -> dict[str, Any]:
-        import shutil
-
-        from simulator_service.train import train_world_model
-
-        out = run / "simulator"
-        if out.exists():  # an interrupted earlier attempt: start the stage over
-            shutil.rmtree(out)
-        summary = train_world_model(cfg.simulator, world_data(), out, progress=progress, log=log)
-        summary.pop("validation_episodes", None)
-        return {"checkpoint": str(out / "checkpoint"), **summary}
-
-    def do_reflector() -> dict[str, Any]:
-        import shutil
-
-        from reflector_service.train import train_reflector
-
-        out = run / "reflector"
-        if out.exists():
-            shutil.rmtree(out)
-        calibrate = [str(data / "calibrate")] if (data / "calibrate").is_dir() else []
-        summary = train_reflector(
-            cfg.reflector.model,
-            cfg.reflector.train,
-            world_data(),
-            out,
-            progress=progress,
-            log=log,
-            calibration_data=calibrate,
-        )
-        return {
-            "checkpoint": str(out / "best"),
-            "best": summary.get("best"),
-            "steps": summary.get("steps"),
-        }
-
-    def do_post_train() -> dict[str, Any]:
-        import shutil
-
-        from cluster.driver import post_train
-
-        pt_dir = run / "post_train"
-        if pt_dir.exists():
-            shutil.rmtree(pt_dir)
-        pt = dataclasses.replace(
-            cfg.post_train,
-            policy=str(ckpt / "sft"),
-            simulator=results["simulator"]["checkpoint"],
-            reflector=results["reflector"]["checkpoint"],
-            data=[str(data / "demos")],
-            run_dir=str(pt_dir),
-        )
-        summary = post_train(dataclasses.replace(cfg, post_train=pt), progress=progress)
-        return summary
-
-    def do_post_train_real() -> dict[str, Any]:
-        import shutil
-
-        from cluster.driver import post_train
-
-        if not d.real_env_loop:
-            return {"skipped": True}
-        pt_dir = run / "post_train_real"
-        if pt_dir.exists():
-            shutil.rmtree(pt_dir)
-        pt = dataclasses.replace(
-            cfg.post_train,
-            world="real",
-            policy=str(ckpt / "sft"),
-            run_dir=str(pt_dir),
-            imagined_eval_states=0,
-        )
-        return post_train(dataclasses.replace(cfg, post_train=pt), progress=progress)
-
-    def do_evaluate() -> dict[str, Any]:
-        from cluster.evaluate import evaluate_policy
-
-        out = {}
-        policies = [("sft", ckpt / "sft"), ("post_trained", Path(results["post_train"]["policy"]))]
-        if "policy" in results["post_train_real"]:
-            policies.append(("post_trained_real", Path(results["post_train_real"]["policy"])))
-        for name, path in policies:
-            out[name] = evaluate_policy(
-                str(path),
-                cfg.env,
-                tasks=tasks,
-                episodes_per_task=d.eval_episodes_per_task,
-                seed=cfg.seed,
-                reflector_path=results["reflector"]["checkpoint"],
-                modes=("ground_truth", "reflector"),
-                eta=cfg.rollout.eta,
-                execute_steps=cfg.rollout.execute_steps,
-                max_steps=cfg.rollout.eval_max_steps,
-                videos=d.video_episodes,
-                out=run / "eval" / name,
-                progress=progress,
-            )
-        return out
-
-    def do_report() -> dict[str, Any]:
-        from cluster.metrics import read_metrics
-        from cluster.report import demo_report
-
-        real = (
-            read_metrics(run / "post_train_real")
-            if "policy" in results["post_train_real"]
-            else None
-        )
-        report = demo_report(
-            results,
-            read_metrics(run / "post_train"),
-            seconds=time.perf_counter() - t_all,
-            real_metrics=real,
-        )
-        (run / "report.md").write_text(report["markdown"])
-        return report
-
-    stage("collect", do_collect)
-    stage("sft", do_sft)
-    stage("explore", do_explore)
-    stage("simulator", do_simulator)
-    stage("reflector", do_reflector)
-    stage("post_train", do_post_train)
-    stage("post_train_real", do_post_train_real)
-    stage("evaluate", do_evaluate)
-    report = stage("report", do_report)
-    log(report["markdown"])
-    log(f"[demo] run folder: {run}")
-    return report
+    """Run (or resume) every stage of ``STAGES``; returns the report."""
+    d = DemoRun(cfg, progress, log)
+    d.started = time.perf_counter()
+    d.run.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, d.run / "config.yaml")
+    for name, body in STAGES:
+        d.stage(name, body)
+    log(d.results["report"]["markdown"])
+    log(f"[demo] run folder: {d.run}")
+    return d.results["report"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,129 +24,27 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from actors.config import RolloutConfig
 from actors.eval_worker import EvalWorker
 from actors.rollout_worker import RolloutWorker
-from actors.starts import CURVE_SEED_OFFSET, EVAL_SEED_OFFSET, RealStartSampler
-from actors.worlds import ImaginedWorld, RealWorld
-from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory, SimulatorFactory
+from cluster.backends import EnvFactory, PolicyFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
-from cluster.config import ExperimentConfig, ReplicaConfig, dump_config
+from cluster.coevolution import coevolution_round
+from cluster.config import ExperimentConfig, dump_config
 from cluster.curve import write_curve_plot
 from cluster.dynamic_sampling import collect_until_mixed
-from cluster.evaluate import eval_jobs
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
+from cluster.run_eval import imagine, imagined_vs_real, learning_curve_point
 from cluster.video import save_group_video
+from cluster.world_setup import imagined_setup, real_setup
 from core.configlib import ConfigError
 from core.fsutil import staged_folder, write_text_atomic
-from reflector_service.checkpoint import termination_eta
-from reflector_service.service import ReflectorService
-from simulator_service.service import SimulatorService
-from trajectories.initial_states import InitialStateSampler
-from trajectories.store import EpisodeStore
 
 
 def run_dir_of(cfg: ExperimentConfig) -> Path:
     return Path(cfg.post_train.run_dir.format(name=cfg.name))
-
-
-@dataclass
-class ServiceSpec:
-    """A replicated model service of a world: metric prefix, actor class, placement, backend."""
-
-    prefix: str
-    cls: type
-    replicas: ReplicaConfig
-    factory: Any
-
-
-@dataclass
-class WorldSetup:
-    """What a post-training run needs of its world, built before Ray starts (so bad input
-    fails early): the rollout settings (eta resolved), the stream of training starts, the
-    services to start, the imagined evaluation's fixed starts, and how to make the world the
-    rollout workers act in from the started services' handles."""
-
-    rollout: RolloutConfig
-    sampler: Any
-    services: list[ServiceSpec]
-    eval_starts: list[Any]
-    make_world: Callable[[dict[str, list[Any]]], Any]
-
-
-def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
-    """Imagination: simulator and reflector replicas, starts from real episodes (keyframes)."""
-    from envs.kinematics import ControllerLimits
-
-    pt, cc = cfg.post_train, cfg.cluster
-    for key in ("simulator", "reflector"):
-        if not getattr(pt, key):
-            raise ConfigError(
-                f"post_train.{key} is empty: post-training in imagination needs a {key} "
-                f'checkpoint folder (or "fake" for orchestration tests), or set '
-                f"post_train.world: real"
-            )
-    if not pt.data:
-        raise ConfigError(
-            "post_train.data is empty: name the episode stores whose real frames start the "
-            "imagined rollouts (e.g. the expert demos)"
-        )
-    rollout = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
-    stores = [EpisodeStore(p) for p in pt.data]
-    meta = stores[0].meta
-    limits = (
-        ControllerLimits.from_dict(meta["controller_limits"])
-        if "controller_limits" in meta
-        else None
-    )
-    camera = stores[0].camera().to_dict()
-    sim_f = SimulatorFactory(
-        pt.simulator,
-        camera,
-        cc.simulator.num_gpus,
-        seed=cfg.seed,
-        fake_latency_ms=pt.fake_latency_ms,
-    )
-    refl_f = ReflectorFactory(
-        pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms
-    )
-    starts = dict(keyframes=rollout.keyframes, context_frames=rollout.context_frames)
-    return WorldSetup(
-        rollout=rollout,
-        sampler=InitialStateSampler(stores, seed=cfg.seed, sources=("expert",), **starts),
-        services=[
-            ServiceSpec("sim", SimulatorService, cc.simulator, sim_f),
-            ServiceSpec("reflector", ReflectorService, cc.reflector, refl_f),
-        ],
-        eval_starts=InitialStateSampler(
-            stores,
-            keyframes=False,
-            context_frames=rollout.context_frames,
-            seed=cfg.seed + EVAL_SEED_OFFSET,
-            sources=("expert",),
-        ).sample(pt.imagined_eval_states),
-        make_world=lambda h: ImaginedWorld(
-            h["sim"], h["reflector"], eta=rollout.eta, limits=limits
-        ),
-    )
-
-
-def real_setup(cfg: ExperimentConfig) -> WorldSetup:
-    """The real env with its ground-truth success as the reward (the oracle): no services,
-    fresh real starts (task, seed) per group, no imagined evaluation."""
-    from envs.factory import task_names
-
-    env_f = EnvFactory(cfg.env)
-    return WorldSetup(
-        rollout=cfg.rollout,
-        sampler=RealStartSampler(task_names(cfg.env), seed=cfg.seed),
-        services=[],
-        eval_starts=[],
-        make_world=lambda _handles: RealWorld(env_f),
-    )
 
 
 class Timers:
@@ -208,15 +106,20 @@ class PostTrainRun:
             )
         if self.resume and self.ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}")
-        if pt.eval_every > pt.iterations:
+        if pt.coevolve_every and pt.simulator == "fake":
             raise ConfigError(
-                f"post_train.eval_every ({pt.eval_every}) is longer than the run "
-                f"(post_train.iterations = {pt.iterations}): the learning curve would be empty"
+                "post_train.coevolve_every refines a trained world model: post_train.simulator "
+                'is "fake"'
             )
         cc = self.cfg.cluster
         self.policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
         self.policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
         self.world = imagined_setup(self.cfg) if pt.world == "imagined" else real_setup(self.cfg)
+        self.sim_path = pt.simulator
+        self.driver_state = load_run_checkpoint(self.ckpt)[1] if self.resume else {}
+        self.coevolve_rounds = int(self.driver_state.get("coevolve_rounds", 0))
+        if self.driver_state.get("simulator"):  # refined by co-evolution before the stop
+            self.use_simulator(self.driver_state["simulator"])
         self.handles: dict[str, list[Any]] = {}
         self.workers: list[Any] = []
         self.evaluator: Any = None
@@ -224,6 +127,17 @@ class PostTrainRun:
         self.next_group = 0
         self.episodes = 0
         self.capped_warned = False
+
+    def use_simulator(self, path: str) -> None:
+        """Point the simulator service at another world-model checkpoint."""
+        self.sim_path = path
+        for s in self.world.services:
+            if s.prefix == "sim":
+                s.factory = dataclasses.replace(s.factory, path=path)
+
+    def agreement(self) -> dict[str, Any]:
+        """Imagined vs real success of the current policy on the curve's real starts."""
+        return imagined_vs_real(self.workers, self.evaluator, self.cfg, self.log_line)
 
     def log_line(self, text: str) -> None:
         if self.progress:
@@ -262,7 +176,7 @@ class PostTrainRun:
             )
             for i in range(cc.rollout_workers)
         ]
-        if cfg.post_train.eval_every:
+        if cfg.post_train.eval_every or cfg.post_train.coevolve_every:
             self.evaluator = start_actor(
                 EvalWorker,
                 self.policy_w,
@@ -347,85 +261,16 @@ class PostTrainRun:
             "throughput/env_steps_per_s": env_steps / max(rollout_s, 1e-9),
         }
 
-    def evaluate_curve(self) -> dict[str, float]:
-        """Real-env success of the current policy on the curve's fixed starts (never the final
-        evaluation's): mean action and sampled."""
-        import ray
-
-        from envs.factory import task_names
-
-        pt = self.cfg.post_train
-        jobs = eval_jobs(
-            task_names(self.cfg.env),
-            pt.eval_episodes_per_task,
-            seed=self.cfg.seed,
-            offset=CURVE_SEED_OFFSET,
-        )
-        kw = dict(
-            execute_steps=self.cfg.rollout.execute_steps, max_steps=self.cfg.rollout.eval_max_steps
-        )
-        mean, sampled = ray.get(
-            [
-                self.evaluator.evaluate.remote(jobs, deterministic=True, **kw),
-                self.evaluator.evaluate.remote(jobs, deterministic=False, seed=self.cfg.seed, **kw),
-            ]
-        )
-        out = {
-            "eval/success_mean_action": float(np.mean([x["success"] for x in mean])),
-            "eval/success_sampled": float(np.mean([x["success"] for x in sampled])),
-            "eval/episodes": float(len(jobs)),
-        }
-        self.log_line(
-            f"learning curve: real success {100 * out['eval/success_mean_action']:.1f}% (mean "
-            f"action), {100 * out['eval/success_sampled']:.1f}% (sampled) on {len(jobs)} starts"
-        )
-        return out
-
-    def imagine(self, starts: list[Any]) -> dict[str, Any]:
-        """Imagined success of the workers' current policy on fixed starts (mean actions).
-
-        Returns:
-            success_rate and reward_mean over all rollouts, and per start (in order) its task and
-            the fraction of its group that the reflector ended as a success.
-        """
-        import ray
-
-        t0 = time.perf_counter()
-        k = len(self.workers)
-        ids = list(range(len(starts)))
-        parts = [(w, starts[i::k], ids[i::k]) for i, w in enumerate(self.workers) if starts[i::k]]
-        summaries = ray.get([w.imagine.remote(s, g) for w, s, g in parts])
-        per_start: list[Any] = [None] * len(starts)
-        rewards, success = [], []
-        for (_, _, gids), s in zip(parts, summaries, strict=True):
-            term = s["terminated"].reshape(len(gids), -1)  # (groups, N)
-            for gid, task, row in zip(gids, s["tasks"], term, strict=True):
-                per_start[gid] = [task, float(row.mean())]
-            rewards.append(s["rewards"])
-            success.append(s["terminated"])
-        out = {
-            "starts": len(starts),
-            "rollouts": int(sum(len(x) for x in success)),
-            "success_rate": float(np.concatenate(success).mean()),
-            "reward_mean": float(np.concatenate(rewards).mean()),
-            "per_start": per_start,
-            "seconds": time.perf_counter() - t0,
-        }
-        self.log_line(
-            f"imagined evaluation: success {100 * out['success_rate']:.1f}% over "
-            f"{out['rollouts']} rollouts from {len(starts)} starts ({out['seconds']:.0f} s)"
-        )
-        return out
-
-    def export(self) -> Path:
-        """The post-trained policy folder (trainable part on top of the SFT checkpoint)."""
+    def export(self, folder: Path | None = None) -> Path:
+        """The current policy as a folder (trainable part on top of the SFT checkpoint):
+        ``run_dir/policy`` unless another folder is named."""
         import ray
 
         assert self.learners is not None
         files = ray.get(
             self.learners.lead.export_policy.remote(str(Path(self.cfg.post_train.policy).resolve()))
         )
-        folder = self.run_dir / "policy"
+        folder = folder or self.run_dir / "policy"
         with staged_folder(folder) as stage:
             for rel, data in files.items():
                 p = stage / rel
@@ -475,11 +320,23 @@ class PostTrainRun:
             version = self.sync_weights(learner.current.remote())  # 0 = the SFT weights
             imagined = _load_json(self.run_dir / "imagined_eval.json") if self.resume else {}
             if self.world.eval_starts and "before" not in imagined:
-                imagined["before"] = {"version": version, **self.imagine(self.world.eval_starts)}
+                imagined["before"] = {
+                    "version": version,
+                    **imagine(self.workers, self.world.eval_starts, self.log_line),
+                }
+                _write_json(self.run_dir / "imagined_eval.json", imagined)
+            agree = bool(self.world.services) and self.evaluator is not None
+            if agree and "agreement_before" not in imagined:
+                imagined["agreement_before"] = self.agreement()
                 _write_json(self.run_dir / "imagined_eval.json", imagined)
             if pt.eval_every and start == 0:
                 logger.log(
-                    0, {**self.evaluate_curve(), "rollout/episodes": 0.0, "timers/wall_s": 0.0}
+                    0,
+                    {
+                        **learning_curve_point(self.evaluator, cfg, self.log_line),
+                        "rollout/episodes": 0.0,
+                        "timers/wall_s": 0.0,
+                    },
                 )
             wall0 = time.perf_counter() - float(
                 _load_json(self.run_dir / "wall.json").get("wall_s", 0.0) if self.resume else 0.0
@@ -508,7 +365,14 @@ class PostTrainRun:
                 metrics.update(_service_delta(before, self.service_stats()))
                 if pt.eval_every and (it + 1) % pt.eval_every == 0:
                     with self.timers("evaluate"):
-                        metrics.update(self.evaluate_curve())
+                        metrics.update(learning_curve_point(self.evaluator, cfg, self.log_line))
+                if (
+                    pt.coevolve_every
+                    and (it + 1) % pt.coevolve_every == 0
+                    and it + 1 < pt.iterations
+                ):
+                    with self.timers("coevolve"):
+                        metrics.update(coevolution_round(self, it))
                 if video and r.frames is not None:
                     save_group_video(
                         r.frames, self.run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif"
@@ -543,6 +407,8 @@ class PostTrainRun:
                                 "seed": cfg.seed,
                                 "next_group": self.next_group,
                                 "episodes": self.episodes,
+                                "simulator": self.sim_path,
+                                "coevolve_rounds": self.coevolve_rounds,
                             },
                         )
                         _write_json(
@@ -550,7 +416,13 @@ class PostTrainRun:
                         )
             bar.close()
             if self.world.eval_starts:
-                imagined["after"] = {"version": version, **self.imagine(self.world.eval_starts)}
+                imagined["after"] = {
+                    "version": version,
+                    **imagine(self.workers, self.world.eval_starts, self.log_line),
+                }
+                _write_json(self.run_dir / "imagined_eval.json", imagined)
+            if agree:
+                imagined["agreement_after"] = self.agreement()
                 _write_json(self.run_dir / "imagined_eval.json", imagined)
             if pt.eval_every:
                 write_curve_plot(self.run_dir)

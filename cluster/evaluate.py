@@ -39,7 +39,7 @@ def evaluate_policy(
     seed: int = 0,
     workers: int = 0,
     reflector_path: str | None = None,
-    modes: tuple[str, ...] = ("ground_truth",),
+    modes: tuple[str, ...] = ("ground_truth", "sampled"),
     eta: float | None = None,
     execute_steps: int | None = None,
     max_steps: int | None = None,
@@ -50,7 +50,9 @@ def evaluate_policy(
     """Success of a policy checkpoint in the real env, per termination mode.
 
     Args:
-        modes: "ground_truth" (env success ends an episode) and/or "reflector" (R > eta does).
+        modes: "ground_truth" (the mean action; env success ends an episode), "sampled" (the
+            same with actions sampled from the policy's Laplace, what LOOP optimizes) and/or
+            "reflector" (the mean action; R > eta ends an episode).
         eta: reflector termination threshold; None takes the one stored in the reflector
             checkpoint (``reflector_service.checkpoint.termination_eta``).
         workers: Ray evaluation workers (0: in this process).
@@ -82,6 +84,9 @@ def evaluate_policy(
         "episodes_per_task": episodes_per_task,
         "seed": seed,
     }
+    unknown = sorted(set(modes) - {"ground_truth", "sampled", "reflector"})
+    if unknown:
+        raise ValueError(f"unknown evaluation mode(s) {unknown}: ground_truth, sampled, reflector")
     for mode in modes:
         use_refl = mode == "reflector"
         records = _run(
@@ -94,6 +99,8 @@ def evaluate_policy(
             videos=videos,
             progress=progress,
             desc=f"evaluate ({mode})",
+            deterministic=mode != "sampled",
+            seed=seed,
             **kw,
         )
         report[mode] = summarize(records)

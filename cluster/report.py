@@ -10,7 +10,9 @@ exact two-sided sign-test p-value on those (McNemar's exact test).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -65,6 +67,16 @@ def _imagined_lines(ev: dict[str, Any], rewards: list[Any]) -> list[str]:
             f"{100 * b['success_rate']:.1f}%, post-trained {100 * a['success_rate']:.1f}% "
             f"(starts where it rose {up}, fell {down})."
         )
+    for when, label in (("agreement_before", "SFT"), ("agreement_after", "post-trained")):
+        a = ev.get(when)
+        if a:
+            c = "n/a" if a["correlation"] is None else f"{a['correlation']:.2f}"
+            lines.append(
+                f"Imagined vs real, {label} policy, the same {a['starts']} real starts (mean "
+                f"actions; imagination from each start's first real frame): imagined "
+                f"{100 * a['imagined_success']:.1f}%, real {100 * a['real_success']:.1f}%, "
+                f"per-start correlation {c}, outcome agreement {100 * a['agree']:.0f}%."
+            )
     return [*lines, ""] if lines else []
 
 
@@ -74,12 +86,68 @@ POST_TRAINED = {
 }
 
 
+def _curve_lines(run_dir: Path | None, names: dict[str, str]) -> list[str]:
+    """The learning curves of the post-training runs (``cluster/curve.py``), when logged."""
+    from cluster.curve import CURVE_FILE, curve_points
+    from cluster.metrics import read_metrics
+
+    lines = []
+    for folder, label in names.items():
+        pts = curve_points(read_metrics(run_dir / folder)) if run_dir else []
+        if not pts:
+            continue
+        seq = ", ".join(
+            f"{p['episodes']:.0f}: {100 * p['mean_action']:.0f}% / {100 * p['sampled']:.0f}%"
+            for p in pts
+        )
+        lines.append(
+            f"- {label}: real success (mean action / sampled) at training episodes {seq} "
+            f"(`{folder}/{CURVE_FILE}`)"
+        )
+    if lines:
+        lines = [
+            "Learning curves (real env, the curve's own fixed starts, never the evaluation's):",
+            "",
+            *lines,
+            "",
+        ]
+    return lines
+
+
+def _coevolve_lines(run_dir: Path | None) -> list[str]:
+    """Imagined vs real agreement before and after each co-evolution round."""
+    path = run_dir / "post_train" / "coevolve.json" if run_dir else None
+    if path is None or not path.is_file():
+        return []
+    lines = [
+        "Co-evolution (imagined vs real success of the current policy on the same starts):",
+        "",
+    ]
+    for r in json.loads(path.read_text())["rounds"]:
+        b, a = r["before"], r["after"]
+
+        def fmt(x: dict[str, Any]) -> str:
+            c = "n/a" if x["correlation"] is None else f"{x['correlation']:.2f}"
+            return (
+                f"{100 * x['imagined_success']:.0f}% vs {100 * x['real_success']:.0f}% "
+                f"(correlation {c})"
+            )
+
+        lines.append(
+            f"- round {r['round']} after iteration {r['iteration']}: {r['episodes']} real "
+            f"episodes of the policy, world model to step {r['simulator_steps']}; before "
+            f"{fmt(b)}, after {fmt(a)}"
+        )
+    return [*lines, ""]
+
+
 def demo_report(
     results: dict[str, dict[str, Any]],
     metrics: list[dict[str, Any]],
     *,
     seconds: float,
     real_metrics: list[dict[str, Any]] | None = None,
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Build the report (markdown + numbers) from the stages' results and the post-training
     metrics of the imagined run (and of the real-env run, when there is one)."""
@@ -87,22 +155,24 @@ def demo_report(
     sft = ev["sft"]
     posts = {k: ev[k] for k in POST_TRAINED if k in ev}
     expert = results["collect"]["demos"]["success_rate"]
-    modes = ("ground_truth", "reflector")
-    rows = [("scripted expert (demo collection)", f"{100 * expert:.1f}%", "-")]
+    modes = ("ground_truth", "sampled", "reflector")
+    rows = [("scripted expert (demo collection)", f"{100 * expert:.1f}%", "-", "-")]
     for name, r in (("SFT (5 demos/task)", sft), *((POST_TRAINED[k], v) for k, v in posts.items())):
-        rows.append((name, _rate(r["ground_truth"]), _rate(r["reflector"])))
+        rows.append((name, _rate(r["ground_truth"]), _rate(r["sampled"]), _rate(r["reflector"])))
     comp = {k: {m: paired(sft[m], v[m]) for m in modes} for k, v in posts.items()}
-    imagined = [m.get("rollout/success") for m in metrics]
-    rewards = [m.get("rollout/reward_mean") for m in metrics]
+    iters = [m for m in metrics if "rollout/success" in m]  # not the curve's iteration-0 row
+    imagined = [m["rollout/success"] for m in iters]
+    rewards = [m["rollout/reward_mean"] for m in iters]
     lines = [
         "# rehearse demo report",
         "",
         f"Real-env success on the same {sft['ground_truth']['episodes']} episodes (seeds) per "
         "policy, with 95% Wilson intervals:",
         "",
-        "| policy | success, env termination | success, reflector termination |",
-        "|---|---|---|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "| policy | mean action, env termination | sampled actions, env termination | mean "
+        "action, reflector termination |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
         "",
         "Paired with SFT on the same seeds (episodes solved by only one of the two; exact sign "
         "test):",
@@ -117,8 +187,12 @@ def demo_report(
     lines.append("")
     imagined_eval = results["post_train"].get("imagined_eval") or {}
     lines += _imagined_lines(imagined_eval, rewards)
+    lines += _curve_lines(
+        run_dir, {"post_train": "LOOP in imagination", "post_train_real": "LOOP in the real env"}
+    )
+    lines += _coevolve_lines(run_dir)
     if real_metrics:
-        real = [m["rollout/success"] for m in real_metrics]
+        real = [m["rollout/success"] for m in real_metrics if "rollout/success" in m]
         half = max(1, len(real) // 2)
         lines += [
             f"Real-env LOOP's training rollouts (sampled actions, fresh starts each iteration): "
@@ -142,6 +216,9 @@ def demo_report(
         },
         "paired": comp,
         "imagined_success": imagined,
-        "imagined_eval": {k: v["success_rate"] for k, v in imagined_eval.items()},
+        "imagined_eval": {
+            k: v["success_rate"] for k, v in imagined_eval.items() if k in ("before", "after")
+        },
+        "agreement": {k: v for k, v in imagined_eval.items() if k.startswith("agreement")},
         "reward_mean": rewards,
     }

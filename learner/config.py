@@ -57,10 +57,10 @@ class LearnerConfig:
     max_grad_norm: float = 1.0
     skip_constant_groups: bool = True
     constant_reward_atol: float = 1e-6
-    ratio: str = "chunk"
+    ratio: str = "action"
     advantage: str = "rloo"
-    train_scale_head: bool = True
-    clip_per_group: bool = False
+    train_scale_head: bool = False
+    clip_per_group: bool = True
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list

@@ -10,7 +10,9 @@ Layout of ``save_policy(policy, out)``::
     out/tokenizer/                 tokenizer.json, ...
     out/dataset_statistics.json    OFT layout
 
-Folders are written under a temporary name and moved into place, never half-written.
+Folders are written under a temporary name and moved into place, never half-written. The
+contract (config.yaml, safetensors, save / load / read_config) is every checkpoint's:
+``core/checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from core.configlib import ConfigError, from_dict, to_dict
+from core.checkpoint import read_config as read_checkpoint_config
+from core.checkpoint import write_config
 from core.fsutil import staged_folder
 from core.weights import compare_state_dicts
 from policy.config import PolicyConfig
@@ -29,7 +31,6 @@ from policy.normalization import STATS_FILE, Normalizer, load_statistics, save_s
 from policy.policy import Policy
 from policy.tokenizer import build_word_tokenizer, load_tokenizer
 
-CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -94,15 +95,14 @@ def save_policy(policy: Policy, out: str | Path, *, include_base: bool = True) -
         )
 
     def fill(tmp: Path) -> None:
-        data = to_dict(cfg)
+        base = dict(checkpoint="", checkpoint_format="rehearse") if include_base else {}
         if include_base:
-            data.update(checkpoint="", checkpoint_format="rehearse")
             state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
             save_file(state, str(tmp / MODEL_FILE))
         else:
             state = {k: v.contiguous().cpu() for k, v in policy.trainable_state_dict().items()}
             save_file(state, str(tmp / TRAINABLE_FILE))
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+        write_config(tmp, cfg, **base)
         policy.vla.llm.save_pretrained(str(tmp / "adapter"))
         policy.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         name = cfg.unnorm_key or "dataset"
@@ -114,14 +114,7 @@ def save_policy(policy: Policy, out: str | Path, *, include_base: bool = True) -
 
 def read_config(folder: str | Path) -> PolicyConfig:
     """The PolicyConfig stored in a checkpoint folder."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a policy checkpoint: no {CONFIG_FILE}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    return from_dict(PolicyConfig, data, source=str(path))
+    return read_checkpoint_config(folder, PolicyConfig, what="policy")
 
 
 def load_policy(folder: str | Path, *, device: str | torch.device = "cpu") -> Policy:

@@ -106,7 +106,9 @@ class PolicyConfig:
         scale_head_width: hidden width of the Laplace scale head (0 = preset).
         image_size: input image side of the vision towers (0 = preset); camera images are
             resized to it. A tiny policy on 32 px frames gains nothing from 64 px input and
-            runs about twice as fast at 32 (a multiple of the preset's patch size).
+            runs about twice as fast at 32 (a multiple of the patch size).
+        patch_size: patch side of the vision towers (0 = preset); smaller patches give more
+            tokens per image (finer positions, a longer LLM sequence).
         scale_head_blocks: residual blocks of the scale head.
         scale_bias_init: initial bias of the scale head's last layer (small initial scale).
         log_scale_min, log_scale_max: clip range of the Laplace log-scale.
@@ -129,6 +131,7 @@ class PolicyConfig:
     train_proprio_projector: bool = False
     scale_head_width: int = 0
     image_size: int = 0
+    patch_size: int = 0
     scale_head_blocks: int = 2
     scale_bias_init: float = -3.0
     log_scale_min: float = -2.0
@@ -160,7 +163,8 @@ class PolicyConfig:
             self.scale_head_width >= 0,
             f"policy.scale_head_width must be >= 0 (0 = preset), got {self.scale_head_width}",
         )
-        patch = PRESETS[self.preset].patch_size
+        require(self.patch_size >= 0, f"policy.patch_size must be >= 0, got {self.patch_size}")
+        patch = self.patch_size or PRESETS[self.preset].patch_size
         require(
             self.image_size == 0 or (self.image_size >= patch and self.image_size % patch == 0),
             f"policy.image_size must be 0 (preset) or a multiple of the patch size {patch}, "
@@ -183,7 +187,11 @@ class PolicyConfig:
     @property
     def arch(self) -> Arch:
         """The preset's sizes with this config's overrides applied."""
-        overrides = {"scale_head_width": self.scale_head_width, "image_size": self.image_size}
+        overrides = {
+            "scale_head_width": self.scale_head_width,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+        }
         return dataclasses.replace(
             PRESETS[self.preset], **{k: v for k, v in overrides.items() if v}
         )

@@ -1,11 +1,12 @@
-"""Reflector checkpoints: a folder with the model config and safetensors weights.
+"""Reflector checkpoints: a folder with the model config and safetensors weights, in the
+contract of every checkpoint (``core/checkpoint.py``).
 
 Layout::
 
-    config.json            ReflectorModelConfig as a mapping
+    config.yaml            ReflectorModelConfig (eta and hold: the termination rule)
     trainable.safetensors  projector, summary embedding, head (and pixel adapter)
     frozen.safetensors     only when a tower has random weights (no path to reload it from)
-    meta.json              training step, metrics, data (informational)
+    state.json             training step, metrics, calibration, data (informational)
 
 Towers loaded from local paths are not copied: the config names their folders. A folder is
 written under a temporary name and renamed into place, so a crash never leaves half a checkpoint.
@@ -13,7 +14,6 @@ written under a temporary name and renamed into place, so a crash never leaves h
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.configlib import from_dict, to_dict
+from core.checkpoint import read_config as read_checkpoint_config
+from core.checkpoint import read_state as read_checkpoint_state
+from core.checkpoint import write_config, write_state
 from core.fsutil import staged_folder
 from core.weights import compare_state_dicts
 from reflector_service.config import ReflectorModelConfig
 from reflector_service.model import Reflector
 
-CONFIG_FILE = "config.json"
 TRAINABLE_FILE = "trainable.safetensors"
 FROZEN_FILE = "frozen.safetensors"
-META_FILE = "meta.json"
 
 
 def _frozen_random_state(model: Reflector) -> dict[str, torch.Tensor]:
@@ -42,21 +42,21 @@ def _frozen_random_state(model: Reflector) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
-def save_checkpoint(
-    model: Reflector, path: str | Path, *, meta: dict[str, Any] | None = None
+def save_reflector(
+    model: Reflector, path: str | Path, *, state: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model``'s checkpoint folder atomically (replacing an existing one).
 
     Args:
         model: the reflector.
         path: the checkpoint folder.
-        meta: JSON-able information stored in meta.json.
+        state: JSON-able information stored in state.json.
     Returns:
         The folder written.
     """
     path = Path(path)
     with staged_folder(path) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(model.cfg), indent=2))
+        write_config(tmp, model.cfg)
         trainable = {
             n: p.detach().cpu().contiguous() for n, p in model.trainable_named_parameters()
         }
@@ -67,23 +67,13 @@ def save_checkpoint(
                 {k: v.detach().cpu().contiguous() for k, v in frozen.items()},
                 str(tmp / FROZEN_FILE),
             )
-        (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=2, default=float))
+        write_state(tmp, state or {})
     return path
 
 
 def read_config(path: str | Path) -> ReflectorModelConfig:
     """The model config stored in a checkpoint folder."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"reflector checkpoint {path} is not a folder")
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"reflector checkpoint {path} has no {CONFIG_FILE}")
-    try:
-        data = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file} is not valid JSON: {e}") from None
-    return from_dict(ReflectorModelConfig, data, source=str(cfg_file))
+    return read_checkpoint_config(path, ReflectorModelConfig, what="reflector")
 
 
 def _load_weights(file: Path, what: str) -> dict[str, torch.Tensor]:
@@ -113,7 +103,7 @@ def _copy_into(
             own[n].copy_(state[n])
 
 
-def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Reflector:
+def load_reflector(path: str | Path, *, device: str | torch.device = "cpu") -> Reflector:
     """Rebuild a reflector from its checkpoint folder (towers from their paths or the folder).
 
     Raises:
@@ -150,7 +140,6 @@ def termination_eta(eta: float | None, reflector: str | None) -> float:
     return read_config(reflector).eta
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """meta.json of a checkpoint folder ({} when absent)."""
-    f = Path(path) / META_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
+def read_state(path: str | Path) -> dict[str, Any]:
+    """state.json of a checkpoint folder ({} when absent)."""
+    return read_checkpoint_state(path, what="reflector")

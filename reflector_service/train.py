@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.configlib import to_dict
-from reflector_service.checkpoint import load_checkpoint, read_config, read_meta, save_checkpoint
+from reflector_service.checkpoint import load_reflector, read_config, read_state, save_reflector
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
 from reflector_service.episodes import LabeledEpisode, load_labeled_episodes, score_episodes
@@ -360,7 +360,7 @@ def _calibrate_best(
             f"{read_config(ckpt).eta} (add exploration episodes to calibrate it)"
         )
         return None
-    model = load_checkpoint(ckpt)
+    model = load_reflector(ckpt)
     holds = HOLD_GRID if train_cfg.calibrate_hold else (model.cfg.hold,)
     max_early = train_cfg.max_early_termination
     hold, eta, sweep = calibrate_termination(
@@ -381,7 +381,7 @@ def _calibrate_best(
         "sweep": sweep,
     }
     model.cfg = dataclasses.replace(model.cfg, eta=eta, hold=hold)
-    save_checkpoint(model, ckpt, meta={**read_meta(ckpt), "eta_calibration": calibration})
+    save_reflector(model, ckpt, state={**read_state(ckpt), "eta_calibration": calibration})
     log(
         f"reflector: hold {hold}, eta {eta} chosen on {len(episodes)} held-out episodes ({failed} "
         f"failed): early termination {chosen['early_termination_rate']:.3f}, worst store "
@@ -425,8 +425,8 @@ def _evaluate_and_save(
         f"wrong-instruction success {m.get('mismatch_false_success')}"
     )
     meta = {"step": m["step"], "metrics": m}
-    save_checkpoint(model, out / "last", meta=meta)
+    save_reflector(model, out / "last", state=meta)
     if best is None or (_selection_score(m), -m["loss"]) > (_selection_score(best), -best["loss"]):
-        save_checkpoint(model, out / "best", meta=meta)
+        save_reflector(model, out / "best", state=meta)
         return m
     return best

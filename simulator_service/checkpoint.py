@@ -1,27 +1,29 @@
-"""World-model checkpoints: a folder of safetensors files plus a JSON state, written atomically.
+"""World-model checkpoints: a folder of safetensors files, the config and a JSON state, written
+atomically, in the contract of every checkpoint (``core/checkpoint.py``).
 
-Layout: ``model.safetensors`` (raw weights), ``ema.safetensors`` (EMA weights, used for
-sampling), ``optimizer.safetensors`` (AdamW moments; param groups in ``state.json``),
-``state.json`` (step, the full simulator config, metrics). Modules whose weights come from a
-local path in the config (VGGT, CLIP, VAE) are not stored; they reload from that path.
+Layout: ``config.yaml`` (the full simulator config), ``model.safetensors`` (raw weights),
+``ema.safetensors`` (EMA weights, used for sampling), ``optimizer.safetensors`` (AdamW moments;
+param groups in ``state.json``), ``state.json`` (step, metrics). Modules whose weights come from
+a local path in the config (VGGT, CLIP, VAE) are not stored; they reload from that path.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.configlib import ConfigError, from_dict, to_dict
+from core.checkpoint import CONFIG_FILE, STATE_FILE, write_config, write_state
+from core.checkpoint import read_config as read_checkpoint_config
+from core.checkpoint import read_state as read_checkpoint_state
 from core.fsutil import staged_folder
 from core.weights import compare_state_dicts
 from simulator_service.config import SimulatorConfig
 from simulator_service.model import WorldModel
 
-FILES = ("model.safetensors", "ema.safetensors", "state.json")
+FILES = (CONFIG_FILE, "model.safetensors", "ema.safetensors", STATE_FILE)
 
 
 def stored_state(model: WorldModel) -> dict[str, torch.Tensor]:
@@ -40,7 +42,7 @@ def stored_state(model: WorldModel) -> dict[str, torch.Tensor]:
     }
 
 
-def save_checkpoint(
+def save_world_model(
     path: str | Path,
     *,
     model: WorldModel,
@@ -63,11 +65,8 @@ def save_checkpoint(
     with staged_folder(path) as tmp:
         save_file(stored_state(model), str(tmp / "model.safetensors"))
         save_file({k: v.cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
-        state: dict[str, Any] = {
-            "step": int(step),
-            "config": to_dict(model.cfg),
-            "metrics": metrics or {},
-        }
+        write_config(tmp, model.cfg)
+        state: dict[str, Any] = {"step": int(step), "metrics": metrics or {}}
         if optimizer is not None:
             sd = optimizer.state_dict()
             tensors = {
@@ -78,33 +77,29 @@ def save_checkpoint(
             }
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             state["optimizer_param_groups"] = sd["param_groups"]
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        write_state(tmp, state)
     return path
 
 
-def read_state(path: str | Path) -> dict[str, Any]:
-    """``state.json`` of a checkpoint folder; FileNotFoundError / ValueError naming the folder."""
-    path = Path(path)
+def _check_files(path: Path) -> None:
     if not path.is_dir():
         raise FileNotFoundError(f"simulator checkpoint {path} does not exist (expected a folder)")
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"simulator checkpoint {path} lacks {', '.join(missing)}")
-    try:
-        return json.loads((path / "state.json").read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"simulator checkpoint {path}/state.json is not valid JSON: {e}") from None
 
 
-def config_of(path: str | Path) -> SimulatorConfig:
+def read_state(path: str | Path) -> dict[str, Any]:
+    """``state.json`` of a checkpoint folder (step, metrics, optimizer groups); errors name
+    the folder."""
+    _check_files(Path(path))
+    return read_checkpoint_state(path, what="simulator", required=True)
+
+
+def read_config(path: str | Path) -> SimulatorConfig:
     """The simulator config a checkpoint was trained with."""
-    state = read_state(path)
-    try:
-        return from_dict(
-            SimulatorConfig, state["config"], source=f"{path}/state.json", prefix="config"
-        )
-    except (KeyError, ConfigError) as e:
-        raise ValueError(f"simulator checkpoint {path} has an unusable config: {e}") from None
+    _check_files(Path(path))
+    return read_checkpoint_config(path, SimulatorConfig, what="simulator")
 
 
 def check_compatible(expected: SimulatorConfig, found: SimulatorConfig, where: str) -> None:
@@ -159,7 +154,7 @@ def load_world_model(
         ema: load the EMA weights (default) rather than the raw ones.
     """
     path = Path(path)
-    found = config_of(path)
+    found = read_config(path)
     if cfg is not None:
         check_compatible(cfg, found, str(path))
     model = WorldModel(cfg or found)
@@ -168,7 +163,7 @@ def load_world_model(
 
 
 def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
-    """Restore AdamW state saved by ``save_checkpoint``."""
+    """Restore AdamW state saved by ``save_world_model``."""
     path = Path(path)
     state = read_state(path)
     file = path / "optimizer.safetensors"
@@ -186,11 +181,11 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
 
 
 __all__ = [
-    "save_checkpoint",
+    "save_world_model",
     "load_world_model",
     "load_weights",
     "load_optimizer",
-    "config_of",
+    "read_config",
     "check_compatible",
     "read_state",
     "stored_state",

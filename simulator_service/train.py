@@ -19,10 +19,11 @@ import torch
 
 from simulator_service.checkpoint import (
     check_compatible,
-    config_of,
     load_optimizer,
     load_weights,
-    save_checkpoint,
+    read_config,
+    read_state,
+    save_world_model,
     stored_state,
 )
 from simulator_service.conditioning import FeatureCache, Features
@@ -140,13 +141,13 @@ def train_world_model(
     step = 0
     ema_state = None
     if resume:
-        check_compatible(cfg, config_of(ckpt), str(ckpt))
+        check_compatible(cfg, read_config(ckpt), str(ckpt))
         load_weights(model, ckpt / "model.safetensors")
         from safetensors.torch import load_file
 
         ema_state = load_file(str(ckpt / "ema.safetensors"))
         load_optimizer(ckpt, opt)
-        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+        step = int(read_state(ckpt)["step"])
         log(f"resuming from {ckpt} at step {step}")
     ema = EMA(model, tc.ema_decay, ema_state)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +221,7 @@ def train_world_model(
             metrics_file.write(json.dumps(record) + "\n")
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
                 metrics_file.flush()
-                save_checkpoint(
+                save_world_model(
                     ckpt,
                     model=model,
                     ema=ema.shadow,

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from core.fsutil import write_text_atomic
-    from reflector_service.checkpoint import load_checkpoint
+    from reflector_service.checkpoint import load_reflector
     from reflector_service.episodes import load_labeled_episodes, score_episodes
     from reflector_service.metrics import plot_rewards, reflector_metrics
     from reflector_service.mismatch import mismatch_false_success
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--eta must be in (0, 1), got {args.eta}")
     if args.plot_episodes < 0:
         raise ValueError(f"--plot-episodes must be >= 0, got {args.plot_episodes}")
-    model = load_checkpoint(args.ckpt)
+    model = load_reflector(args.ckpt)
     eta = model.cfg.eta if args.eta is None else args.eta
     episodes = load_labeled_episodes(args.data, progress=not args.no_progress)
     if args.val_split_of is not None:

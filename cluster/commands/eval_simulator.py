@@ -67,14 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _reward_agreement(model, args: argparse.Namespace) -> dict:
-    from reflector_service.checkpoint import load_checkpoint, termination_eta
+    from reflector_service.checkpoint import load_reflector, termination_eta
     from simulator_service.evaluate import reward_agreement
 
     if args.reflector_steps < 1:
         raise ValueError("--reflector-steps must be >= 1")
     if args.eta is not None and not 0.0 < args.eta < 1.0:
         raise ValueError(f"--eta must be in (0, 1), got {args.eta}")
-    reflector = load_checkpoint(args.reflector)
+    reflector = load_reflector(args.reflector)
     eta = termination_eta(args.eta, args.reflector)
 
     def score(frames, instruction: str):
@@ -95,7 +95,7 @@ def _reward_agreement(model, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator_service.checkpoint import config_of, load_world_model
+    from simulator_service.checkpoint import load_world_model, read_config
     from simulator_service.evaluate import evaluate_open_loop, write_report
 
     if min(args.horizons) < 1:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).exists():
             raise FileNotFoundError(f"--data {d} does not exist")
-    cfg = config_of(args.checkpoint)
+    cfg = read_config(args.checkpoint)
     if args.sampler is not None and args.sampler != cfg.sampler:
         if cfg.train.timesteps == "sampler":
             raise ValueError(

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--episodes-per-task must be >= 1")
     term = args.termination or ("both" if args.reflector else "ground_truth")
     modes = ("ground_truth", "reflector") if term == "both" else (term,)
+    if "ground_truth" in modes:  # beside the mean action, the sampled policy LOOP optimizes
+        modes = ("ground_truth", "sampled", *modes[1:])
     report = evaluate_policy(
         args.policy,
         env_cfg,

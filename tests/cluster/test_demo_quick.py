@@ -17,11 +17,11 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     assert main(["demo", "--quick", "--run-dir", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "# rehearse demo report" in out
-    for stage in STAGES:
+    for stage, _ in STAGES:
         assert (run / "stages" / f"{stage}.json").is_file(), stage
     report = json.loads((run / "stages" / "report.json").read_text())
     for policy in ("sft", "post_trained", "post_trained_real"):
-        for mode in ("ground_truth", "reflector"):
+        for mode in ("ground_truth", "sampled", "reflector"):
             r = report[policy][mode]
             assert r["episodes"] == 16 and 0.0 <= r["success_rate"] <= 1.0
             assert r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
@@ -33,7 +33,13 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     assert (run / "post_train" / "policy" / "trainable.safetensors").is_file()
     assert (run / "post_train" / "videos" / "imagined_iter_0002.gif").is_file()
     assert (run / "post_train_real" / "videos" / "real_iter_0002.gif").is_file()
-    assert "LOOP in the real env" in (run / "report.md").read_text()
+    md = (run / "report.md").read_text()
+    assert "LOOP in the real env" in md and "Learning curves" in md and "Co-evolution" in md
+    for folder in ("post_train", "post_train_real"):  # the learning curves, drawn
+        assert (run / folder / "learning_curve.png").is_file()
+    rounds = json.loads((run / "post_train" / "coevolve.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1]
+    assert set(report["agreement"]) == {"agreement_before", "agreement_after"}
     assert list((run / "eval" / "sft" / "videos").glob("*.gif"))
     assert (run / "report.md").read_text().startswith("# rehearse demo report")
     # a rerun resumes: every stage is skipped

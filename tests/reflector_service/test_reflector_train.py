@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic_reflector_data import write_synthetic_store  # noqa: E402
 
 from reflector_service.checkpoint import (  # noqa: E402
-    load_checkpoint,
+    load_reflector,
     read_config,
-    read_meta,
-    save_checkpoint,
+    read_state,
+    save_reflector,
     termination_eta,
 )
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig  # noqa: E402
@@ -68,7 +69,7 @@ def test_training_separates_easy_case_and_keeps_frozen_weights(trained, stores):
     out, summary = trained
     assert summary["frozen_unchanged"] and summary["steps"] == 40
     assert summary["pos_weight"] > 1.0  # fewer success frames than failures
-    model = load_checkpoint(out / "best")
+    model = load_reflector(out / "best")
     test = load_labeled_episodes([stores[1]], progress=False)
     rewards = score_episodes(model, test)
     m = reflector_metrics(rewards, [e.labels for e in test], eta=0.5)
@@ -98,34 +99,34 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         m.head[-1].bias.fill_(0.3)
         m.film.weight.normal_()  # the instruction scales the head (zero at init)
-    save_checkpoint(m, tmp_path / "ck", meta={"step": 7})
+    save_reflector(m, tmp_path / "ck", state={"step": 7})
     frames = np.random.default_rng(0).integers(0, 256, (2, 6, 32, 32, 3), dtype=np.uint8)
     instr = ["lift the red block", "put the red block on the blue plate"]
     torch.manual_seed(99)  # a different init must be overwritten by the checkpoint
-    loaded = load_checkpoint(tmp_path / "ck")
+    loaded = load_reflector(tmp_path / "ck")
     torch.testing.assert_close(loaded.score(frames, instr), m.score(frames, instr), atol=0, rtol=0)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
-        "config.json",
+        "config.yaml",
         "frozen.safetensors",
-        "meta.json",
+        "state.json",
         "trainable.safetensors",
     ]
 
 
 def test_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a folder"):
-        load_checkpoint(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_reflector(tmp_path / "missing")
     m = Reflector(ReflectorModelConfig())
-    save_checkpoint(m, tmp_path / "ck")
+    save_reflector(m, tmp_path / "ck")
     (tmp_path / "ck" / "trainable.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="trainable"):
-        load_checkpoint(tmp_path / "ck")
-    save_checkpoint(m, tmp_path / "ck2")
-    cfg = json.loads((tmp_path / "ck2" / "config.json").read_text())
+        load_reflector(tmp_path / "ck")
+    save_reflector(m, tmp_path / "ck2")
+    cfg = yaml.safe_load((tmp_path / "ck2" / "config.yaml").read_text())
     cfg["head_hidden"] = 7
-    (tmp_path / "ck2" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "ck2" / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="shape"):
-        load_checkpoint(tmp_path / "ck2")
+        load_reflector(tmp_path / "ck2")
 
 
 def test_metrics_termination_timing():
@@ -260,7 +261,7 @@ def test_training_stores_the_calibrated_eta(trained):
         cal["eta"],
         cal["hold"],
     )
-    assert read_meta(out / "best")["eta_calibration"]["eta"] == cal["eta"]
+    assert read_state(out / "best")["eta_calibration"]["eta"] == cal["eta"]
     chosen = next(s for s in cal["sweep"] if (s["eta"], s["hold"]) == (cal["eta"], cal["hold"]))
     assert chosen["early_termination_rate"] <= 0.05 or all(
         s["early_termination_rate"] >= chosen["early_termination_rate"] for s in cal["sweep"]
@@ -312,7 +313,7 @@ def test_cli_train_and_eval(stores, tmp_path, capsys):
     )
     assert rc == 0
     assert (out / "best" / "trainable.safetensors").is_file() and (
-        out / "last" / "config.json"
+        out / "last" / "config.yaml"
     ).is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["lr"] == 0.003 and summary["model"]["window"] == 4
@@ -472,7 +473,7 @@ def test_mismatched_instructions_are_learned_as_not_done(trained, stores):
     out, summary = trained
     last = summary["history"][-1]
     assert last["mismatch_false_success"] is not None and last["instruction_auc"] >= 0.8
-    model = load_checkpoint(out / "best")
+    model = load_reflector(out / "best")
     test = load_labeled_episodes([stores[1]], progress=False)
     wrong = mismatch_false_success(model, test, score_episodes(model, test), eta=0.5)
     assert wrong["pairs"] == sum(e.succeeded for e in test) and wrong["rate"] <= 0.2

@@ -44,6 +44,7 @@ def test_train_checkpoint_resume_and_load(synthetic_store, tmp_path):
         "ema.safetensors",
         "optimizer.safetensors",
         "state.json",
+        "config.yaml",
     }
     with pytest.raises(FileExistsError):
         train_world_model(tiny(), [synthetic_store], out, progress=False, log=lambda m: None)
@@ -121,11 +122,11 @@ def test_cli_train_and_eval(synthetic_store, tmp_path, capsys):
     assert h1["n"] == 4 and set(h1["model"]) >= {"psnr", "ssim", "changed_rmse"}
     assert h1["copy_last_frame"]["ssim"] is not None
     assert (tmp_path / "ev" / "rollout.gif").is_file()
-    from reflector_service.checkpoint import save_checkpoint
+    from reflector_service.checkpoint import save_reflector
     from reflector_service.config import ReflectorModelConfig
     from reflector_service.model import Reflector
 
-    save_checkpoint(Reflector(ReflectorModelConfig(eta=0.3)), tmp_path / "refl")
+    save_reflector(Reflector(ReflectorModelConfig(eta=0.3)), tmp_path / "refl")
     rc = main(
         [
             "eval-simulator",

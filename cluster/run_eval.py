@@ -1,0 +1,149 @@
+"""Measurements taken during a post-training run, over its Ray actors.
+
+The learning curve (real success of the current policy, mean action and sampled, on fixed
+starts of its own: ``actors.starts.CURVE_SEED_OFFSET``, never the final evaluation's), the
+imagined evaluation (imagined success on fixed starts, mean actions) and imagined-vs-real
+agreement (the two on the same real starts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actors.starts import CURVE_SEED_OFFSET
+from cluster.config import ExperimentConfig
+from cluster.evaluate import eval_jobs
+
+
+def curve_jobs(cfg: ExperimentConfig) -> list[Any]:
+    """The fixed real starts of the learning curve and the agreement."""
+    from envs.factory import task_names
+
+    return eval_jobs(
+        task_names(cfg.env),
+        cfg.post_train.eval_episodes_per_task,
+        seed=cfg.seed,
+        offset=CURVE_SEED_OFFSET,
+    )
+
+
+def _real(evaluator: Any, cfg: ExperimentConfig, jobs: list[Any], *, deterministic: bool) -> Any:
+    """An ObjectRef of the evaluator's records of ``jobs``."""
+    return evaluator.evaluate.remote(
+        jobs,
+        deterministic=deterministic,
+        seed=cfg.seed,
+        execute_steps=cfg.rollout.execute_steps,
+        max_steps=cfg.rollout.eval_max_steps,
+    )
+
+
+def learning_curve_point(
+    evaluator: Any, cfg: ExperimentConfig, log: Callable[[str], None]
+) -> dict[str, float]:
+    """``eval/*`` metrics: real success of the evaluator's current weights, both ways."""
+    import ray
+
+    jobs = curve_jobs(cfg)
+    mean, sampled = ray.get(
+        [
+            _real(evaluator, cfg, jobs, deterministic=True),
+            _real(evaluator, cfg, jobs, deterministic=False),
+        ]
+    )
+    out = {
+        "eval/success_mean_action": float(np.mean([x["success"] for x in mean])),
+        "eval/success_sampled": float(np.mean([x["success"] for x in sampled])),
+        "eval/episodes": float(len(jobs)),
+    }
+    log(
+        f"learning curve: real success {100 * out['eval/success_mean_action']:.1f}% (mean "
+        f"action), {100 * out['eval/success_sampled']:.1f}% (sampled) on {len(jobs)} starts"
+    )
+    return out
+
+
+def imagine(workers: list[Any], starts: list[Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Imagined success of the workers' current policy on fixed starts (mean actions).
+
+    Returns:
+        success_rate and reward_mean over all rollouts, and per start (in order) its task and
+        the fraction of its group that the reflector ended as a success.
+    """
+    import ray
+
+    t0 = time.perf_counter()
+    k = len(workers)
+    ids = list(range(len(starts)))
+    parts = [(w, starts[i::k], ids[i::k]) for i, w in enumerate(workers) if starts[i::k]]
+    summaries = ray.get([w.imagine.remote(s, g) for w, s, g in parts])
+    per_start: list[Any] = [None] * len(starts)
+    rewards, success = [], []
+    for (_, _, gids), s in zip(parts, summaries, strict=True):
+        term = s["terminated"].reshape(len(gids), -1)  # (groups, N)
+        for gid, task, row in zip(gids, s["tasks"], term, strict=True):
+            per_start[gid] = [task, float(row.mean())]
+        rewards.append(s["rewards"])
+        success.append(s["terminated"])
+    out = {
+        "starts": len(starts),
+        "rollouts": int(sum(len(x) for x in success)),
+        "success_rate": float(np.concatenate(success).mean()),
+        "reward_mean": float(np.concatenate(rewards).mean()),
+        "per_start": per_start,
+        "seconds": time.perf_counter() - t0,
+    }
+    log(
+        f"imagined evaluation: success {100 * out['success_rate']:.1f}% over "
+        f"{out['rollouts']} rollouts from {len(starts)} starts ({out['seconds']:.0f} s)"
+    )
+    return out
+
+
+def agreement(imagined: list[float], real: list[bool]) -> dict[str, Any]:
+    """Imagined vs real success on the same starts.
+
+    Args:
+        imagined: per start, the share of its imagined rollouts ended as a success.
+        real: per start, the real outcome of the same policy (mean action).
+    Returns:
+        imagined_success, real_success, correlation (Pearson over starts; None when either
+        side is constant), agree (share of starts where imagined > 0.5 matches real).
+    """
+    a, b = np.asarray(imagined, dtype=float), np.asarray(real, dtype=float)
+    corr = None
+    if len(a) > 1 and a.std() > 0 and b.std() > 0:
+        r = float(np.corrcoef(a, b)[0, 1])
+        corr = r if math.isfinite(r) else None
+    return {
+        "starts": len(a),
+        "imagined_success": float(a.mean()) if len(a) else float("nan"),
+        "real_success": float(b.mean()) if len(b) else float("nan"),
+        "correlation": corr,
+        "agree": float(((a > 0.5) == (b > 0.5)).mean()) if len(a) else float("nan"),
+    }
+
+
+def imagined_vs_real(
+    workers: list[Any], evaluator: Any, cfg: ExperimentConfig, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Imagined vs real success of the current policy (mean actions) on the curve's real
+    starts: imagination starts from each start's first real frame
+    (``cluster.coevolution.agreement``)."""
+    import ray
+
+    jobs = curve_jobs(cfg)
+    starts = ray.get(evaluator.first_observations.remote(jobs))
+    real = ray.get(_real(evaluator, cfg, jobs, deterministic=True))
+    imagined = imagine(workers, starts, log)
+    out = agreement([x[1] for x in imagined["per_start"]], [r["success"] for r in real])
+    log(
+        f"imagined vs real on {out['starts']} real starts: {100 * out['imagined_success']:.1f}% "
+        f"vs {100 * out['real_success']:.1f}%, correlation {out['correlation']}"
+    )
+    return out

@@ -1,0 +1,122 @@
+"""What a post-training run needs of its world, imagined or real, built before Ray starts.
+
+``imagined_setup``: simulator and reflector replicas, starts from real episodes (keyframes),
+the imagined evaluation's fixed starts. ``real_setup``: the real env with its ground-truth
+success as the reward (the oracle): no services, fresh real starts. Either gives the rollout
+workers a world (``actors.worlds``) made from the started services' handles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from actors.config import RolloutConfig
+from actors.starts import EVAL_SEED_OFFSET, RealStartSampler
+from actors.worlds import ImaginedWorld, RealWorld
+from cluster.backends import EnvFactory, ReflectorFactory, SimulatorFactory
+from cluster.config import ExperimentConfig, ReplicaConfig
+from core.configlib import ConfigError
+from reflector_service.checkpoint import termination_eta
+from reflector_service.service import ReflectorService
+from simulator_service.service import SimulatorService
+from trajectories.initial_states import InitialStateSampler
+from trajectories.store import EpisodeStore
+
+
+@dataclass
+class ServiceSpec:
+    """A replicated model service of a world: metric prefix, actor class, placement, backend."""
+
+    prefix: str
+    cls: type
+    replicas: ReplicaConfig
+    factory: Any
+
+
+@dataclass
+class WorldSetup:
+    """What a post-training run needs of its world, built before Ray starts (so bad input
+    fails early): the rollout settings (eta resolved), the stream of training starts, the
+    services to start, the imagined evaluation's fixed starts, and how to make the world the
+    rollout workers act in from the started services' handles."""
+
+    rollout: RolloutConfig
+    sampler: Any
+    services: list[ServiceSpec]
+    eval_starts: list[Any]
+    make_world: Callable[[dict[str, list[Any]]], Any]
+
+
+def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
+    """Imagination: simulator and reflector replicas, starts from real episodes (keyframes)."""
+    from envs.kinematics import ControllerLimits
+
+    pt, cc = cfg.post_train, cfg.cluster
+    for key in ("simulator", "reflector"):
+        if not getattr(pt, key):
+            raise ConfigError(
+                f"post_train.{key} is empty: post-training in imagination needs a {key} "
+                f'checkpoint folder (or "fake" for orchestration tests), or set '
+                f"post_train.world: real"
+            )
+    if not pt.data:
+        raise ConfigError(
+            "post_train.data is empty: name the episode stores whose real frames start the "
+            "imagined rollouts (e.g. the expert demos)"
+        )
+    rollout = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
+    stores = [EpisodeStore(p) for p in pt.data]
+    meta = stores[0].meta
+    limits = (
+        ControllerLimits.from_dict(meta["controller_limits"])
+        if "controller_limits" in meta
+        else None
+    )
+    camera = stores[0].camera().to_dict()
+    sim_f = SimulatorFactory(
+        pt.simulator,
+        camera,
+        cc.simulator.num_gpus,
+        seed=cfg.seed,
+        fake_latency_ms=pt.fake_latency_ms,
+    )
+    refl_f = ReflectorFactory(
+        pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms
+    )
+    starts = dict(keyframes=rollout.keyframes, context_frames=rollout.context_frames)
+    return WorldSetup(
+        rollout=rollout,
+        sampler=InitialStateSampler(stores, seed=cfg.seed, sources=("expert",), **starts),
+        services=[
+            ServiceSpec("sim", SimulatorService, cc.simulator, sim_f),
+            ServiceSpec("reflector", ReflectorService, cc.reflector, refl_f),
+        ],
+        eval_starts=InitialStateSampler(
+            stores,
+            keyframes=False,
+            context_frames=rollout.context_frames,
+            seed=cfg.seed + EVAL_SEED_OFFSET,
+            sources=("expert",),
+        ).sample(pt.imagined_eval_states),
+        make_world=lambda h: ImaginedWorld(
+            h["sim"], h["reflector"], eta=rollout.eta, limits=limits
+        ),
+    )
+
+
+def real_setup(cfg: ExperimentConfig) -> WorldSetup:
+    """The real env with its ground-truth success as the reward (the oracle): no services,
+    fresh real starts (task, seed) per group, no imagined evaluation."""
+    from envs.factory import task_names
+
+    env_f = EnvFactory(cfg.env)
+    return WorldSetup(
+        rollout=cfg.rollout,
+        sampler=RealStartSampler(task_names(cfg.env), seed=cfg.seed),
+        services=[],
+        eval_starts=[],
+        make_world=lambda _handles: RealWorld(env_f),
+    )
