@@ -18,7 +18,16 @@ from simulator_service.action_map import render_action_maps
 from simulator_service.conditioning import Features
 from simulator_service.memory_bank import MemoryBank
 from simulator_service.model import WorldModel
-from simulator_service.rollout import frames_to_tensor
+
+
+def frames_to_tensor(frames: np.ndarray, size: int, name: str) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]; ValueError naming ``name``."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
+        raise ValueError(
+            f"{name} must be uint8 frames (B, {size}, {size}, 3), got {frames.shape} {frames.dtype}"
+        )
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
 
 
 @dataclass
@@ -70,8 +79,11 @@ class KeyedWorldSimulator:
     def release(self, key: str) -> None:
         self._groups.pop(key, None)
 
-    def step_batch(self, requests: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        """requests: (key, next_proprio (N_i, 8)) -> next frames (N_i, H, W, 3) uint8 each."""
+    def step_batch(
+        self, requests: list[tuple[str, np.ndarray]], *, steps: int | None = None
+    ) -> list[np.ndarray]:
+        """requests: (key, next_proprio (N_i, 8)) -> next frames (N_i, H, W, 3) uint8 each;
+        ``steps``: denoising steps of this call (None: the backend's)."""
         groups = []
         for key, p in requests:
             if key not in self._groups:
@@ -90,7 +102,7 @@ class KeyedWorldSimulator:
         history = torch.cat([g.bank.select() for g in groups])
         features = {k: torch.cat([g.features[k] for g in groups]) for k in groups[0].features}
         frames = self.model.predict(
-            history, amap, features, steps=self.steps, generator=self.generator
+            history, amap, features, steps=steps or self.steps, generator=self.generator
         )
         out, start = [], 0
         for g in groups:
