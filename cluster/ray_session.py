@@ -13,7 +13,12 @@ def init_ray(
     include_dashboard: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local one in-process.
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets), else
+    start a private local one in-process.
+
+    Local means local: with no address, Ray starts its own cluster (``address="local"``) even
+    when ``ray start`` left another cluster recorded on the machine (plain ``ray.init()`` would
+    join that one); joining is explicit (``cluster.address: auto`` or an address).
 
     A local embedded cluster runs with Ray's token authentication off (Ray 2.60 turns it on by
     default, which makes local dashboard and client calls fail with 401); a shared cluster keeps
@@ -29,6 +34,7 @@ def init_ray(
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     return ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=include_dashboard,
         dashboard_host="127.0.0.1",
