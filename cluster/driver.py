@@ -116,7 +116,9 @@ class PostTrainRun:
         self.policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
         self.world = imagined_setup(self.cfg) if pt.world == "imagined" else real_setup(self.cfg)
         self.sim_path = pt.simulator
-        self.driver_state = load_run_checkpoint(self.ckpt)[1] if self.resume else {}
+        self.learner_state, self.driver_state = (
+            load_run_checkpoint(self.ckpt) if self.resume else ({}, {})
+        )
         self.coevolve_rounds = int(self.driver_state.get("coevolve_rounds", 0))
         if self.driver_state.get("simulator"):  # refined by co-evolution before the stop
             self.use_simulator(self.driver_state["simulator"])
@@ -310,8 +312,8 @@ class PostTrainRun:
             assert self.learners is not None
             learner = self.learners.lead
             if self.resume:
-                learner_state, driver_state = load_run_checkpoint(self.ckpt)
-                self.learners.restore(learner_state)
+                driver_state = self.driver_state
+                self.learners.restore(self.learner_state)
                 self.world.sampler.cursor = int(driver_state["sampler_cursor"])
                 start = int(driver_state["iteration"])
                 self.next_group = int(driver_state.get("next_group", 0))

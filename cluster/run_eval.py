@@ -142,6 +142,10 @@ def imagined_vs_real(
     real = ray.get(_real(evaluator, cfg, jobs, deterministic=True))
     imagined = imagine(workers, starts, log)
     out = agreement([x[1] for x in imagined["per_start"]], [r["success"] for r in real])
+    out["per_start"] = [
+        [j.task, j.seed, x[1], bool(r["success"])]
+        for j, x, r in zip(jobs, imagined["per_start"], real, strict=True)
+    ]
     log(
         f"imagined vs real on {out['starts']} real starts: {100 * out['imagined_success']:.1f}% "
         f"vs {100 * out['real_success']:.1f}%, correlation {out['correlation']}"
