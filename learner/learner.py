@@ -5,8 +5,8 @@ of trajectories grouped by initial state, computes RLOO (or GRPO) advantages per
 on the groups the rollout stage selected (dynamic sampling) or on every group whose rewards are
 not all equal, and runs PPO epochs over minibatches of trajectories with gradient accumulation
 and clipping; one PPO ratio covers a chunk, an action or a dimension (``learner.ratio``). An
-optimizer step whose loss or gradients are not finite is never applied; it is counted in
-``learner/skipped_updates``.
+optimizer step whose loss or gradients are not finite is never applied, and one that would
+leave a weight non-finite is undone; both are counted in ``learner/skipped_updates``.
 ``publish`` hands out the trainable weights with a new version number for rollout workers.
 """
 
@@ -70,7 +70,8 @@ class TrainablePolicy(Protocol):
     instead of (B, T), ``actions`` is (N, chunk, A); it returns the per-dimension
     log-densities (N, chunk, A) and the Laplace log_scale (broadcastable to (N, chunk, A)) for
     the entropy metric. It must be deterministic (dropout off) so that the first PPO ratio is
-    exactly 1. ``trainable_state_dict`` returns the trainable weights (LoRA + heads) by name.
+    exactly 1. ``trainable_state_dict`` returns the trainable weights (LoRA + heads) by name,
+    ``load_trainable_state_dict`` copies such weights back in place.
     """
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
@@ -80,6 +81,8 @@ class TrainablePolicy(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 class Learner:
@@ -135,6 +138,9 @@ class Learner:
         self._apply_hyperparameters()
         self.version = 0
         self.skipped_updates = 0
+        self.rolled_back = 0  # publishes that found the policy broken and restored the last good
+        self._probe: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
+        self._last_good = {k: v.detach().clone() for k, v in policy.trainable_state_dict().items()}
         self.optimizer_steps = 0
         self._generator = torch.Generator().manual_seed(seed)
 
@@ -219,6 +225,14 @@ class Learner:
         advantages, keep = self.advantages(batch, groups)  # (B,), (B,)
         mask = termination_mask(batch.done)  # (B, T)
         kept = keep.nonzero().flatten()  # (K,)
+        probe = kept[: self.config.micro_batch_size]
+        b_idx, t_idx = mask[probe].nonzero(as_tuple=True)
+        if len(b_idx):  # else keep the last update's probe (nothing trained now)
+            sub = batch.index(probe)
+            self._probe = (
+                {k: v[b_idx, t_idx] for k, v in sub.obs.items()},
+                sub.actions[b_idx, t_idx],
+            )
         mb = self.config.minibatch_size
         num_steps = self.config.ppo_epochs * math.ceil(len(kept) / mb)
         sums = dict.fromkeys((*_STAT_KEYS, "grad_norm"), 0.0)
@@ -244,6 +258,7 @@ class Learner:
         metrics.update(
             {
                 "learner/skipped_updates": float(skipped),
+                "learner/rolled_back": float(self.rolled_back),
                 "learner/optimizer_steps": float(applied),
                 "learner/kept_trajectories": float(len(kept)),
                 "learner/dropped_constant_groups": float(
@@ -297,10 +312,31 @@ class Learner:
         if not (math.isfinite(values["loss"]) and math.isfinite(float(grad_norm))):
             self.optimizer.zero_grad(set_to_none=True)
             return None
+        before = [p.detach().clone() for p in self._params]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if not all(bool(torch.isfinite(p).all()) for p in self._params):
+            # finite gradients, but the step (e.g. a huge learning rate) overflowed a weight:
+            # undo it, so such weights are never published or exported
+            with torch.no_grad():
+                for p, b in zip(self._params, before, strict=True):
+                    p.copy_(b)
+            return None
         values["grad_norm"] = float(grad_norm)
         return values
+
+    @torch.no_grad()
+    def outputs_finite(self) -> bool:
+        """Every trainable weight finite, and the policy's log-densities and scales on the last
+        update's probe (a few of its trajectories) too: weights of 1e30 are finite, what a
+        network computes with them is not."""
+        if not all(bool(torch.isfinite(p).all()) for p in self._params):
+            return False
+        if self._probe is None:
+            return True
+        obs, actions = self._probe
+        density, log_scale = self.policy.log_density(obs, actions)
+        return bool(torch.isfinite(density).all() and torch.isfinite(log_scale).all())
 
     def _clip_gradients(self) -> torch.Tensor:
         """Clip to ``max_grad_norm``: one global norm, or each optimizer group's own
@@ -353,16 +389,34 @@ class Learner:
     def publish(self) -> tuple[int, dict[str, torch.Tensor]]:
         """Bump the weights version and return it with a CPU copy of the trainable weights.
 
+        If the updates since the last publish broke the policy (``outputs_finite``), its
+        trainable weights go back to the last published ones first (counted in
+        ``rolled_back`` and ``skipped_updates``): broken weights are never published.
+
         Returns:
             version: the new version number (1 after the first publish).
             weights: the policy's ``trainable_state_dict`` (LoRA + heads), detached CPU copies.
         """
+        self.check_or_roll_back()
         self.version += 1
         weights = {
             k: v.detach().to("cpu", copy=True)
             for k, v in self.policy.trainable_state_dict().items()
         }
         return self.version, weights
+
+    def check_or_roll_back(self) -> bool:
+        """Restore the last published weights if the policy is broken; True when it was. Every
+        data-parallel worker calls it alike (same weights, same probe, same decision)."""
+        if self.outputs_finite():
+            self._last_good = {
+                k: v.detach().clone() for k, v in self.policy.trainable_state_dict().items()
+            }
+            return False
+        self.policy.load_trainable_state_dict(self._last_good)
+        self.rolled_back += 1
+        self.skipped_updates += 1
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """Learner state for checkpoints: optimizer, counters, shuffling RNG.
@@ -400,6 +454,9 @@ class Learner:
                 f"learner checkpoint does not match this policy's trainable parameters: {e}"
             ) from None
         self._apply_hyperparameters()
+        self._last_good = {
+            k: v.detach().clone() for k, v in self.policy.trainable_state_dict().items()
+        }
         self.version = int(state["version"])
         self.skipped_updates = int(state["skipped_updates"])
         self.optimizer_steps = int(state["optimizer_steps"])

@@ -76,6 +76,7 @@ class LearnerWorker:
         """(version, trainable weights) after bumping the version; ``with_weights=False``
         returns an empty dict (data-parallel workers other than rank 0 only count versions)."""
         if not with_weights:
+            self.learner.check_or_roll_back()  # as rank 0 does, so the workers stay equal
             self.learner.version += 1
             return self.learner.version, {}
         return self.learner.publish()

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         collect_cfg = dataclasses.replace(collect_cfg, exploration_scale=args.noise_scale)
     if args.steps_after_success is not None:
         collect_cfg = dataclasses.replace(collect_cfg, steps_after_success=args.steps_after_success)
-    n = args.episodes_per_task or collect_cfg.episodes_per_task
+    n = collect_cfg.episodes_per_task if args.episodes_per_task is None else args.episodes_per_task
     if n < 1:
         raise ValueError(f"--episodes-per-task must be >= 1, got {n}")
     if args.workers < 0:

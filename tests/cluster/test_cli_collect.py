@@ -128,7 +128,19 @@ def test_clear_errors(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'env.imgae_size'" in err and str(cfg) in err
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    zero = [
+        "collect",
+        "--source",
+        "expert",
+        "--episodes-per-task",
+        "0",
+        "--out",
+        str(tmp_path / "z"),
+    ]
+    assert main(zero) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--episodes-per-task must be >= 1, got 0" in err
+    assert not any((tmp_path / d).exists() for d in ("x", "y", "z"))
 
 
 @pytest.mark.ray

@@ -103,3 +103,12 @@ def test_nested_types():
         from_dict(_Inner, {"pair": [1]})
     with pytest.raises(ConfigError, match="at most 3"):
         from_dict(_Inner, {"xs": [1, 2, 3, 4]})
+
+
+def test_non_finite_numbers_are_refused_with_the_key() -> None:
+    from cluster.config import load_config
+    from core.configlib import ConfigError
+
+    for value in ("inf", ".inf", "nan", "-.inf"):
+        with pytest.raises(ConfigError, match="learner.lr_lora.*finite"):
+            load_config(None, [f"learner.lr_lora={value}"])

@@ -42,6 +42,11 @@ class LinearLaplacePolicy(nn.Module):
     def trainable_state_dict(self):
         return self.state_dict()
 
+    def load_trainable_state_dict(self, state):
+        with torch.no_grad():
+            for k, v in self.state_dict().items():
+                v.copy_(state[k])
+
 
 def make_batch(
     policy: LinearLaplacePolicy,
@@ -388,3 +393,55 @@ def test_clip_per_group_clips_each_group_to_the_max_norm() -> None:
     for group in (policy.lora, policy.heads):
         norm = torch.cat([p.grad.flatten() for p in group.parameters()]).norm()
         assert norm.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_a_step_that_leaves_a_weight_non_finite_is_undone_and_counted() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    before = params_of(policy)
+    learner = Learner(policy, config())
+    step = learner.optimizer.step
+
+    def overflowing_step(*args, **kwargs):
+        step(*args, **kwargs)
+        with torch.no_grad():
+            policy.heads.bias[0] = float("inf")  # as a step of a huge learning rate may
+
+    learner.optimizer.step = overflowing_step
+    metrics = learner.update(batch)
+    assert metrics["learner/skipped_updates"] == 1 and metrics["learner/optimizer_steps"] == 0
+    for k, v in params_of(policy).items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+def test_a_huge_learning_rate_never_reaches_the_published_weights() -> None:
+    """lr 3e37 (finite loss and gradients) leaves finite weights of ~5e37 that the policy cannot
+    compute with: publish restores the last published (initial) weights and counts it."""
+    policy = LinearLaplacePolicy()
+    initial = params_of(policy)
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    learner = Learner(policy, config(lr_lora=3e37, lr_heads=3e37, ppo_epochs=2))
+    learner.update(batch)
+    _, weights = learner.publish()
+    assert learner.rolled_back == 1 and learner.skipped_updates == 1
+    for k, v in weights.items():
+        torch.testing.assert_close(v, initial[k], rtol=0, atol=0)
+
+
+def test_a_policy_broken_by_finite_weights_is_never_published() -> None:
+    """Weights of 1e38 are finite, the policy's outputs are not: publish restores the last
+    published weights (here the initial ones) and counts it."""
+    policy = LinearLaplacePolicy()
+    initial = params_of(policy)
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    learner = Learner(policy, config())
+    learner.update(batch)
+    with torch.no_grad():
+        policy.heads.weight.fill_(1e38)  # what a huge learning rate leaves behind
+    version, weights = learner.publish()
+    assert version == 1 and learner.rolled_back == 1 and learner.skipped_updates == 1
+    for k, v in weights.items():
+        torch.testing.assert_close(v, initial[k], rtol=0, atol=0)
+    learner.update(batch)  # training goes on from the restored weights
+    _, weights = learner.publish()
+    assert learner.rolled_back == 1 and all(torch.isfinite(w).all() for w in weights.values())
