@@ -17,6 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def refuse_existing(path: str | Path, *, overwrite: bool) -> None:
+    """Refuse an output that would change existing data: FileExistsError naming ``path`` when
+    it is a file, or a folder that is not empty and ``overwrite`` is off."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"output {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"output folder {path} exists and is not empty (pass --overwrite to replace it)"
+        )
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a hidden file beside ``path``, then rename it over ``path``."""
     path = Path(path)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.fsutil import replace_folder
+from core.fsutil import refuse_existing, replace_folder
 from trajectories.episode import Episode
 from trajectories.schema import META_KEY, check_schema
 
@@ -88,13 +88,7 @@ class StoreBuilder:
         self.path = Path(path)
         self.meta = meta
         self.overwrite = overwrite
-        if self.path.exists() and not self.path.is_dir():
-            raise FileExistsError(f"output {self.path} exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"output folder {self.path} exists and is not empty (pass --overwrite to "
-                "replace it)"
-            )
+        refuse_existing(self.path, overwrite=overwrite)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.staging = self.path.with_name(f".{self.path.name}.staging-{uuid.uuid4().hex[:8]}")
         self.staging.mkdir()

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="expert demos per task to train on (default 5)",
     )
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists and is not empty"
+    )
     parser.add_argument("--steps", type=int, default=None, help="L1 steps (default: sft.steps)")
     parser.add_argument(
         "--scale-steps", type=int, default=None, help="scale-head steps (default: sft.scale_steps)"
@@ -46,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cluster.config import load_config
+    from core.fsutil import refuse_existing
     from policy.sft import run_sft
     from trajectories.store import EpisodeStore
 
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--demos-per-task must be >= 1, got {args.demos_per_task}")
     if args.eval_episodes < 0 or args.execute_steps < 0:
         raise ValueError("--eval-episodes and --execute-steps must be >= 0")
+    refuse_existing(args.out, overwrite=args.overwrite)
     cfg = load_config(args.config, args.set)
     policy_cfg, sft_cfg = cfg.policy, cfg.sft
     overrides = {

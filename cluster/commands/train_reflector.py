@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, help="output folder (checkpoints best/ and last/, summary.json)"
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists and is not empty"
+    )
     p.add_argument("--max-steps", type=int, default=None, help="override reflector.train.max_steps")
     p.add_argument(
         "--time-budget",
@@ -38,7 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
+
     from cluster.config import load_config
+    from core.fsutil import refuse_existing
     from reflector_service.train import train_reflector
 
     cfg = load_config(args.config, args.set).reflector
@@ -59,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
             f"--calibrate-on must not repeat --data (calibrating on training episodes "
             f"would hide early terminations): {sorted(overlap)}"
         )
+    refuse_existing(args.out, overwrite=args.overwrite)
+    if Path(args.out).exists():  # --overwrite: no checkpoint of the old run stays beside the new
+        shutil.rmtree(args.out)
     summary = train_reflector(
         cfg.model,
         train_cfg,

@@ -194,3 +194,10 @@ def test_sft_command_end_to_end(store, tmp_path, capsys):
     rc = main(["sft", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+    # an existing checkpoint is never changed without --overwrite
+    before = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "ck").iterdir()}
+    again = ["sft", "--data", str(store.path), "--out", str(tmp_path / "ck"), "--steps", "1"]
+    assert main([*again, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pass --overwrite" in err and str(tmp_path / "ck") in err
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "ck").iterdir()} == before

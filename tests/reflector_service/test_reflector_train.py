@@ -397,6 +397,12 @@ def test_cli_bad_input(stores, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "window" in err
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "summary.json").write_text("{}")  # a user's earlier run
+    rc = main(["train-reflector", "--data", str(stores[0]), "--out", str(tmp_path / "kept")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "pass --overwrite" in err
+    assert [f.name for f in (tmp_path / "kept").iterdir()] == ["summary.json"]
 
 
 def test_sample_rows_keeps_last_row_and_is_unbiased():
