@@ -66,12 +66,27 @@ def load_run_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, A
     for name in ("trainable.safetensors", "learner_state.pt", "driver_state.json"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"checkpoint {folder} is incomplete: {name} is missing")
-    learner_state = {
-        "trainable": load_file(str(folder / "trainable.safetensors")),
-        "learner": torch.load(folder / "learner_state.pt", weights_only=True),
-    }
+    try:
+        trainable = load_file(str(folder / "trainable.safetensors"))
+    except Exception as e:  # truncated or foreign
+        raise ValueError(
+            f"checkpoint {folder}: trainable.safetensors is not readable: {_first_line(e)}"
+        ) from None
+    try:  # weights_only: a file that would run code on load is refused, never executed
+        learner = torch.load(folder / "learner_state.pt", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {folder}: learner_state.pt is refused (not plain tensors and numbers, "
+            f"or not readable): {_first_line(e)}"
+        ) from None
+    learner_state = {"trainable": trainable, "learner": learner}
     try:
         driver_state = json.loads((folder / "driver_state.json").read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint {folder}: driver_state.json is unreadable: {e}") from None
     return learner_state, driver_state
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -9,7 +9,14 @@ from typing import Any
 import yaml
 
 from actors.config import CollectConfig, RolloutConfig
-from core.configlib import ConfigError, apply_overrides, from_dict, require, to_dict
+from core.configlib import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    require,
+    to_dict,
+    yaml_problem,
+)
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
 from policy.config import PolicyConfig, SFTConfig
@@ -314,7 +321,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {yaml_problem(e)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from core.configlib import ConfigError, from_dict, to_dict
+from core.configlib import ConfigError, from_dict, to_dict, yaml_problem
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "state.json"
@@ -55,7 +55,7 @@ def read_config(folder: str | Path, cls: type[T], *, what: str) -> T:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping")
     return from_dict(cls, data, source=str(path))

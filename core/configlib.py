@@ -23,6 +23,14 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key and the file."""
 
 
+def yaml_problem(e: Exception) -> str:
+    """A YAML parse error in one line: "line L, column C: what" (PyYAML's message spans several
+    lines with a snippet of the file)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
 def _where(key: str, source: str | None) -> str:
     loc = f"'{key}'" if key else "the top level"
     return f"{loc} in {source}" if source else loc

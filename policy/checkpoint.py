@@ -119,7 +119,6 @@ def read_config(folder: str | Path) -> PolicyConfig:
 
 def load_policy(folder: str | Path, *, device: str | torch.device = "cpu") -> Policy:
     """Load a checkpoint written by ``save_policy`` (strict: missing/unexpected keys raise)."""
-    from safetensors.torch import load_file
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -133,16 +132,28 @@ def load_policy(folder: str | Path, *, device: str | torch.device = "cpu") -> Po
             tokenizer=load_tokenizer(folder / "tokenizer"),
             normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key),
         )
-        state = load_file(str(folder / MODEL_FILE))
+        state = _read_weights(folder / MODEL_FILE)
         check_state_dict(policy.state_dict(), state, what=str(folder / MODEL_FILE))
         policy.load_state_dict(state, strict=True)
     elif (folder / TRAINABLE_FILE).is_file():
         policy = load_base(cfg, device=device)
-        state = load_file(str(folder / TRAINABLE_FILE))
-        policy.load_trainable_state_dict(state)
+        policy.load_trainable_state_dict(_read_weights(folder / TRAINABLE_FILE))
     else:
         raise FileNotFoundError(f"{folder} holds neither {MODEL_FILE} nor {TRAINABLE_FILE}")
     return policy.to(device)
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; ValueError naming the file when it is not readable."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
+    except Exception as e:  # a truncated or foreign file: SafetensorError, OSError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"policy weights {file} are not a readable safetensors file: {first}"
+        ) from None
 
 
 def load_base(cfg: PolicyConfig, *, device: str | torch.device = "cpu") -> Policy:
