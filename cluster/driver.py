@@ -304,7 +304,11 @@ class PostTrainRun:
         dump_config(cfg, self.run_dir / "config.yaml")
         init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
         check_resources(cc, services=bool(self.world.services))
-        logger = MetricsLogger(self.run_dir, tensorboard=pt.tensorboard)
+        logger = MetricsLogger(
+            self.run_dir,
+            tensorboard=pt.tensorboard,
+            resumed_at=int(self.driver_state["iteration"]) if self.resume else None,
+        )
         start = 0
         try:
             with self.timers("start_roles"):

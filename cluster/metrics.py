@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from core.fsutil import write_text_atomic
+
 
 def _ray_name(key: str) -> str:
     return "rehearse_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
@@ -25,16 +27,30 @@ class MetricsLogger:
         run_dir: the run folder.
         tensorboard: also write TensorBoard events under ``run_dir/tensorboard``.
         ray_metrics: also set Ray gauges (inside a Ray driver or actor).
+        resumed_at: a run resumed from the checkpoint of this iteration: what was logged after
+            it (before the run stopped) is rolled back, the JSON lines and the TensorBoard
+            events alike, so the resumed run's logs equal an uninterrupted run's.
     """
 
-    def __init__(self, run_dir: str | Path, *, tensorboard: bool = True, ray_metrics: bool = True):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        tensorboard: bool = True,
+        ray_metrics: bool = True,
+        resumed_at: int | None = None,
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_at is not None and self.path.is_file():
+            kept = [r for r in read_metrics(run_dir) if r["iteration"] <= resumed_at]
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            purge = None if resumed_at is None else resumed_at + 1
+            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
         self._ray = ray_metrics
         self._gauges: dict[str, Any] = {}
 

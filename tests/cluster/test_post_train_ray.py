@@ -194,6 +194,9 @@ def test_resume_continues_from_checkpoint(ray_cluster, assets):
     first = post_train(make_cfg(assets, "b", 1, imagined_eval_states=1), progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         post_train(make_cfg(assets, "b", 2), progress=False)
+    metrics = assets / "runs" / "b" / "metrics.jsonl"
+    with metrics.open("a") as f:  # a run killed after logging iteration 2, before its checkpoint
+        f.write(json.dumps({"iteration": 2, "rollout/success": 0.5}) + "\n")
     summary = post_train(
         make_cfg(assets, "b", 2, imagined_eval_states=1), resume=True, progress=False
     )
