@@ -300,10 +300,10 @@ class PostTrainRun:
         import ray
 
         cfg, pt, cc = self.cfg, self.cfg.post_train, self.cfg.cluster
+        init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
+        check_resources(cc, services=bool(self.world.services))  # before the run folder exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
-        init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
-        check_resources(cc, services=bool(self.world.services))
         logger = MetricsLogger(
             self.run_dir,
             tensorboard=pt.tensorboard,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from actors.config import RolloutConfig
@@ -69,6 +70,8 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
         )
     rollout = dataclasses.replace(cfg.rollout, eta=termination_eta(cfg.rollout.eta, pt.reflector))
     stores = [EpisodeStore(p) for p in pt.data]
+    if pt.simulator != "fake":
+        check_world_model(pt.simulator, stores)
     meta = stores[0].meta
     limits = (
         ControllerLimits.from_dict(meta["controller_limits"])
@@ -105,6 +108,32 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
             h["sim"], h["reflector"], eta=rollout.eta, limits=limits
         ),
     )
+
+
+def check_world_model(path: str, stores: list[EpisodeStore]) -> None:
+    """Refuse, before any actor starts, a world model that cannot serve these starts: an
+    unreadable checkpoint (config, weight headers) or one of another frame size."""
+    from safetensors import safe_open
+
+    from simulator_service.checkpoint import read_config
+
+    cfg = read_config(path)
+    for name in ("model.safetensors", "ema.safetensors"):
+        try:
+            with safe_open(str(Path(path) / name), framework="pt") as f:
+                f.keys()
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"post_train.simulator {path}: {name} is not a readable safetensors file: {first}"
+            ) from None
+    for store in stores:
+        size = store.meta.get("image_size")
+        if size not in (None, cfg.image_size):
+            raise ConfigError(
+                f"post_train.simulator {path} works at {cfg.image_size} px, the frames of "
+                f"post_train.data {store.path} are {size} px"
+            )
 
 
 def real_setup(cfg: ExperimentConfig) -> WorldSetup:

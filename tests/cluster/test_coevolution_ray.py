@@ -119,3 +119,30 @@ def test_a_schedule_longer_than_the_run_is_one_clear_error(assets):
     fake = dataclasses.replace(cfg.post_train, simulator="fake", run_dir=str(assets / "other"))
     with pytest.raises(ConfigError, match="refines a trained world model"):
         PostTrainRun(dataclasses.replace(cfg, post_train=fake))
+
+
+def test_a_world_model_that_cannot_serve_is_refused_before_anything_starts(assets, tmp_path):
+    import shutil
+
+    from cluster.driver import PostTrainRun
+
+    cfg = make_cfg(assets, 2)
+    run_dir = str(tmp_path / "never")
+    other = tmp_path / "demos32"  # frames of another size than the world model's 16 px
+    collect(
+        EnvConfig(image_size=32),
+        CollectConfig(),
+        episode_specs(["lift_red"], 1, seed=9, source="expert"),
+        other,
+        progress=False,
+    )
+    pt = dataclasses.replace(cfg.post_train, data=[str(other)], run_dir=run_dir)
+    with pytest.raises(ConfigError, match="works at 16 px.*are 32 px"):
+        PostTrainRun(dataclasses.replace(cfg, post_train=pt))
+    broken = tmp_path / "sim"
+    shutil.copytree(assets / "sim" / "checkpoint", broken)
+    (broken / "ema.safetensors").write_bytes(b"\x00" * 16)
+    pt = dataclasses.replace(cfg.post_train, simulator=str(broken), run_dir=run_dir)
+    with pytest.raises(ConfigError, match="ema.safetensors is not a readable"):
+        PostTrainRun(dataclasses.replace(cfg, post_train=pt))
+    assert not (tmp_path / "never").exists()

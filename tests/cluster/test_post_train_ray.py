@@ -221,6 +221,7 @@ def test_too_many_gpus_is_one_clear_error(ray_cluster, assets):
     cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, learner_gpus=8))
     with pytest.raises(ConfigError, match="asks for 8 GPUs"):
         post_train(cfg, progress=False)
+    assert not (assets / "runs" / "c").exists()  # a refused run leaves nothing behind
 
 
 def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
