@@ -107,8 +107,7 @@ def coevolution_round(run: Any, it: int) -> dict[str, float]:
         ray.kill(h)
     name = f"{run.cfg.name}-{time.time_ns() % 10**9}-sim-round{k}"
     run.handles["sim"] = start_replicas(SimulatorService, spec.replicas, spec.factory, name=name)
-    world = run.world.make_world(run.handles)
-    ray.get([w.set_world.remote(world) for w in run.workers])
+    run.set_world(run.world.make_world(run.handles))
     after = run.agreement()
     run.coevolve_rounds = k
     record = {

@@ -66,6 +66,10 @@ class ClusterConfig:
         learners: learner workers (data parallel: each takes a share of every minibatch and
             gradients are all-reduced through torch.distributed, gloo on CPU, NCCL on GPU).
         learner_gpus / learner_cpus: resources per learner worker.
+        worker_restarts: times Ray restarts a dead rollout worker; the driver then gives it the
+            current weights and world and runs its groups again (the same starts), so a run
+            loses no iteration and no trajectory; a worker that dies more often stops the run
+            with one line naming it.
         simulator / reflector: the replicated model services.
     """
 
@@ -78,6 +82,7 @@ class ClusterConfig:
     learners: int = 1
     learner_gpus: float = 0.0
     learner_cpus: float = 1.0
+    worker_restarts: int = 3
     simulator: ReplicaConfig = field(default_factory=ReplicaConfig)
     reflector: ReplicaConfig = field(default_factory=ReplicaConfig)
 
@@ -87,6 +92,7 @@ class ClusterConfig:
         )
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus must be >= 1")
         require(self.learners >= 1, f"learners must be >= 1, got {self.learners}")
+        require(self.worker_restarts >= 0, "cluster.worker_restarts must be >= 0")
         for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +129,9 @@ class PostTrainRun:
         self.next_group = 0
         self.episodes = 0
         self.capped_warned = False
+        self.deaths: dict[int, int] = {}  # rollout worker index -> times it died
+        self.published: Any = None
+        self.world_of_workers: Any = None
 
     def use_simulator(self, path: str) -> None:
         """Point the simulator service at another world-model checkpoint."""
@@ -163,7 +166,7 @@ class PostTrainRun:
             seed=cfg.seed,
             name=f"{tag}-learner",
         )
-        world = self.world.make_world(self.handles)
+        world = self.world_of_workers = self.world.make_world(self.handles)
         self.workers = [
             start_actor(
                 RolloutWorker,
@@ -175,6 +178,7 @@ class PostTrainRun:
                 num_gpus=cc.rollout_worker_gpus,
                 num_cpus=cc.rollout_worker_cpus,
                 name=f"{tag}-rollout-{i}",
+                max_restarts=cc.worker_restarts,
             )
             for i in range(cc.rollout_workers)
         ]
@@ -191,15 +195,69 @@ class PostTrainRun:
     def sync_weights(self, published: Any) -> int:
         """Every worker (and the evaluator) copies the published weights in; the version."""
         import ray
+        from ray.exceptions import RayActorError
 
-        targets = [*self.workers, *([self.evaluator] if self.evaluator is not None else [])]
-        return ray.get([w.load_weights.remote(published) for w in targets])[0]
+        self.published = published
+        refs = [w.load_weights.remote(published) for w in self.workers]
+        if self.evaluator is not None:
+            ray.get(self.evaluator.load_weights.remote(published))
+        versions = []
+        for i, ref in enumerate(refs):
+            try:
+                versions.append(ray.get(ref))
+            except RayActorError as e:
+                versions.append(self.revive(i, e))  # gives it the new weights
+        return versions[0]
+
+    def set_world(self, world: Any) -> None:
+        """Every rollout worker acts in ``world`` from now on (and after a restart)."""
+        import ray
+
+        self.world_of_workers = world
+        ray.get([w.set_world.remote(world) for w in self.workers])
+
+    def revive(self, i: int, error: Exception) -> int:
+        """Rollout worker i died: wait until Ray has restarted it, give it the current weights
+        and world; its version. A worker that died more than ``cluster.worker_restarts``
+        times stops the run in one line."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        self.deaths[i] = self.deaths.get(i, 0) + 1
+        limit = self.cfg.cluster.worker_restarts
+        if self.deaths[i] > limit:
+            raise RuntimeError(
+                f"rollout worker {i} died {self.deaths[i]} times (cluster.worker_restarts = "
+                f"{limit}): {str(error).splitlines()[0]}"
+            ) from None
+        self.log_line(f"rollout worker {i} died; it is restarted and given the current weights")
+        w = self.workers[i]
+        for _ in range(600):  # calls fail while Ray restarts it
+            try:
+                ray.get(w.ping.remote(), timeout=10)
+                break
+            except (RayActorError, GetTimeoutError):
+                time.sleep(0.5)
+        ray.get(w.set_world.remote(self.world_of_workers))
+        return ray.get(w.load_weights.remote(self.published))
+
+    def await_rollout(self, i: int, pair: Any, resubmit: Callable[[Any], Any]) -> tuple[Any, dict]:
+        """(batch ref, summary) of worker i's rollout call; if the worker died, revive it and
+        run its groups again (the same starts and group ids)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        while True:
+            try:
+                return pair[0], ray.get(pair[1])
+            except RayActorError as e:
+                self.revive(i, e)
+                pair = resubmit(self.workers[i])
 
     def roll_out(self, it: int, *, video: bool) -> RolloutRound:
         """Rounds of ``groups_per_worker`` fresh groups per worker: one round, or (dynamic
         sampling, ``rollout.mixed_groups`` = K) until K groups with mixed rewards are in or
         ``rollout.max_sampling_rounds`` rounds ran; then exactly (at most) K groups train."""
-        import ray
 
         rc = self.world.rollout
         g, k = rc.groups_per_worker, rc.mixed_groups
@@ -208,15 +266,16 @@ class PostTrainRun:
             starts = self.world.sampler.sample(len(self.workers) * g)
             ids = list(range(self.next_group, self.next_group + len(starts)))
             self.next_group += len(starts)
-            pairs = [
-                w.rollout.options(num_returns=2).remote(
+
+            def submit(i: int) -> Callable[[Any], Any]:
+                return lambda w: w.rollout.options(num_returns=2).remote(
                     starts[i * g : (i + 1) * g],
                     ids[i * g : (i + 1) * g],
                     keep_frames=video and round_no == 1 and i == 0,
                 )
-                for i, w in enumerate(self.workers)
-            ]
-            return list(zip([p[0] for p in pairs], ray.get([p[1] for p in pairs]), strict=True))
+
+            pairs = [submit(i)(w) for i, w in enumerate(self.workers)]
+            return [self.await_rollout(i, p, submit(i)) for i, p in enumerate(pairs)]
 
         c = collect_until_mixed(run_round, k=k, max_rounds=rc.max_sampling_rounds)
         self.episodes += sum(len(s["rewards"]) for s in c.summaries)
@@ -254,6 +313,7 @@ class PostTrainRun:
             "rollout/episode_policy_steps": float(np.concatenate([x["lengths"] for x in s]).mean()),
             "rollout/behaviour_version": float(min(min(x["versions"]) for x in s)),
             "rollout/recoveries": float(sum(x["recoveries"] for x in s)),
+            "rollout/worker_restarts": float(sum(self.deaths.values())),
             "rollout/episodes": float(self.episodes),
             "rollout/sampling_rounds": float(r.rounds),
             "rollout/mixed_groups": float(r.mixed),

@@ -304,3 +304,43 @@ def test_data_parallel_learners_match_one_learner(ray_cluster, assets):
         not torch.equal(v, load_policy(assets / "sft").trainable_state_dict()[k])
         for k, v in want.items()
     )
+
+
+def test_a_killed_rollout_worker_is_restarted_and_its_groups_run_again(ray_cluster, assets):
+    """Fault injection: rollout worker 0 is killed (Ray restarts it) once the first iteration is
+    logged; the run finishes every iteration with every trajectory."""
+    import threading
+    import time
+
+    import ray
+
+    from cluster.driver import post_train
+
+    cfg = make_cfg(assets, "fault", 4)
+    cfg = dataclasses.replace(
+        cfg,
+        env=EnvConfig(image_size=32),
+        post_train=dataclasses.replace(cfg.post_train, world="real", data=[]),
+    )
+    metrics = assets / "runs" / "fault" / "metrics.jsonl"
+    killed = []
+
+    def kill_worker_0():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+            worker = [n for n in names if n.startswith("fault-") and n.endswith("-rollout-0")]
+            if worker and metrics.is_file() and metrics.read_text().strip():
+                ray.kill(ray.get_actor(worker[0]), no_restart=False)
+                killed.append(worker[0])
+            time.sleep(0.2)
+
+    t = threading.Thread(target=kill_worker_0, daemon=True)
+    t.start()
+    post_train(cfg, progress=False)
+    t.join(timeout=10)
+    assert killed
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    assert [r["rollout/episodes"] for r in records] == [8, 16, 24, 32]  # nothing lost
+    assert records[-1]["rollout/worker_restarts"] >= 1
