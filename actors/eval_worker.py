@@ -19,6 +19,10 @@ from actors.worlds import EnvPool
 from trajectories.initial_states import InitialState
 
 
+class StaleWeights(RuntimeError):
+    """The worker does not hold the weights version a call asked for (it was restarted)."""
+
+
 class EvalWorker:
     """Runs evaluation episodes of one policy.
 
@@ -38,10 +42,20 @@ class EvalWorker:
         self.policy = policy_factory().eval()
         self.envs = EnvPool(env_factory)
         self.reflector = reflector_factory() if reflector_factory is not None else None
+        self.version: int | None = None  # of loaded weights (None: the factory's)
 
     def evaluate(
-        self, jobs: list[EvalJob], *, use_reflector: bool = False, **kwargs: Any
+        self,
+        jobs: list[EvalJob],
+        *,
+        use_reflector: bool = False,
+        version: int | None = None,
+        **kwargs: Any,
     ) -> list[dict[str, Any]]:
+        """Records of ``jobs`` (``actors.evaluation.evaluate_jobs``); with ``version``, refused
+        (``StaleWeights``) unless the policy holds that version of loaded weights."""
+        if version is not None and version != self.version:
+            raise StaleWeights(f"holds weights version {self.version}, asked for {version}")
         if use_reflector and self.reflector is None:
             raise ValueError("reflector termination asked for, but no reflector was given")
         return evaluate_jobs(
@@ -57,7 +71,12 @@ class EvalWorker:
         evaluates the current policy of a post-training run); returns the version."""
         version, state = published
         self.policy.load_trainable_state_dict(state)
-        return int(version)
+        self.version = int(version)
+        return self.version
+
+    def ping(self) -> int:
+        """Answers once the actor is up (the driver waits on it after a restart)."""
+        return 0
 
     def first_observations(self, jobs: list[EvalJob]) -> list[InitialState]:
         """The starts of ``jobs`` as initial states (the first frame and proprio of each reset),

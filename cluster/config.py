@@ -66,10 +66,11 @@ class ClusterConfig:
         learners: learner workers (data parallel: each takes a share of every minibatch and
             gradients are all-reduced through torch.distributed, gloo on CPU, NCCL on GPU).
         learner_gpus / learner_cpus: resources per learner worker.
-        worker_restarts: times Ray restarts a dead rollout worker; the driver then gives it the
-            current weights and world and runs its groups again (the same starts), so a run
-            loses no iteration and no trajectory; a worker that dies more often stops the run
-            with one line naming it.
+        worker_restarts: times Ray restarts a dead rollout or evaluation worker; the driver
+            then gives it the current weights and world and runs its calls again (the same
+            starts and seeds), so a run loses no iteration, trajectory or curve point; a worker
+            that dies more often stops the run with one line naming it. A worker restarted
+            between calls is noticed by the weights version it reports.
         simulator / reflector: the replicated model services.
     """
 

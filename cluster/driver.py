@@ -36,7 +36,7 @@ from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, start_actor, start_replicas
 from cluster.ray_session import init_ray
-from cluster.run_eval import imagine, imagined_vs_real, learning_curve_point
+from cluster.run_eval import Evaluator, imagine, imagined_vs_real, learning_curve_point
 from cluster.video import save_group_video
 from cluster.world_setup import imagined_setup, real_setup
 from core.configlib import ConfigError
@@ -124,13 +124,14 @@ class PostTrainRun:
             self.use_simulator(self.driver_state["simulator"])
         self.handles: dict[str, list[Any]] = {}
         self.workers: list[Any] = []
-        self.evaluator: Any = None
+        self.evaluator: Evaluator | None = None
         self.learners: LearnerGroup | None = None
         self.next_group = 0
         self.episodes = 0
         self.capped_warned = False
         self.deaths: dict[int, int] = {}  # rollout worker index -> times it died
         self.published: Any = None
+        self.version = 0  # of the published weights
         self.world_of_workers: Any = None
 
     def use_simulator(self, path: str) -> None:
@@ -183,14 +184,16 @@ class PostTrainRun:
             for i in range(cc.rollout_workers)
         ]
         if cfg.post_train.eval_every or cfg.post_train.coevolve_every:
-            self.evaluator = start_actor(
+            actor = start_actor(
                 EvalWorker,
                 self.policy_w,
                 EnvFactory(cfg.env),
                 num_gpus=cc.rollout_worker_gpus,
                 num_cpus=cc.rollout_worker_cpus,
                 name=f"{tag}-curve",
+                max_restarts=cc.worker_restarts,
             )
+            self.evaluator = Evaluator(actor, limit=cc.worker_restarts, log=self.log_line)
 
     def sync_weights(self, published: Any) -> int:
         """Every worker (and the evaluator) copies the published weights in; the version."""
@@ -200,14 +203,15 @@ class PostTrainRun:
         self.published = published
         refs = [w.load_weights.remote(published) for w in self.workers]
         if self.evaluator is not None:
-            ray.get(self.evaluator.load_weights.remote(published))
+            self.evaluator.load_weights(published)
         versions = []
         for i, ref in enumerate(refs):
             try:
                 versions.append(ray.get(ref))
             except RayActorError as e:
                 versions.append(self.revive(i, e))  # gives it the new weights
-        return versions[0]
+        self.version = versions[0]
+        return self.version
 
     def set_world(self, world: Any) -> None:
         """Every rollout worker acts in ``world`` from now on (and after a restart)."""
@@ -243,16 +247,22 @@ class PostTrainRun:
 
     def await_rollout(self, i: int, pair: Any, resubmit: Callable[[Any], Any]) -> tuple[Any, dict]:
         """(batch ref, summary) of worker i's rollout call; if the worker died, revive it and
-        run its groups again (the same starts and group ids)."""
+        run its groups again (the same starts and group ids). A worker that died between calls
+        and was restarted before this one ran holds the SFT weights: its groups carry another
+        version than the published one, and are run again the same way."""
         import ray
         from ray.exceptions import RayActorError
 
         while True:
             try:
-                return pair[0], ray.get(pair[1])
+                summary = ray.get(pair[1])
             except RayActorError as e:
                 self.revive(i, e)
-                pair = resubmit(self.workers[i])
+            else:
+                if all(v == self.version for v in summary["versions"]):
+                    return pair[0], summary
+                self.revive(i, RuntimeError(f"restarted holding version {summary['versions'][0]}"))
+            pair = resubmit(self.workers[i])
 
     def roll_out(self, it: int, *, video: bool) -> RolloutRound:
         """Rounds of ``groups_per_worker`` fresh groups per worker: one round, or (dynamic
@@ -346,7 +356,7 @@ class PostTrainRun:
         if self.learners is not None:
             self.learners.kill()
         handles = [h for hs in self.handles.values() for h in hs]
-        for a in [*self.workers, *handles, *([self.evaluator] if self.evaluator else [])]:
+        for a in [*self.workers, *handles, *([self.evaluator.actor] if self.evaluator else [])]:
             ray.kill(a)
 
     def service_stats(self) -> dict[str, list[dict]]:

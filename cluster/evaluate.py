@@ -38,6 +38,7 @@ def evaluate_policy(
     episodes_per_task: int = 10,
     seed: int = 0,
     workers: int = 0,
+    restarts: int = 3,
     reflector_path: str | None = None,
     modes: tuple[str, ...] = ("ground_truth", "sampled"),
     eta: float | None = None,
@@ -56,6 +57,8 @@ def evaluate_policy(
         eta: reflector termination threshold; None takes the one stored in the reflector
             checkpoint (``reflector_service.checkpoint.termination_eta``).
         workers: Ray evaluation workers (0: in this process).
+        restarts: times Ray restarts a dead evaluation worker and runs its call again (the
+            same jobs and seeds: the same episodes); one that dies more often stops the run.
         videos: GIFs of this many episodes per mode, written under ``out/videos``.
         out: folder for ``report.json`` and videos (None: nothing written).
     Returns:
@@ -95,6 +98,7 @@ def evaluate_policy(
             rf,
             jobs,
             workers=workers,
+            restarts=restarts,
             use_reflector=use_refl,
             videos=videos,
             progress=progress,
@@ -119,6 +123,7 @@ def _run(
     jobs: list[EvalJob],
     *,
     workers: int,
+    restarts: int,
     use_reflector: bool,
     videos: int,
     progress: bool,
@@ -146,7 +151,9 @@ def _run(
 
         init_ray()
         actors = [
-            ray.remote(EvalWorker).options(num_cpus=1).remote(pf, ef, rf if use_reflector else None)
+            ray.remote(EvalWorker)
+            .options(num_cpus=1, max_restarts=restarts, max_task_retries=restarts)
+            .remote(pf, ef, rf if use_reflector else None)
             for _ in range(min(workers, len(parts)))
         ]
         pending = {}

@@ -20,6 +20,70 @@ from cluster.config import ExperimentConfig
 from cluster.evaluate import eval_jobs
 
 
+class Evaluator:
+    """The driver's handle on its curve ``EvalWorker`` actor (started with ``max_restarts``):
+    a call whose actor died waits for Ray's restart, gives the new process the weights the
+    old one had, and runs again (the same jobs and seeds give the same episodes). An actor that
+    died more than ``limit`` times stops the run in one line.
+
+    Args:
+        actor: the EvalWorker actor handle.
+        limit: how many deaths are revived (``cluster.worker_restarts``).
+        log: one line per revival.
+    """
+
+    def __init__(self, actor: Any, *, limit: int, log: Callable[[str], None]):
+        self.actor, self.limit, self.log = actor, limit, log
+        self.published: Any = None  # the weights it holds (None: the SFT weights it starts with)
+        self.version: int | None = None
+        self.deaths = 0
+
+    def load_weights(self, published: Any) -> int:
+        self.published = published
+        self.version = self._call("load_weights", published)
+        return self.version
+
+    def evaluate(self, jobs: list[Any], **kwargs: Any) -> list[dict[str, Any]]:
+        """Records of ``jobs`` by the policy of the weights loaded last (a worker restarted
+        between calls holds other weights: it refuses, and is revived like a dead one)."""
+        return self._call("evaluate", jobs, version=self.version, **kwargs)
+
+    def first_observations(self, jobs: list[Any]) -> list[Any]:
+        return self._call("first_observations", jobs)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        import ray
+        from ray.exceptions import RayActorError
+
+        from actors.eval_worker import StaleWeights
+
+        while True:
+            try:
+                return ray.get(getattr(self.actor, method).remote(*args, **kwargs))
+            except (RayActorError, StaleWeights) as e:
+                self._revive(e)
+
+    def _revive(self, error: Exception) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        self.deaths += 1
+        if self.deaths > self.limit:
+            raise RuntimeError(
+                f"the evaluation worker died {self.deaths} times (cluster.worker_restarts = "
+                f"{self.limit}): {str(error).splitlines()[0]}"
+            ) from None
+        self.log("the evaluation worker died; it is restarted and given the current weights")
+        for _ in range(600):  # calls fail while Ray restarts it
+            try:
+                ray.get(self.actor.ping.remote(), timeout=10)
+                break
+            except (RayActorError, GetTimeoutError):
+                time.sleep(0.5)
+        if self.published is not None:
+            ray.get(self.actor.load_weights.remote(self.published))
+
+
 def curve_jobs(cfg: ExperimentConfig) -> list[Any]:
     """The fixed real starts of the learning curve and the agreement."""
     from envs.factory import task_names
@@ -32,9 +96,11 @@ def curve_jobs(cfg: ExperimentConfig) -> list[Any]:
     )
 
 
-def _real(evaluator: Any, cfg: ExperimentConfig, jobs: list[Any], *, deterministic: bool) -> Any:
-    """An ObjectRef of the evaluator's records of ``jobs``."""
-    return evaluator.evaluate.remote(
+def _real(
+    evaluator: Evaluator, cfg: ExperimentConfig, jobs: list[Any], *, deterministic: bool
+) -> list[dict[str, Any]]:
+    """The evaluator's records of ``jobs``."""
+    return evaluator.evaluate(
         jobs,
         deterministic=deterministic,
         seed=cfg.seed,
@@ -44,18 +110,12 @@ def _real(evaluator: Any, cfg: ExperimentConfig, jobs: list[Any], *, determinist
 
 
 def learning_curve_point(
-    evaluator: Any, cfg: ExperimentConfig, log: Callable[[str], None]
+    evaluator: Evaluator, cfg: ExperimentConfig, log: Callable[[str], None]
 ) -> dict[str, float]:
     """``eval/*`` metrics: real success of the evaluator's current weights, both ways."""
-    import ray
-
     jobs = curve_jobs(cfg)
-    mean, sampled = ray.get(
-        [
-            _real(evaluator, cfg, jobs, deterministic=True),
-            _real(evaluator, cfg, jobs, deterministic=False),
-        ]
-    )
+    mean = _real(evaluator, cfg, jobs, deterministic=True)
+    sampled = _real(evaluator, cfg, jobs, deterministic=False)
     out = {
         "eval/success_mean_action": float(np.mean([x["success"] for x in mean])),
         "eval/success_sampled": float(np.mean([x["success"] for x in sampled])),
@@ -130,16 +190,14 @@ def agreement(imagined: list[float], real: list[bool]) -> dict[str, Any]:
 
 
 def imagined_vs_real(
-    workers: list[Any], evaluator: Any, cfg: ExperimentConfig, log: Callable[[str], None]
+    workers: list[Any], evaluator: Evaluator, cfg: ExperimentConfig, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Imagined vs real success of the current policy (mean actions) on the curve's real
     starts: imagination starts from each start's first real frame
     (``cluster.coevolution.agreement``)."""
-    import ray
-
     jobs = curve_jobs(cfg)
-    starts = ray.get(evaluator.first_observations.remote(jobs))
-    real = ray.get(_real(evaluator, cfg, jobs, deterministic=True))
+    starts = evaluator.first_observations(jobs)
+    real = _real(evaluator, cfg, jobs, deterministic=True)
     imagined = imagine(workers, starts, log)
     out = agreement([x[1] for x in imagined["per_start"]], [r["success"] for r in real])
     out["per_start"] = [

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         episodes_per_task=args.episodes_per_task,
         seed=cfg.seed if args.seed is None else args.seed,
         workers=args.workers,
+        restarts=cfg.cluster.worker_restarts,
         reflector_path=args.reflector,
         modes=modes,
         eta=cfg.rollout.eta,

@@ -344,3 +344,49 @@ def test_a_killed_rollout_worker_is_restarted_and_its_groups_run_again(ray_clust
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]
     assert [r["rollout/episodes"] for r in records] == [8, 16, 24, 32]  # nothing lost
     assert records[-1]["rollout/worker_restarts"] >= 1
+
+
+def test_an_evaluation_worker_killed_between_calls_is_given_its_weights_again(ray_cluster, assets):
+    """The curve's evaluation worker dies while idle; Ray restarts it holding the SFT weights.
+    The next evaluation notices (it asks for the version it loaded), revives it with the
+    current weights and gives the records those weights give; a worker that dies more often
+    than the limit stops the run in one line."""
+    import time
+
+    import ray
+    from ray.exceptions import RayActorError
+
+    from actors.eval_worker import EvalWorker, StaleWeights
+    from actors.starts import EvalJob
+    from cluster.backends import EnvFactory, PolicyFactory
+    from cluster.run_eval import Evaluator
+
+    policy = load_policy(assets / "sft")
+    moved = {k: v + 0.05 for k, v in policy.trainable_state_dict().items()}
+    jobs = [EvalJob("lift_red", 7), EvalJob("place_red_on_blue", 8)]
+    kw = {"deterministic": True, "seed": 0, "execute_steps": 2, "max_steps": 4}
+    actor = (
+        ray.remote(EvalWorker)
+        .options(num_cpus=0.25, max_restarts=1)
+        .remote(PolicyFactory(str(assets / "sft")), EnvFactory(EnvConfig(image_size=32)))
+    )
+    lines: list[str] = []
+    evaluator = Evaluator(actor, limit=1, log=lines.append)
+    assert evaluator.load_weights((3, moved)) == 3
+    want = evaluator.evaluate(jobs, **kw)
+    ray.kill(actor, no_restart=False)
+    for _ in range(240):  # until Ray has restarted it
+        try:
+            ray.get(actor.ping.remote(), timeout=10)
+            break
+        except RayActorError:
+            time.sleep(0.5)
+    with pytest.raises(StaleWeights):  # restarted: it holds the SFT weights, not version 3
+        ray.get(actor.evaluate.remote(jobs, version=3, **kw))
+    got = evaluator.evaluate(jobs, **kw)
+    assert evaluator.deaths == 1 and len(lines) == 1
+    assert [(r["success"], r["steps"]) for r in got] == [(r["success"], r["steps"]) for r in want]
+    assert len(ray.get(actor.evaluate.remote(jobs, version=3, **kw))) == 2  # version 3 again
+    ray.kill(actor, no_restart=False)  # Ray no longer restarts it: one line, no traceback
+    with pytest.raises(RuntimeError, match=r"evaluation worker died 2 times"):
+        evaluator.evaluate(jobs, **kw)
