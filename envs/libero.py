@@ -1,12 +1,14 @@
 """LIBERO (MuJoCo through robosuite) behind the ``envs.base.Env`` interface.
 
 Follows OpenVLA-OFT's evaluation protocol: one LIBERO ``OffScreenRenderEnv`` per task, episodes
-start from the task's stored initial states (``reset(task, seed=i)`` uses init state i), then 10
-no-op steps (arm still, gripper open) let the objects settle before the policy acts; the step
-limit per suite counts policy steps only. Images are rotated 180 degrees (``img[::-1, ::-1]``),
-proprio is EE position (3) + EE axis-angle (3) + gripper finger positions (2), actions are
-7-D OSC_POSE (normalized delta pose, gripper -1 open / +1 close) and success is the task's
-BDDL goal predicate.
+start from the task's stored initial states (``reset(task, seed=i)`` uses init state i) in a
+scene rebuilt with the fixture placement of OFT's episode i (LIBERO's hard reset), then 10
+no-op steps (arm still, gripper open) let the objects settle before the policy acts: the first
+observation equals OFT's bit for bit, and a reset to the same start always gives the same
+episode. The step limit per suite counts policy steps only. Images are rotated 180 degrees
+(``img[::-1, ::-1]``), proprio is EE position (3) + EE axis-angle (3) + gripper finger positions
+(2), actions are 7-D OSC_POSE (normalized delta pose, gripper -1 open / +1 close) and success
+is the task's BDDL goal predicate.
 
 Camera: robosuite renders in OpenGL row order, so the upright (OpenCV) view is ``raw[::-1]`` and
 OFT's rotated image ``raw[::-1, ::-1]`` is that view mirrored left-right. ``camera`` describes
@@ -93,6 +95,7 @@ class LiberoEnv:
         self._env_task: str | None = None
         self._task: str | None = None
         self._init_states: dict[str, np.ndarray] = {}
+        self._placements: dict[str, list[Any]] = {}  # task -> global RNG state before reset i
         self.camera: Camera | None = None
         self.limits: ControllerLimits | None = None
         # camera and limits are known once a scene exists: build the first task's scene now
@@ -165,17 +168,19 @@ class LiberoEnv:
         bddl = os.path.join(self._get_path("bddl_files"), task.problem_folder, task.bddl_file)
         size = self.cfg.image_size
         self._cameras = [AGENTVIEW, WRIST] if self.cfg.wrist_camera else [AGENTVIEW]
-        # hard_reset=False: reset() restores the loaded scene instead of rebuilding the MuJoCo
-        # model (seconds saved per episode); set_init_state then sets the full MuJoCo state.
-        self._env = self._env_cls(
-            bddl_file_name=bddl,
-            camera_heights=size,
-            camera_widths=size,
-            camera_names=self._cameras,
-            hard_reset=False,
-        )
-        self._env.seed(0)
-        self._env.reset()
+        # As OpenVLA-OFT's evaluation: LIBERO's hard reset (every reset rebuilds the scene, so
+        # no gripper or controller state carries over from the last episode); no reset here
+        # (fixture placements: ``_rebuild``).
+        caller = np.random.get_state()  # building places fixtures with NumPy's global RNG too
+        try:
+            self._env = self._env_cls(
+                bddl_file_name=bddl,
+                camera_heights=size,
+                camera_widths=size,
+                camera_names=self._cameras,
+            )
+        finally:
+            np.random.set_state(caller)
         self._env_task = tid
         self.camera = self._make_camera()
         self.limits = self._make_limits()
@@ -226,7 +231,8 @@ class LiberoEnv:
         Args:
             task: a task id (see ``task_id``).
             seed: index of the stored init state (taken modulo their number); None draws one.
-            init_state: (D,) MuJoCo state (an init state or a ``get_state()``) used instead.
+            init_state: (D,) MuJoCo state (an init state or a ``get_state()``) used instead, in
+                the scene of episode 0.
             settle: run the no-op settling steps; default: yes for a stored init state picked by
                 seed, no for an explicit ``init_state`` (so a ``get_state()`` restores exactly).
         Returns:
@@ -245,27 +251,44 @@ class LiberoEnv:
         if state.shape != want:
             raise ValueError(f"init_state for {tid} must have shape {want}, got {state.shape}")
         self._task, self._instruction = tid, self.instruction(tid)
-        self._env.reset()
+        self._rebuild(tid, int(seed) % len(self.init_states(tid)) if init_state is None else 0)
         raw = self._env.set_init_state(state)
-        if settle if settle is not None else init_state is None:
+        if (settle if settle is not None else init_state is None) and self.settle_steps:
             raw = self._settle()
         self._step = 0
         return self._observe(raw)
 
-    def _settle(self) -> dict[str, np.ndarray]:
-        """Run the no-op settling steps with the cameras off (nothing looks at those frames),
-        then render once; returns the raw robosuite observation."""
-        inner = self._env.env
-        cams = [f"{c}_image" for c in self._cameras]
-        for name in cams:
-            inner.modify_observable(name, "enabled", False)
+    def _rebuild(self, tid: str, episode: int) -> None:
+        """Rebuild the scene with the fixture placement of OFT's episode ``episode`` of the task.
+
+        LIBERO places fixtures (cabinets, stoves: bodies the init state does not hold) with
+        NumPy's global RNG at every hard reset; OFT seeds it with 0 when it builds a task's env
+        (``env.seed(0)``), so its episode i gets the placement of the (i+1)-th reset. Here the
+        RNG state before each reset is kept per task (``_placements``): episode i always gets
+        OFT's episode-i scene (bit for bit, whatever ran before), a first visit of a high i
+        runs the resets before it once, and the caller's global RNG is left as it was.
+        """
+        chain = self._placements.setdefault(tid, [np.random.RandomState(0).get_state()])
+        caller = np.random.get_state()
         try:
-            for _ in range(self.settle_steps):
-                inner.step(NOOP_ACTION)
+            while len(chain) <= episode:
+                np.random.set_state(chain[-1])
+                self._env.reset()
+                chain.append(np.random.get_state())
+            np.random.set_state(chain[episode])
+            self._env.reset()
+            if len(chain) == episode + 1:
+                chain.append(np.random.get_state())
         finally:
-            for name in cams:
-                inner.modify_observable(name, "enabled", True)
-        return inner._get_observations(force_update=True)
+            np.random.set_state(caller)
+
+    def _settle(self) -> dict[str, np.ndarray]:
+        """OFT's settle: no-op steps through the env (arm still, gripper open), each observed
+        as a policy step would be; returns the raw robosuite observation of the last."""
+        raw: dict[str, np.ndarray] = {}
+        for _ in range(self.settle_steps):
+            raw, _, _, _ = self._env.step(NOOP_ACTION)
+        return raw
 
     def step(self, action: np.ndarray) -> StepResult:
         """Apply one 7-D action (delta pos 3, delta rot 3 in [-1, 1], gripper -1 open / +1 close).

@@ -92,3 +92,46 @@ def test_state_roundtrip_and_bad_input(env):
         from envs.libero import LiberoEnv
 
         LiberoEnv(EnvConfig(name="libero", suite="libero_nope"))
+
+
+def _oft_first_observations(task_index: int, episodes: int) -> list[dict]:
+    """OpenVLA-OFT's evaluation protocol on a bare LIBERO env: build the task's env, seed 0;
+    per episode i: reset, set init state i, 10 no-op steps; the observation after them."""
+    from envs.libero import NOOP_ACTION, SETTLE_STEPS, _import_libero
+
+    benchmark, get_path, env_cls, _, _ = _import_libero()
+    suite = benchmark.get_benchmark_dict()["libero_spatial"]()
+    task = suite.get_task(task_index)
+    bddl = f"{get_path('bddl_files')}/{task.problem_folder}/{task.bddl_file}"
+    oft = env_cls(bddl_file_name=bddl, camera_heights=SIZE, camera_widths=SIZE)
+    oft.seed(0)
+    out = []
+    for i in range(episodes):
+        oft.reset()
+        oft.set_init_state(suite.get_task_init_states(task_index)[i])
+        for _ in range(SETTLE_STEPS):
+            obs, _, _, _ = oft.step(NOOP_ACTION)
+        out.append({**obs, "state": np.asarray(oft.get_sim_state()).copy()})
+    oft.close()
+    return out
+
+
+def test_resets_are_oft_episodes_bit_for_bit_and_reproducible(env):
+    """Episode i of a task starts exactly where OFT's episode i does (state, both images,
+    proprio), in any order and after any other episode; the caller's NumPy RNG is untouched."""
+    ref = _oft_first_observations(2, 2)
+
+    def check(obs, want):
+        np.testing.assert_array_equal(env.get_state(), want["state"])
+        np.testing.assert_array_equal(obs.image, want["agentview_image"][::-1, ::-1])
+        np.testing.assert_array_equal(obs.wrist_image, want["robot0_eye_in_hand_image"][::-1, ::-1])
+        np.testing.assert_array_equal(obs.proprio[:3], np.float32(want["robot0_eef_pos"]))
+
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    check(env.reset("libero_spatial/2", seed=1), ref[1])  # episode 1 first: 0's reset runs once
+    assert np.array_equal(np.random.get_state()[1], before)
+    for _ in range(4):
+        env.step(np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]))
+    check(env.reset("libero_spatial/2", seed=0), ref[0])
+    check(env.reset("libero_spatial/2", seed=1), ref[1])  # again: the same episode
