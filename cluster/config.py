@@ -340,6 +340,24 @@ def load_config(
     return from_dict(ExperimentConfig, data, source=source)
 
 
+def reference_markdown() -> str:
+    """docs/CONFIG.md: every key of ``ExperimentConfig`` with its type, default and meaning, read
+    from the config dataclasses (``rehearse config docs``; a test keeps the file current)."""
+    from core.configdoc import markdown
+
+    return markdown(
+        ExperimentConfig(),
+        title="Config reference",
+        intro=(
+            "Every key of an experiment config, generated from the config dataclasses by "
+            "`rehearse config docs --out docs/CONFIG.md` (a test fails when this page is out of "
+            "date). Set keys in a YAML file (`--config`) or one at a time (`--set "
+            "learner.lr_lora=5e-5`); `rehearse config show --config FILE` prints the resolved "
+            "values. `null` where a key takes its value from a checkpoint or the environment."
+        ),
+    )
+
+
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
     """Write the full resolved config as YAML (atomically)."""
     from core.fsutil import write_text_atomic
@@ -347,4 +365,4 @@ def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-__all__ = ["ExperimentConfig", "load_config", "dump_config", "ConfigError"]
+__all__ = ["ExperimentConfig", "load_config", "dump_config", "reference_markdown", "ConfigError"]

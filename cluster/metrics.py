@@ -1,8 +1,9 @@
 """Metrics of a run: JSON lines on disk, TensorBoard events, and Ray metrics for the dashboard.
 
-Keys are grouped as in STYLE.md (``rollout/``, ``sim/``, ``reflector/``, ``learner/``,
-``timers/``, ``throughput/``, ``broadcast/``). Ray metrics are exported as gauges named
-``rehearse_<group>_<name>`` so they show in the Ray dashboard's metrics view (Prometheus).
+Keys are grouped by the role that measures them (``rollout/``, ``sim/``, ``reflector/``,
+``learner/``, ``timers/``, ``throughput/``, ``broadcast/``). Ray metrics are gauges named
+``rehearse_<group>_<name>``, which Ray's Prometheus exporter publishes as
+``ray_rehearse_<group>_<name>`` (the Ray dashboard's metrics view).
 """
 
 from __future__ import annotations

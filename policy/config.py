@@ -99,7 +99,9 @@ class PolicyConfig:
             OpenVLA-OFT folder: HF Prismatic model + action_head/proprio_projector .pt files).
         num_images: 1 (third-person) or 2 (+ wrist image), as OFT's LIBERO setting.
         use_proprio: append the proprio token (OFT's proprio projector).
-        chunk: actions per chunk (parallel decoding), action_dim: per action, proprio_dim.
+        chunk: actions per chunk (parallel decoding).
+        action_dim: dimensions per action.
+        proprio_dim: dimensions of the proprio input.
         lora_rank, lora_alpha, lora_dropout: LoRA on the LLM (peft).
         lora_target_modules: module names (suffixes) of the LLM, or ["all-linear"].
         train_proprio_projector: include the proprio projector in the trainable part.
@@ -205,7 +207,8 @@ class SFTConfig:
         steps: optimizer steps of the L1 stage.
         scale_steps: optimizer steps of the scale-head stage (mu held fixed).
         batch_size: windows per step.
-        lr: AdamW learning rate of the L1 stage; scale_lr of the scale stage.
+        lr: AdamW learning rate of the L1 stage.
+        scale_lr: AdamW learning rate of the scale stage.
         weight_decay: AdamW weight decay.
         train_backbone: also train the vision towers, projector and LLM base weights in the L1
             stage (the tiny policy has no pretrained weights); False trains LoRA + heads +

@@ -26,6 +26,7 @@ class VGGTConfig:
         input_size: frames are resized to this square size (a multiple of ``patch_size``).
         layer: which aggregator layer's output to use (-1 = last).
         pool: average-pool the patch grid by this factor before projection (fewer tokens).
+        rope_freq: base frequency of the 2-D rotary position embedding (as released).
     """
 
     enabled: bool = True
@@ -149,7 +150,11 @@ class SimTrainConfig:
     """Training of the world model.
 
     Attributes:
-        steps: optimizer steps; batch_size: frames per step; lr, weight_decay: AdamW.
+        steps: optimizer steps.
+        batch_size: frames per step.
+        lr, weight_decay: AdamW.
+        grad_clip: gradient-norm clip.
+        seed: seed of initialization, batches and noise.
         exploration_fraction: share of each batch drawn from exploration episodes (the
             paper's main driver); the rest from expert episodes. Ignored if a source is absent.
         ema_decay: EMA of the weights used for evaluation and sampling.
@@ -220,9 +225,13 @@ class SimulatorConfig:
         attention_levels: which resolutions (indices into block_out_channels) get
             cross-attention; keep only low resolutions on CPU.
         layers_per_block, attention_head_dim: U-Net.
+        norm_num_groups: GroupNorm groups of the U-Net (divides every block width).
         cross_attention_dim: width of the conditioning tokens.
-        prediction_type: "epsilon" or "v_prediction"; beta_schedule: diffusers name.
+        num_train_timesteps: diffusion timesteps of the noise schedule.
+        beta_schedule: the noise schedule (a diffusers name).
+        prediction_type: "epsilon" or "v_prediction".
         residual: predict (next - previous) / residual_scale instead of the frame.
+        residual_scale: the divisor of the predicted residual (see residual).
         residual_deadzone: at sampling, predicted pixel changes smaller than this (in [0, 1]
             units, max over channels) are dropped, so noise does not pile up as speckle over
             open-loop steps (used with residual prediction in pixel space, ignored otherwise;
@@ -232,7 +241,8 @@ class SimulatorConfig:
         changed_dilation: the weighted region also covers pixels within this many pixels of a
             changed one, so a change predicted next to the real motion (where the model is
             unsure) costs as much as a missed one; 0 = only the changed pixels.
-        sampler: "ddim" or "dpmsolver++"; sample_steps: denoising steps at inference.
+        sampler: "ddim" or "dpmsolver++".
+        sample_steps: denoising steps at inference.
     """
 
     image_size: int = 32
