@@ -104,6 +104,10 @@ class PolicyConfig:
         proprio_dim: dimensions of the proprio input.
         lora_rank, lora_alpha, lora_dropout: LoRA on the LLM (peft).
         lora_target_modules: module names (suffixes) of the LLM, or ["all-linear"].
+        lora_scope: "llm" (LoRA on the LLM only) or "vla" (also on every Linear of the vision
+            towers and the projector, as OpenVLA / OpenVLA-OFT fine-tune the whole VLA with
+            LoRA): what RL can adapt beside the heads. The vision adapters live in the
+            policy's trainable weights; the stock-peft ``adapter/`` export holds the LLM's.
         train_proprio_projector: include the proprio projector in the trainable part.
         scale_head_width: hidden width of the Laplace scale head (0 = preset).
         image_size: input image side of the vision towers (0 = preset); camera images are
@@ -130,6 +134,7 @@ class PolicyConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    lora_scope: Literal["llm", "vla"] = "llm"
     train_proprio_projector: bool = False
     scale_head_width: int = 0
     image_size: int = 0

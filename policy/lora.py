@@ -34,6 +34,24 @@ def check_targets(model: nn.Module, target_modules: list[str]) -> None:
         )
 
 
+def vision_targets(module: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
+    """Full names of the Linear modules of ``module`` (minus those under a ``skip`` prefix)."""
+    return [
+        name
+        for name, m in module.named_modules()
+        if isinstance(m, nn.Linear) and not name.startswith(skip)
+    ]
+
+
+def inject_lora(module: nn.Module, *, rank: int, alpha: int, dropout: float, targets: list[str]):
+    """LoRA adapters (peft, adapter "default") on the named Linear modules of ``module``, in
+    place and without a wrapper; their B starts at zero, so the function is unchanged."""
+    from peft import inject_adapter_in_model
+
+    cfg = lora_config(rank=rank, alpha=alpha, dropout=dropout, target_modules=targets)
+    return inject_adapter_in_model(cfg, module, adapter_name=ADAPTER_NAME)
+
+
 def add_lora(
     llm: nn.Module, *, rank: int, alpha: int, dropout: float, target_modules: list[str]
 ) -> nn.Module:

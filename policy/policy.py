@@ -18,7 +18,7 @@ from torch import nn
 
 from policy.config import PolicyConfig
 from policy.distribution import laplace_log_density, laplace_sample
-from policy.lora import add_lora
+from policy.lora import add_lora, inject_lora, vision_targets
 from policy.model import VLA
 from policy.normalization import Normalizer
 from policy.tokenizer import encode_prompts
@@ -73,6 +73,18 @@ class Policy(nn.Module):
             dropout=c.lora_dropout,
             target_modules=c.lora_target_modules,
         )
+        if c.lora_scope == "vla":  # the vision towers (minus SigLIP's unused pooling head)
+            for module, skip in (
+                (self.vla.vision, ("siglip.head",)),
+                (self.vla.projector, ()),
+            ):
+                inject_lora(
+                    module,
+                    rank=c.lora_rank,
+                    alpha=c.lora_alpha,
+                    dropout=c.lora_dropout,
+                    targets=vision_targets(module, skip),
+                )
         self.freeze_to_trainable()
 
     def _is_trainable(self, name: str) -> bool:

@@ -235,3 +235,54 @@ def test_oft_7b_on_meta_device_matches_published_count(stats):
     assert count["dino"] == 303_230_976 + 2 * 1024
     assert count["action_head"] == 151_117_831 and count["proprio"] == 16_818_176
     assert lora == 79_953_920  # rank 32 on q, k, v, o, gate, up, down of 32 layers
+
+
+def test_lora_scope_vla_adapts_the_vision_towers_and_projector(tmp_path, make_policy, make_batch):
+    """lora_scope "vla" (OpenVLA / OFT's LoRA over the whole VLA): adapters on every Linear of
+    the vision towers (but SigLIP's unused pooling head) and the projector, trainable beside the
+    LLM's, zero at the start (the same function as without them), and through a checkpoint."""
+    from policy.checkpoint import load_policy, save_policy
+
+    llm_only, vla = make_policy(), make_policy(lora_scope="vla")
+    names = [n for n, _ in vla.named_parameters() if "lora_" in n]
+    vision = [n for n in names if n.startswith(("vla.vision.", "vla.projector."))]
+    assert not any(
+        n.startswith(("vla.vision.", "vla.projector."))
+        for n, _ in llm_only.named_parameters()
+        if "lora_" in n
+    )
+    linears = [
+        n
+        for n, m in llm_only.vla.vision.named_modules()
+        if type(m).__name__ == "Linear" and ".head." not in n
+    ]
+    assert len(vision) == 2 * (len(linears) + 3)  # A and B per tower Linear + projector fc1-3
+    assert not any("siglip.head." in n for n in vision)
+    batch = make_batch(2)
+    vla.freeze_to_trainable()
+    vla.log_prob(batch, torch.zeros(2, 8, 7)).sum().backward()
+    lora_group = {id(p) for p in vla.param_groups()["lora"]}
+    for n, p in vla.named_parameters():
+        if n in vision:
+            assert p.requires_grad and id(p) in lora_group, n
+        if n in vision and "lora_B" in n and ".projector." in n:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+    # zero-initialized adapters: the function of the same base weights without them
+    vsd = vla.state_dict()
+
+    def base_of(k):  # a Linear with an adapter keeps its weights under base_layer
+        head, _, leaf = k.rpartition(".")
+        return vsd[k] if k in vsd else vsd[f"{head}.base_layer.{leaf}"]
+
+    llm_only.load_state_dict({k: base_of(k) for k in llm_only.state_dict()})
+    with torch.no_grad():
+        torch.testing.assert_close(vla(batch)[0], llm_only(batch)[0], rtol=0, atol=0)
+        for n, p in vla.named_parameters():
+            if n in vision and "lora_B" in n:
+                p.normal_(0, 0.1)
+    save_policy(vla, tmp_path / "ck")
+    again = load_policy(tmp_path / "ck")
+    assert again.cfg.lora_scope == "vla"
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch)[0], vla(batch)[0], rtol=0, atol=0)
+        assert not torch.allclose(again(batch)[0], llm_only(batch)[0])
