@@ -29,6 +29,23 @@ def refuse_existing(path: str | Path, *, overwrite: bool) -> None:
         )
 
 
+@contextmanager
+def output_folder(path: str | Path, *, overwrite: bool) -> Iterator[Path]:
+    """A command's output folder: refused when it holds data and ``overwrite`` is off
+    (``refuse_existing``), created, and removed again when the block fails and the folder did
+    not exist before, so a refused or failed run leaves nothing behind."""
+    path = Path(path)
+    refuse_existing(path, overwrite=overwrite)
+    existed = path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a hidden file beside ``path``, then rename it over ``path``."""
     path = Path(path)

@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (RUN/checkpoint)")
     p.add_argument("--data", nargs="+", required=True, help="held-out episode store folders")
     p.add_argument("--out", required=True, help="folder for fidelity.json and rollout.gif")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--horizons", type=_ints, default=(1, 5, 10, 20), help="e.g. 1,5,10,20")
     p.add_argument("--starts", type=_ints, default=(0, 10), help="start steps, e.g. 0,10")
     p.add_argument("--max-episodes", type=int, default=32, help="episodes replayed")
@@ -95,6 +96,7 @@ def _reward_agreement(model, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.fsutil import output_folder
     from simulator_service.checkpoint import load_world_model, read_config
     from simulator_service.evaluate import evaluate_open_loop, write_report
 
@@ -116,23 +118,22 @@ def run(args: argparse.Namespace) -> int:
     if args.residual_deadzone is not None:
         cfg = dataclasses.replace(cfg, residual_deadzone=args.residual_deadzone)
     model = load_world_model(args.checkpoint, cfg=cfg, ema=not args.raw_weights)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = evaluate_open_loop(
-        model,
-        args.data,
-        horizons=args.horizons,
-        starts=args.starts,
-        max_episodes=args.max_episodes,
-        steps=args.steps,
-        use_kinematics=not args.recorded_proprio,
-        seed=args.seed,
-        video=out / "rollout.gif",
-        progress=not args.no_progress,
-    )
-    result["checkpoint"] = str(args.checkpoint)
-    if args.reflector is not None:
-        result["reflector"] = _reward_agreement(model, args)
-    write_report(out / "fidelity.json", result)
+    with output_folder(args.out, overwrite=args.overwrite) as out:
+        result = evaluate_open_loop(
+            model,
+            args.data,
+            horizons=args.horizons,
+            starts=args.starts,
+            max_episodes=args.max_episodes,
+            steps=args.steps,
+            use_kinematics=not args.recorded_proprio,
+            seed=args.seed,
+            video=out / "rollout.gif",
+            progress=not args.no_progress,
+        )
+        result["checkpoint"] = str(args.checkpoint)
+        if args.reflector is not None:
+            result["reflector"] = _reward_agreement(model, args)
+        write_report(out / "fidelity.json", result)
     print(json.dumps(result))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "import LIBERO demo HDF5 files (flip, no-op filter, resize, labels) into an episode store"
 
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--demos-per-task must be >= 1, got {args.demos_per_task}")
     if args.size is not None and args.size < 16:
         raise ValueError(f"--size must be >= 16, got {args.size}")
+    for f in args.hdf5:  # before the progress bar: a refused run prints one line
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"LIBERO demo file {f} does not exist")
     files = tqdm(args.hdf5, desc="import-libero", unit="file", disable=args.no_progress)
     summary = import_demos(
         files,

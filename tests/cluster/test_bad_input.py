@@ -1,5 +1,6 @@
-"""Bad files at the boundaries get one line naming the file: broken policy weights, a pickle in a
-run checkpoint (refused, never executed), a YAML syntax error."""
+"""Bad input at the boundaries gets one line naming the thing: a table over every CLI command,
+broken policy weights, a pickle in a run checkpoint (refused, never executed), a YAML syntax
+error."""
 
 from __future__ import annotations
 
@@ -15,6 +16,45 @@ from cluster.cli import main
 from policy.checkpoint import build_policy, load_policy, save_policy
 from policy.config import PolicyConfig
 from policy.normalization import compute_statistics
+
+# (command line with OUT for a fresh output path and EXIST for a non-empty folder, what the one
+# line must name); every command of the CLI is in the table
+TABLE = [
+    ("collect --source expert --episodes-per-task 0 --out OUT", "--episodes-per-task"),
+    ("collect --source expert --set env.imgae_size=3 --out OUT", "did you mean 'image_size'"),
+    ("sft --data nope --out OUT", "episode store nope does not exist"),
+    ("sft --data nope --out EXIST", "EXIST exists and is not empty"),
+    ("train-simulator --data nope --out OUT", "--data nope does not exist"),
+    ("train-reflector --data nope --out OUT", "--data nope does not exist"),
+    ("eval-simulator --checkpoint nope --data nope --out OUT", "--data nope does not exist"),
+    ("eval-reflector --ckpt nope --data nope --out OUT", "reflector checkpoint nope"),
+    ("evaluate --policy nope --out OUT", "policy checkpoint nope"),
+    ("evaluate --policy nope --config nope.yaml", "config file nope.yaml does not exist"),
+    ("post-train --world real --policy nope --run-dir OUT", "policy checkpoint nope"),
+    ("post-train --world real --set learner.lr_lora=inf --run-dir OUT", "learner.lr_lora"),
+    ("import-libero --hdf5 nope.hdf5 --out OUT", "LIBERO demo file nope.hdf5"),
+    ("demo --quick --set rollout.group_size=0 --run-dir OUT", "rollout.group_size must be >= 2"),
+    ("config show --set bogus.key=1", "unknown key 'bogus'"),
+]
+
+
+def test_the_bad_input_table_covers_every_command() -> None:
+    from cluster.cli import _command_modules
+
+    assert {line.split()[0] for line, _ in TABLE} == set(_command_modules())
+
+
+@pytest.mark.parametrize(("line", "names"), TABLE, ids=[t[0].split()[0] for t in TABLE])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, line, names):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "EXIST").mkdir()
+    (tmp_path / "EXIST" / "keep.txt").write_text("data")
+    assert main(line.split()) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and names in err[0], err
+    assert not (tmp_path / "OUT").exists()  # nothing partial left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["EXIST"]
+    assert [p.name for p in (tmp_path / "EXIST").iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])

@@ -74,7 +74,7 @@ def test_wrong_image_size_is_named(synthetic_store, tmp_path):
         train_world_model(cfg, [synthetic_store], tmp_path / "x", progress=False)
 
 
-def test_cli_train_and_eval(synthetic_store, tmp_path, capsys):
+def test_cli_train_and_eval(synthetic_store, make_episodes, tmp_path, capsys):
     from cluster.cli import main
 
     out = tmp_path / "cli"
@@ -151,6 +151,21 @@ def test_cli_train_and_eval(synthetic_store, tmp_path, capsys):
     agree = json.loads((tmp_path / "ev2" / "fidelity.json").read_text())["reflector"]
     assert agree["eta"] == 0.3 and agree["max_steps"] == 3 and agree["failed"]["episodes"] == 2
     assert 0.0 <= agree["failed"]["imagined_max_reward"] <= 1.0
+    capsys.readouterr()
+    # an existing report is not changed without --overwrite; a refused run leaves no folder
+    before = (tmp_path / "ev" / "fidelity.json").read_text()
+    ev = ["eval-simulator", "--checkpoint", str(out / "checkpoint"), "--no-progress"]
+    assert main([*ev, "--data", str(synthetic_store), "--out", str(tmp_path / "ev")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "ev" / "fidelity.json").read_text() == before
+    from trajectories.store import write_episodes
+
+    other = tmp_path / "size24"
+    write_episodes(other, make_episodes(1, 4, size=24), {"env": "synthetic", "image_size": 24})
+    assert main([*ev, "--data", str(other), "--out", str(tmp_path / "ev3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "24" in err[0], err
+    assert not (tmp_path / "ev3").exists()
     rc = main(
         [
             "train-simulator",
