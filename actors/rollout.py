@@ -13,7 +13,8 @@ are padding. Ended environments leave the policy's batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,6 +75,10 @@ class Rollout:
         steps: (N,) env steps each rollout took.
         frames: (N, 1 + S, H, W, 3) the first observation then one per env step (ended
             rollouts repeat their last frame), or None.
+        timings: seconds spent acting: "policy_s" (the policy's forward passes), "env_s"
+            (the group's steps), and what the group itself measured inside its steps
+            (``EnvGroup.timings``: the imagined group's kinematics, world-model and reflector
+            calls).
     """
 
     images: np.ndarray
@@ -85,6 +90,7 @@ class Rollout:
     rewards: np.ndarray
     steps: np.ndarray
     frames: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def env_steps(self) -> int:
@@ -141,8 +147,10 @@ def act_in_chunks(
         steps = np.zeros(n, dtype=np.int64)
         images, proprios, actions, logps, executed, dones = [], [], [], [], [], []
         frames = [np.asarray(obs["image"])] if keep_frames else []
+        policy_s = env_s = 0.0
         for t in range(max_policy_steps):
             rows = np.nonzero(active)[0]
+            t0 = time.perf_counter()
             a, logp, _mu, _log_scale = policy.act(
                 _rows(obs, rows),
                 deterministic=deterministic,
@@ -155,6 +163,7 @@ def act_in_chunks(
             chunk_a[rows], chunk_lp[rows] = a_np, logp.float().cpu().numpy()
             env_a = np.zeros((n, a_np.shape[1], 7), dtype=np.float32)
             env_a[rows] = policy.to_env_actions(a)  # (R, chunk, 7)
+            policy_s += time.perf_counter() - t0
             images.append(np.asarray(obs["image"]))
             proprios.append(np.asarray(obs["proprio"], dtype=np.float32))
             actions.append(chunk_a)
@@ -164,7 +173,9 @@ def act_in_chunks(
             for k in range(min(execute_steps, a_np.shape[1])):
                 ran[:, k] = active
                 steps += active
+                t0 = time.perf_counter()
                 step = env.step(env_a[:, k], active.copy())
+                env_s += time.perf_counter() - t0
                 obs = step.obs
                 # non-finite rewards pass through: the learner skips (and counts) such updates
                 rewards = np.where(active, np.asarray(step.reward, dtype=np.float64), rewards)
@@ -194,6 +205,7 @@ def act_in_chunks(
         rewards=rewards,
         steps=steps,
         frames=np.stack(frames, axis=1) if keep_frames else None,
+        timings={"policy_s": policy_s, "env_s": env_s, **getattr(env, "timings", {})},
     )
 
 

@@ -141,6 +141,7 @@ class RolloutWorker:
             "tasks": [r.task for r in results],
             "frames": results[0].frames if keep_frames else None,
             "recoveries": self.world.recoveries,
+            "timings": _sum_timings(r.rollout.timings for r in results),
         }
 
     def set_world(self, world: Any) -> None:
@@ -154,3 +155,12 @@ class RolloutWorker:
     def close(self) -> None:
         """Free the world's envs (call before the process ends)."""
         self.world.close()
+
+
+def _sum_timings(timings: Any) -> dict[str, float]:
+    """Sum per-rollout timing dicts key by key."""
+    out: dict[str, float] = {}
+    for t in timings:
+        for k, v in t.items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out

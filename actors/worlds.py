@@ -15,6 +15,7 @@ process on first use.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,9 @@ class ImaginedGroup:
         self.sim, self.reflector, self.init, self.n = sim, reflector, init, n
         self.key, self.eta, self.limits = key, eta, limits
         self._open = False
+        # seconds inside step(): kinematics, world-model and reflector calls (client side:
+        # model compute plus batching wait and transport), and the calls made
+        self.timings = {"kinematics_s": 0.0, "sim_s": 0.0, "reflector_s": 0.0, "calls": 0.0}
 
     def reset(self) -> dict[str, Any]:
         frames0 = np.repeat(self.init.frames[None], self.n, axis=0)  # (N, T0, H, W, 3)
@@ -71,10 +75,19 @@ class ImaginedGroup:
 
     def step(self, actions: np.ndarray, active: np.ndarray) -> Step:
         # the services step every environment of the group in one batch; ended ones hold still
+        t0 = time.perf_counter()
         moved = next_proprio(self.proprio, actions, limits=self.limits).astype(np.float32)
         self.proprio = np.where(active[:, None], moved, self.proprio)
+        t1 = time.perf_counter()
         image = self.sim.step(self.key, self.proprio)
+        t2 = time.perf_counter()
         r = np.asarray(self.reflector.score(self.key, image), dtype=np.float64)
+        t3 = time.perf_counter()
+        tm = self.timings
+        tm["kinematics_s"] += t1 - t0
+        tm["sim_s"] += t2 - t1
+        tm["reflector_s"] += t3 - t2
+        tm["calls"] += 1
         obs = {"image": image, "proprio": self.proprio, "instruction": self.instructions}
         return Step(obs=obs, reward=r, done=r > self.eta)
 

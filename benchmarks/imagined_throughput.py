@@ -8,6 +8,10 @@ Three measurements, each with the real tiny policy and the service actors on a l
   step of a group, plus the policy's share), i.e. the orchestration overhead;
 - ``batch``: env-steps/s versus environments per group (one worker).
 
+Each measurement also gives the ``step/*_ms`` breakdown a post-training run logs
+(``cluster.driver.step_breakdown``): per env step, the policy, the kinematics, the world-model
+and reflector calls as the workers waited on them, and the rest of the acting loop.
+
 Usage: python benchmarks/imagined_throughput.py [--latency-ms 50] [--workers 1 2 4 8]
        [--group-sizes 2 4 8 16] [--steps 8] [--world-model fake|CKPT]
 """
@@ -112,10 +116,13 @@ def measure(
     # warm-up, then timed rounds
     ray.get([w.run_groups.remote(sampler.sample(1), [0]) for w in ws])
     t0 = time.perf_counter()
-    steps_done = 0
+    from cluster.driver import step_breakdown
+
+    steps_done, timings = 0, []
     for r in range(repeats):
         outs = ray.get([w.run_groups.remote(sampler.sample(1), [r]) for w in ws])
         steps_done += sum(g.env_steps for groups in outs for g in groups)
+        timings += [g.rollout.timings for groups in outs for g in groups]
     dt = time.perf_counter() - t0
     stats = ray.get(sims[0].stats.remote())
     for a in [*ws, *sims, *refls]:
@@ -125,6 +132,8 @@ def measure(
         "env_steps_per_s": steps_done / dt,
         "seconds_per_group_step": dt / (repeats * per_group_steps),
         "sim_mean_batch_size": stats["mean_batch_size"],
+        "sim_mean_call_ms": stats["mean_compute_ms"],
+        **step_breakdown(timings, steps_done),  # the same step/*_ms as a post-training run's
     }
 
 

@@ -318,6 +318,7 @@ class PostTrainRun:
         rewards = np.concatenate([x["rewards"] for x in s])
         env_steps = sum(x["env_steps"] for x in s)
         return {
+            **step_breakdown([x.get("timings", {}) for x in s], env_steps),
             "rollout/reward_mean": float(rewards.mean()),
             "rollout/success": float(np.concatenate([x["terminated"] for x in s]).mean()),
             "rollout/episode_policy_steps": float(np.concatenate([x["lengths"] for x in s]).mean()),
@@ -534,6 +535,31 @@ def post_train(
         a summary: iterations run, final version, the exported policy folder, last metrics.
     """
     return PostTrainRun(cfg, resume=resume, progress=progress).run()
+
+
+def step_breakdown(timings: list[dict[str, float]], env_steps: int) -> dict[str, float]:
+    """``step/*_ms``: where the rollout workers' time went, per env step (summed over workers,
+    divided by the env steps they took): the policy's forward passes, the group's steps, and
+    inside imagined steps the kinematics and action maps, the world-model and reflector calls
+    as the workers waited on them (model compute, batching wait and transport; the services'
+    own compute per call is ``sim/mean_call_ms`` and ``reflector/mean_call_ms``), and what
+    else the acting loop spent (``step/other_ms``: bookkeeping between the calls)."""
+    total: dict[str, float] = {}
+    for t in timings:
+        for k, v in t.items():
+            total[k] = total.get(k, 0.0) + v
+    if not total or env_steps <= 0:
+        return {}
+    per = 1000.0 / env_steps
+    out = {"step/policy_ms": total.get("policy_s", 0.0) * per}
+    out["step/env_ms"] = total.get("env_s", 0.0) * per
+    if "sim_s" in total:
+        inner = total["kinematics_s"] + total["sim_s"] + total["reflector_s"]
+        out["step/kinematics_ms"] = total["kinematics_s"] * per
+        out["step/world_model_call_ms"] = total["sim_s"] * per
+        out["step/reflector_call_ms"] = total["reflector_s"] * per
+        out["step/other_ms"] = max(0.0, total.get("env_s", 0.0) - inner) * per
+    return out
 
 
 def _service_delta(before: dict[str, list[dict]], after: dict[str, list[dict]]) -> dict[str, float]:

@@ -96,6 +96,11 @@ def test_two_workers_two_iterations(ray_cluster, assets):
         r["learner/advantage_abs_mean"] > 0 and r["learner/optimizer_steps"] > 0 for r in records
     )
     assert records[0]["sim/mean_batch_size"] >= 4
+    for r in records:  # where each env step's time went, and the parts add up
+        parts = ("kinematics", "world_model_call", "reflector_call", "other")
+        assert all(r[f"step/{p}_ms"] >= 0 for p in (*parts, "policy", "env"))
+        assert sum(r[f"step/{p}_ms"] for p in parts) == pytest.approx(r["step/env_ms"], rel=1e-6)
+        assert r["step/world_model_call_ms"] > 0 and r["step/policy_ms"] > 0
     assert (run / "videos" / "imagined_iter_0002.gif").is_file()
     # trainable weights changed, frozen ones did not
     sft = load_policy(assets / "sft")
@@ -390,3 +395,16 @@ def test_an_evaluation_worker_killed_between_calls_is_given_its_weights_again(ra
     ray.kill(actor, no_restart=False)  # Ray no longer restarts it: one line, no traceback
     with pytest.raises(RuntimeError, match=r"evaluation worker died 2 times"):
         evaluator.evaluate(jobs, **kw)
+
+
+def test_step_breakdown_sums_workers_per_env_step():
+    from cluster.driver import step_breakdown
+
+    real = [{"policy_s": 1.0, "env_s": 3.0}, {"policy_s": 1.0, "env_s": 1.0}]
+    assert step_breakdown(real, 2000) == {"step/policy_ms": 1.0, "step/env_ms": 2.0}
+    imagined = [{"policy_s": 0.5, "env_s": 2.0, "kinematics_s": 0.1, "sim_s": 1.2,
+                 "reflector_s": 0.4, "calls": 10}]  # fmt: skip
+    out = step_breakdown(imagined, 100)
+    assert out["step/world_model_call_ms"] == pytest.approx(12.0)
+    assert out["step/other_ms"] == pytest.approx(3.0)
+    assert step_breakdown([], 10) == {} and step_breakdown(real, 0) == {}
