@@ -34,7 +34,7 @@ from cluster.curve import write_curve_plot
 from cluster.dynamic_sampling import collect_until_mixed
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
-from cluster.placement import check_resources, start_actor, start_replicas
+from cluster.placement import check_resources, start_actor, start_replicas, wait_until_restarted
 from cluster.ray_session import init_ray
 from cluster.run_eval import Evaluator, imagine, imagined_vs_real, learning_curve_point
 from cluster.video import save_group_video
@@ -225,7 +225,6 @@ class PostTrainRun:
         and world; its version. A worker that died more than ``cluster.worker_restarts``
         times stops the run in one line."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
 
         self.deaths[i] = self.deaths.get(i, 0) + 1
         limit = self.cfg.cluster.worker_restarts
@@ -236,12 +235,7 @@ class PostTrainRun:
             ) from None
         self.log_line(f"rollout worker {i} died; it is restarted and given the current weights")
         w = self.workers[i]
-        for _ in range(600):  # calls fail while Ray restarts it
-            try:
-                ray.get(w.ping.remote(), timeout=10)
-                break
-            except (RayActorError, GetTimeoutError):
-                time.sleep(0.5)
+        wait_until_restarted(w)
         ray.get(w.set_world.remote(self.world_of_workers))
         return ray.get(w.load_weights.remote(self.published))
 

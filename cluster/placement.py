@@ -86,3 +86,19 @@ def start_actor(
         .options(name=name, num_gpus=num_gpus, num_cpus=num_cpus, max_restarts=max_restarts)
         .remote(*args, **kwargs)
     )
+
+
+def wait_until_restarted(actor: Any, *, attempts: int = 600) -> None:
+    """Block until a dead actor that Ray restarts answers ``ping`` again (calls fail while it
+    restarts)."""
+    import time
+
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    for _ in range(attempts):
+        try:
+            ray.get(actor.ping.remote(), timeout=10)
+            return
+        except (RayActorError, GetTimeoutError):
+            time.sleep(0.5)

@@ -65,7 +65,8 @@ class Evaluator:
 
     def _revive(self, error: Exception) -> None:
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+
+        from cluster.placement import wait_until_restarted
 
         self.deaths += 1
         if self.deaths > self.limit:
@@ -74,12 +75,7 @@ class Evaluator:
                 f"{self.limit}): {str(error).splitlines()[0]}"
             ) from None
         self.log("the evaluation worker died; it is restarted and given the current weights")
-        for _ in range(600):  # calls fail while Ray restarts it
-            try:
-                ray.get(self.actor.ping.remote(), timeout=10)
-                break
-            except (RayActorError, GetTimeoutError):
-                time.sleep(0.5)
+        wait_until_restarted(self.actor)
         if self.published is not None:
             ray.get(self.actor.load_weights.remote(self.published))
 
