@@ -1,0 +1,30 @@
+"""A demo stage records its wall time, the figure the log prints, even when its body reports
+a "seconds" of its own (the report's stage times once said 2 s where the log said 8 s)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from cluster.config import DemoConfig, ExperimentConfig
+from cluster.demo import DemoRun
+
+
+def test_a_stage_records_its_own_wall_time_and_skips_when_finished(tmp_path):
+    cfg = ExperimentConfig(name="t")
+    cfg = dataclasses.replace(cfg, demo=DemoConfig(run_dir=str(tmp_path / "{name}")))
+    lines: list[str] = []
+    run = DemoRun(cfg, progress=False, log=lines.append)
+
+    def body(d):
+        time.sleep(0.3)
+        return {"seconds": 0.01, "steps": 5}  # e.g. a trainer's own clock
+
+    rec = run.stage("train", body)
+    assert rec["seconds"] >= 0.3 and rec["body_seconds"] == 0.01 and rec["steps"] == 5
+    assert lines[-1] == f"[demo] train done in {rec['seconds']:.0f} s"
+    stored = json.loads((tmp_path / "t" / "stages" / "train.json").read_text())
+    assert stored["seconds"] == rec["seconds"]
+    again = DemoRun(cfg, progress=False, log=lines.append).stage("train", body)
+    assert again == stored and lines[-1] == "[demo] train: finished earlier, skipped"
