@@ -209,6 +209,15 @@ def act_in_chunks(
     )
 
 
+def sum_timings(timings: Any) -> dict[str, float]:
+    """Sum ``Rollout.timings``-like dicts key by key (over rollouts, workers)."""
+    out: dict[str, float] = {}
+    for t in timings:
+        for k, v in t.items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out
+
+
 @dataclass
 class GroupResult:
     """One RLOO group: N rollouts from one start, as the learner and the driver see it.

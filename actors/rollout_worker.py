@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from actors.config import RolloutConfig
-from actors.rollout import GroupResult, act_in_chunks, to_trajectory_batch
+from actors.rollout import GroupResult, act_in_chunks, sum_timings, to_trajectory_batch
 
 
 class RolloutWorker:
@@ -141,7 +141,7 @@ class RolloutWorker:
             "tasks": [r.task for r in results],
             "frames": results[0].frames if keep_frames else None,
             "recoveries": self.world.recoveries,
-            "timings": _sum_timings(r.rollout.timings for r in results),
+            "timings": sum_timings(r.rollout.timings for r in results),
         }
 
     def set_world(self, world: Any) -> None:
@@ -155,12 +155,3 @@ class RolloutWorker:
     def close(self) -> None:
         """Free the world's envs (call before the process ends)."""
         self.world.close()
-
-
-def _sum_timings(timings: Any) -> dict[str, float]:
-    """Sum per-rollout timing dicts key by key."""
-    out: dict[str, float] = {}
-    for t in timings:
-        for k, v in t.items():
-            out[k] = out.get(k, 0.0) + float(v)
-    return out

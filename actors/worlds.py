@@ -61,8 +61,8 @@ class ImaginedGroup:
         self.key, self.eta, self.limits = key, eta, limits
         self._open = False
         # seconds inside step(): kinematics, world-model and reflector calls (client side:
-        # model compute plus batching wait and transport), and the calls made
-        self.timings = {"kinematics_s": 0.0, "sim_s": 0.0, "reflector_s": 0.0, "calls": 0.0}
+        # model compute plus batching wait and transport)
+        self.timings = {"kinematics_s": 0.0, "sim_s": 0.0, "reflector_s": 0.0}
 
     def reset(self) -> dict[str, Any]:
         frames0 = np.repeat(self.init.frames[None], self.n, axis=0)  # (N, T0, H, W, 3)
@@ -87,7 +87,6 @@ class ImaginedGroup:
         tm["kinematics_s"] += t1 - t0
         tm["sim_s"] += t2 - t1
         tm["reflector_s"] += t3 - t2
-        tm["calls"] += 1
         obs = {"image": image, "proprio": self.proprio, "instruction": self.instructions}
         return Step(obs=obs, reward=r, done=r > self.eta)
 

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from actors.eval_worker import EvalWorker
+from actors.rollout import sum_timings
 from actors.rollout_worker import RolloutWorker
 from cluster.backends import EnvFactory, PolicyFactory
 from cluster.checkpoints import latest_checkpoint, load_run_checkpoint, save_run_checkpoint
@@ -34,7 +35,7 @@ from cluster.curve import write_curve_plot
 from cluster.dynamic_sampling import collect_until_mixed
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
-from cluster.placement import check_resources, start_actor, start_replicas, wait_until_restarted
+from cluster.placement import check_resources, revive_actor, start_actor, start_replicas
 from cluster.ray_session import init_ray
 from cluster.run_eval import Evaluator, imagine, imagined_vs_real, learning_curve_point
 from cluster.video import save_group_video
@@ -227,15 +228,15 @@ class PostTrainRun:
         import ray
 
         self.deaths[i] = self.deaths.get(i, 0) + 1
-        limit = self.cfg.cluster.worker_restarts
-        if self.deaths[i] > limit:
-            raise RuntimeError(
-                f"rollout worker {i} died {self.deaths[i]} times (cluster.worker_restarts = "
-                f"{limit}): {str(error).splitlines()[0]}"
-            ) from None
-        self.log_line(f"rollout worker {i} died; it is restarted and given the current weights")
         w = self.workers[i]
-        wait_until_restarted(w)
+        revive_actor(
+            w,
+            name=f"rollout worker {i}",
+            deaths=self.deaths[i],
+            limit=self.cfg.cluster.worker_restarts,
+            error=error,
+            log=self.log_line,
+        )
         ray.get(w.set_world.remote(self.world_of_workers))
         return ray.get(w.load_weights.remote(self.published))
 
@@ -538,10 +539,7 @@ def step_breakdown(timings: list[dict[str, float]], env_steps: int) -> dict[str,
     as the workers waited on them (model compute, batching wait and transport; the services'
     own compute per call is ``sim/mean_call_ms`` and ``reflector/mean_call_ms``), and what
     else the acting loop spent (``step/other_ms``: bookkeeping between the calls)."""
-    total: dict[str, float] = {}
-    for t in timings:
-        for k, v in t.items():
-            total[k] = total.get(k, 0.0) + v
+    total = sum_timings(timings)
     if not total or env_steps <= 0:
         return {}
     per = 1000.0 / env_steps

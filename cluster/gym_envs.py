@@ -30,6 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.config import EnvConfig
 from envs.kinematics import next_proprio
+from trajectories.initial_states import initial_state
 
 ACTION_SPACE = spaces.Box(-1.0, 1.0, (7,), np.float32)
 
@@ -129,7 +130,6 @@ class ImaginedVectorEnv(VectorEnv):
         keyframes: bool = False,
         seed: int = 0,
     ):
-        from envs.kinematics import ControllerLimits
         from reflector_service.checkpoint import termination_eta
         from trajectories.initial_states import InitialStateSampler
         from trajectories.store import EpisodeStore
@@ -152,13 +152,8 @@ class ImaginedVectorEnv(VectorEnv):
         self.sim, self.reflector = simulator, reflector
         self.eta = 0.5 if eta is None else float(eta)
         self.sampler = InitialStateSampler(stores, keyframes=keyframes)
-        meta = stores[0].meta
-        self.limits = (
-            ControllerLimits.from_dict(meta["controller_limits"])
-            if "controller_limits" in meta
-            else None
-        )
-        size = int(meta.get("image_size") or self.sampler.sample(1)[0].frames.shape[1])
+        self.limits = stores[0].controller_limits()
+        size = int(stores[0].meta.get("image_size") or self.sampler.sample(1)[0].frames.shape[1])
         self.sampler.cursor = 0
         self.num_envs, self.max_steps = num_envs, max_steps
         self.single_observation_space = observation_space(size)
@@ -211,8 +206,6 @@ class ImaginedVectorEnv(VectorEnv):
 
     def _reset_one(self, i: int) -> None:
         si, eid, start = self.sampler.points[int(self._rng.integers(len(self.sampler.points)))]
-        from trajectories.initial_states import initial_state
-
         init = initial_state(self.sampler.stores[si].load_episode(eid), start, 1)
         frames = init.frames[None]  # (1, T0, H, W, 3)
         self.sim.reset(self.keys[i], frames, init.proprio[None].astype(np.float32))

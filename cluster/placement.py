@@ -88,14 +88,30 @@ def start_actor(
     )
 
 
-def wait_until_restarted(actor: Any, *, attempts: int = 600) -> None:
-    """Block until a dead actor that Ray restarts answers ``ping`` again (calls fail while it
-    restarts)."""
+def revive_actor(
+    actor: Any,
+    *,
+    name: str,
+    deaths: int,
+    limit: int,
+    error: Exception,
+    log: Callable[[str], None],
+    attempts: int = 600,
+) -> None:
+    """A worker died for the ``deaths``-th time: beyond ``limit`` (``cluster.worker_restarts``)
+    stop the run in one line naming it; else log it and block until Ray's restart of it
+    answers ``ping`` (calls fail while it restarts). The caller then restores its state."""
     import time
 
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
 
+    if deaths > limit:
+        raise RuntimeError(
+            f"{name} died {deaths} times (cluster.worker_restarts = {limit}): "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    log(f"{name} died; it is restarted and given the current weights")
     for _ in range(attempts):
         try:
             ray.get(actor.ping.remote(), timeout=10)

@@ -66,16 +66,17 @@ class Evaluator:
     def _revive(self, error: Exception) -> None:
         import ray
 
-        from cluster.placement import wait_until_restarted
+        from cluster.placement import revive_actor
 
         self.deaths += 1
-        if self.deaths > self.limit:
-            raise RuntimeError(
-                f"the evaluation worker died {self.deaths} times (cluster.worker_restarts = "
-                f"{self.limit}): {str(error).splitlines()[0]}"
-            ) from None
-        self.log("the evaluation worker died; it is restarted and given the current weights")
-        wait_until_restarted(self.actor)
+        revive_actor(
+            self.actor,
+            name="the evaluation worker",
+            deaths=self.deaths,
+            limit=self.limit,
+            error=error,
+            log=self.log,
+        )
         if self.published is not None:
             ray.get(self.actor.load_weights.remote(self.published))
 

@@ -53,8 +53,6 @@ class WorldSetup:
 
 def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
     """Imagination: simulator and reflector replicas, starts from real episodes (keyframes)."""
-    from envs.kinematics import ControllerLimits
-
     pt, cc = cfg.post_train, cfg.cluster
     for key in ("simulator", "reflector"):
         if not getattr(pt, key):
@@ -72,12 +70,7 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
     stores = [EpisodeStore(p) for p in pt.data]
     if pt.simulator != "fake":
         check_world_model(pt.simulator, stores)
-    meta = stores[0].meta
-    limits = (
-        ControllerLimits.from_dict(meta["controller_limits"])
-        if "controller_limits" in meta
-        else None
-    )
+    limits = stores[0].controller_limits()
     camera = stores[0].camera().to_dict()
     sim_f = SimulatorFactory(
         pt.simulator,

@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
+from core.configlib import to_dict
+
 _HEAD = re.compile(r"^(\s*)([A-Za-z_][\w]*(?:\s*(?:,|/)\s*[A-Za-z_][\w]*)*)\s*:\s+(.*)$")
 
 
@@ -76,14 +78,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    return v
-
-
 def entries(cfg: Any, prefix: str = "") -> list[Entry]:
     """Every leaf key of the dataclass instance ``cfg``, depth first in field order."""
     cls = type(cfg)
@@ -101,8 +95,8 @@ def entries(cfg: Any, prefix: str = "") -> list[Entry]:
             Entry(
                 key=key,
                 type=_type_name(hints[f.name]),
-                default=_plain(getattr(defaults, f.name)),
-                value=_plain(value),
+                default=to_dict(getattr(defaults, f.name)),
+                value=to_dict(value),
                 doc=docs.get(f.name, ""),
             )
         )

@@ -22,7 +22,9 @@ name of the configured suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,16 @@ def _import_libero():
     except ImportError as e:
         raise ValueError(f"LIBERO failed to import ({e}); {libero_setup.INSTALL_HINT}") from None
     return benchmark, get_libero_path, OffScreenRenderEnv, camera_utils, transform_utils
+
+
+@contextlib.contextmanager
+def _callers_rng_kept() -> Iterator[None]:
+    """NumPy's global RNG state is restored after the block (LIBERO draws from it)."""
+    caller = np.random.get_state()
+    try:
+        yield
+    finally:
+        np.random.set_state(caller)
 
 
 class LiberoEnv:
@@ -171,16 +183,13 @@ class LiberoEnv:
         # As OpenVLA-OFT's evaluation: LIBERO's hard reset (every reset rebuilds the scene, so
         # no gripper or controller state carries over from the last episode); no reset here
         # (fixture placements: ``_rebuild``).
-        caller = np.random.get_state()  # building places fixtures with NumPy's global RNG too
-        try:
+        with _callers_rng_kept():  # building places fixtures with NumPy's global RNG too
             self._env = self._env_cls(
                 bddl_file_name=bddl,
                 camera_heights=size,
                 camera_widths=size,
                 camera_names=self._cameras,
             )
-        finally:
-            np.random.set_state(caller)
         self._env_task = tid
         self.camera = self._make_camera()
         self.limits = self._make_limits()
@@ -269,8 +278,7 @@ class LiberoEnv:
         runs the resets before it once, and the caller's global RNG is left as it was.
         """
         chain = self._placements.setdefault(tid, [np.random.RandomState(0).get_state()])
-        caller = np.random.get_state()
-        try:
+        with _callers_rng_kept():
             while len(chain) <= episode:
                 np.random.set_state(chain[-1])
                 self._env.reset()
@@ -279,8 +287,6 @@ class LiberoEnv:
             self._env.reset()
             if len(chain) == episode + 1:
                 chain.append(np.random.get_state())
-        finally:
-            np.random.set_state(caller)
 
     def _settle(self) -> dict[str, np.ndarray]:
         """OFT's settle: no-op steps through the env (arm still, gripper open), each observed

@@ -34,8 +34,9 @@ def check_targets(model: nn.Module, target_modules: list[str]) -> None:
         )
 
 
-def vision_targets(module: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
-    """Full names of the Linear modules of ``module`` (minus those under a ``skip`` prefix)."""
+def linear_modules(module: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
+    """Full names of the Linear modules of ``module`` (minus those under a ``skip`` prefix):
+    the LoRA targets of the vision towers and the projector (``policy.lora_scope: vla``)."""
     return [
         name
         for name, m in module.named_modules()

@@ -18,7 +18,7 @@ from torch import nn
 
 from policy.config import PolicyConfig
 from policy.distribution import laplace_log_density, laplace_sample
-from policy.lora import add_lora, inject_lora, vision_targets
+from policy.lora import add_lora, inject_lora, linear_modules
 from policy.model import VLA
 from policy.normalization import Normalizer
 from policy.tokenizer import encode_prompts
@@ -83,7 +83,7 @@ class Policy(nn.Module):
                     rank=c.lora_rank,
                     alpha=c.lora_alpha,
                     dropout=c.lora_dropout,
-                    targets=vision_targets(module, skip),
+                    targets=linear_modules(module, skip),
                 )
         self.freeze_to_trainable()
 

@@ -254,3 +254,12 @@ class EpisodeStore:
         if "camera" not in self.meta:
             raise ValueError(f"episode store {self.path} has no camera in its metadata")
         return Camera.from_dict(self.meta["camera"])
+
+    def controller_limits(self):
+        """The recording env's controller limits (``envs.kinematics.ControllerLimits``), or
+        None where the metadata holds none (the kinematics then use the tabletop defaults)."""
+        from envs.kinematics import ControllerLimits
+
+        if "controller_limits" not in self.meta:
+            return None
+        return ControllerLimits.from_dict(self.meta["controller_limits"])
