@@ -17,6 +17,7 @@ from core.configlib import (
     to_dict,
     yaml_problem,
 )
+from core.tracking import check_loggers
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
 from policy.config import PolicyConfig, SFTConfig
@@ -137,7 +138,6 @@ class PostTrainConfig:
             iterations (and at the end).
         run_dir: where checkpoints, metrics and videos go ({name} is the experiment name).
         video_every: save a video of imagined rollouts every K iterations (0: never).
-        tensorboard: also write the scalars as TensorBoard events.
         fake_latency_ms: fixed per-call latency of the fake simulator / reflector.
         imagined_eval_states: imagined evaluation before the first update and after the last:
             this many fixed real starts (step 0 of episodes in ``data``), each rolled out as a
@@ -173,7 +173,6 @@ class PostTrainConfig:
     checkpoint_every: int = 5
     run_dir: str = "runs/{name}"
     video_every: int = 0
-    tensorboard: bool = True
     fake_latency_ms: float = 0.0
     imagined_eval_states: int = 0
     world: str = "imagined"
@@ -287,6 +286,10 @@ class ExperimentConfig:
         cluster: placement of every role on the Ray cluster.
         post_train: the LOOP post-training run.
         demo: data sizes of ``rehearse demo``.
+        loggers: experiment trackers that receive the scalars of every training command (sft,
+            train-simulator, train-reflector, post-train) besides its own JSON record:
+            ``tensorboard`` (events in the output folder), ``wandb`` (a Weights & Biases run,
+            offline unless WANDB_MODE says otherwise; ``core/tracking.py``).
     """
 
     name: str = "experiment"
@@ -302,9 +305,11 @@ class ExperimentConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     post_train: PostTrainConfig = field(default_factory=PostTrainConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        check_loggers(self.loggers)
 
 
 def load_config(

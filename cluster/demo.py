@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ExperimentConfig, dump_config
+from core.configlib import to_dict
 from core.fsutil import write_text_atomic
 
 # --quick: the same stages at smoke-test sizes (minutes, no learning claim)
@@ -171,6 +172,8 @@ def sft(d: DemoRun) -> dict[str, Any]:
         demos_per_task=d.cfg.demo.sft_demos_per_task,
         out=d.ckpt / "sft",
         progress=d.progress,
+        loggers=d.cfg.loggers,
+        config=to_dict(d.cfg),
     )
     return {"checkpoint": str(d.ckpt / "sft"), "metrics": metrics}
 
@@ -195,7 +198,13 @@ def simulator(d: DemoRun) -> dict[str, Any]:
 
     out = d.fresh("simulator")
     summary = train_world_model(
-        d.cfg.simulator, d.world_data(), out, progress=d.progress, log=d.log
+        d.cfg.simulator,
+        d.world_data(),
+        out,
+        progress=d.progress,
+        log=d.log,
+        loggers=d.cfg.loggers,
+        config=to_dict(d.cfg),
     )
     summary.pop("validation_episodes", None)
     return {"checkpoint": str(out / "checkpoint"), **summary}
@@ -214,6 +223,8 @@ def reflector(d: DemoRun) -> dict[str, Any]:
         progress=d.progress,
         log=d.log,
         calibration_data=calibrate,
+        loggers=d.cfg.loggers,
+        config=to_dict(d.cfg),
     )
     return {
         "checkpoint": str(out / "best"),

@@ -40,7 +40,7 @@ from cluster.ray_session import init_ray
 from cluster.run_eval import Evaluator, imagine, imagined_vs_real, learning_curve_point
 from cluster.video import save_group_video
 from cluster.world_setup import imagined_setup, real_setup
-from core.configlib import ConfigError
+from core.configlib import ConfigError, to_dict
 from core.fsutil import staged_folder, write_text_atomic
 
 
@@ -330,14 +330,12 @@ class PostTrainRun:
         }
 
     def export(self, folder: Path | None = None) -> Path:
-        """The current policy as a folder (trainable part on top of the SFT checkpoint):
-        ``run_dir/policy`` unless another folder is named."""
+        """The current policy as a self-contained folder (it names no other checkpoint, so it
+        loads after being copied elsewhere): ``run_dir/policy`` unless another folder is named."""
         import ray
 
         assert self.learners is not None
-        files = ray.get(
-            self.learners.lead.export_policy.remote(str(Path(self.cfg.post_train.policy).resolve()))
-        )
+        files = ray.get(self.learners.lead.export_policy.remote())
         folder = folder or self.run_dir / "policy"
         with staged_folder(folder) as stage:
             for rel, data in files.items():
@@ -372,7 +370,8 @@ class PostTrainRun:
         dump_config(cfg, self.run_dir / "config.yaml")
         logger = MetricsLogger(
             self.run_dir,
-            tensorboard=pt.tensorboard,
+            loggers=cfg.loggers,
+            config=to_dict(cfg),
             resumed_at=int(self.driver_state["iteration"]) if self.resume else None,
         )
         start = 0

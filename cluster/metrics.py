@@ -1,4 +1,5 @@
-"""Metrics of a run: JSON lines on disk, TensorBoard events, and Ray metrics for the dashboard.
+"""Metrics of a run: JSON lines on disk, the trackers (TensorBoard, W&B), and Ray metrics for the
+dashboard.
 
 Keys are grouped by the role that measures them (``rollout/``, ``sim/``, ``reflector/``,
 ``learner/``, ``timers/``, ``throughput/``, ``broadcast/``). Ray metrics are gauges named
@@ -11,22 +12,25 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from core.fsutil import write_text_atomic
+from core.tracking import Trackers
 
 
-def _ray_name(key: str) -> str:
+def ray_metric_name(key: str) -> str:
     return "rehearse_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
 
 
 class MetricsLogger:
-    """Writes one record per iteration to ``metrics.jsonl`` (+ TensorBoard, + Ray gauges).
+    """Writes one record per iteration to ``metrics.jsonl`` (+ the trackers, + Ray gauges).
 
     Args:
         run_dir: the run folder.
-        tensorboard: also write TensorBoard events under ``run_dir/tensorboard``.
+        loggers: trackers of ``core.tracking`` ("tensorboard", "wandb") in ``run_dir``.
+        config: the run's config as a plain dict (stored with the W&B run).
         ray_metrics: also set Ray gauges (inside a Ray driver or actor).
         resumed_at: a run resumed from the checkpoint of this iteration: what was logged after
             it (before the run stopped) is rolled back, the JSON lines and the TensorBoard
@@ -37,7 +41,8 @@ class MetricsLogger:
         self,
         run_dir: str | Path,
         *,
-        tensorboard: bool = True,
+        loggers: Sequence[str] = ("tensorboard",),
+        config: dict[str, Any] | None = None,
         ray_metrics: bool = True,
         resumed_at: int | None = None,
     ):
@@ -46,12 +51,9 @@ class MetricsLogger:
         if resumed_at is not None and self.path.is_file():
             kept = [r for r in read_metrics(run_dir) if r["iteration"] <= resumed_at]
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = None if resumed_at is None else resumed_at + 1
-            self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
+        self.trackers = Trackers(
+            run_dir, loggers, job="post_train", config=config, resumed_at=resumed_at
+        )
         self._ray = ray_metrics
         self._gauges: dict[str, Any] = {}
 
@@ -67,11 +69,7 @@ class MetricsLogger:
                 )
                 + "\n"
             )
-        if self._tb is not None:
-            for k, v in clean.items():
-                if math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
-            self._tb.flush()
+        self.trackers.log(step, clean)
         if self._ray:
             self._set_gauges(clean)
 
@@ -86,15 +84,14 @@ class MetricsLogger:
             g = self._gauges.get(k)
             if g is None:
                 try:
-                    g = self._gauges[k] = ray_metrics.Gauge(_ray_name(k), description=k)
+                    g = self._gauges[k] = ray_metrics.Gauge(ray_metric_name(k), description=k)
                 except Exception:  # not inside Ray
                     self._ray = False
                     return
             g.set(v)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        self.trackers.close()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -126,8 +123,8 @@ class ServiceGauges:
             self.batch = metrics.Gauge(
                 f"rehearse_{name}_batch_size", description=f"{name} environments per model call"
             )
-            self.queue = metrics.Gauge(
-                f"rehearse_{name}_queue_depth", description=f"{name} requests waiting"
+            self.queue = metrics.Gauge(  # not _queue_depth: the driver's per-iteration sum
+                f"rehearse_{name}_queued_requests", description=f"{name} requests waiting"
             )
         except Exception:  # outside a Ray process
             self.latency = self.batch = self.queue = None

@@ -117,22 +117,15 @@ class LearnerWorker:
         self.learner.load_state_dict(state["learner"])
         return self.learner.version
 
-    def export_policy(self, base: str) -> dict[str, bytes]:
-        """The files of a policy checkpoint folder holding the trainable part on top of the
-        base checkpoint ``base`` (path as seen by whoever loads it), as {relative path: bytes}."""
-        import dataclasses
+    def export_policy(self) -> dict[str, bytes]:
+        """The files of a self-contained policy checkpoint folder (every weight, the LLM's base
+        as a stock transformers folder, the peft adapter: ``policy.checkpoint``'s layout), as
+        {relative path: bytes}."""
         import tempfile
 
         from policy.checkpoint import save_policy
 
-        cfg = self.policy.cfg
-        self.policy.cfg = dataclasses.replace(cfg, checkpoint=str(base))
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "policy"
-                save_policy(self.policy, out, include_base=False)
-                return {
-                    str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()
-                }
-        finally:
-            self.policy.cfg = cfg
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "policy"
+            save_policy(self.policy, out, include_base=True)
+            return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}

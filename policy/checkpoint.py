@@ -4,12 +4,22 @@ tokenizer, ``dataset_statistics.json`` and the config.
 Layout of ``save_policy(policy, out)``::
 
     out/config.yaml                the PolicyConfig
-    out/model.safetensors          every weight (include_base=True), or
+    out/model.safetensors          every weight but the LLM's base weights (include_base=True)
+    out/llm/                       the LLM's base weights as a stock transformers folder
+                                   (config.json + model.safetensors), or instead of both:
     out/trainable.safetensors      LoRA + heads only, on top of config.checkpoint (the base)
-    out/adapter/                   adapter_config.json + adapter_model.safetensors (stock peft)
+    out/adapter/                   adapter_config.json + adapter_model.safetensors (stock peft;
+                                   base_model_name_or_path "../llm", relative to the adapter)
     out/tokenizer/                 tokenizer.json, ...
     out/dataset_statistics.json    OFT layout
 
+A folder written with ``include_base=True`` names no other path: it loads after being copied
+anywhere, with ``load_policy`` or with stock transformers + peft::
+
+    llm = LlamaForCausalLM.from_pretrained("out/llm")
+    llm = PeftModel.from_pretrained(llm, "out/adapter")
+
+Checkpoints of the earlier layout (the LLM's base weights inside model.safetensors) still load.
 Folders are written under a temporary name and moved into place, never half-written. The
 contract (config.yaml, safetensors, save / load / read_config) is every checkpoint's:
 ``core/checkpoint.py``.
@@ -33,6 +43,40 @@ from policy.tokenizer import build_word_tokenizer, load_tokenizer
 
 MODEL_FILE = "model.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"
+LLM_FOLDER = "llm"
+LLM_PREFIX = "vla.llm.base_model.model."  # the peft-wrapped LLM's keys in the policy
+
+
+def llm_base_names(keys) -> dict[str, str]:
+    """{policy key: stock transformers key} of the LLM's base weights among ``keys``
+    (``vla.llm.base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight`` ->
+    ``model.layers.0.self_attn.q_proj.weight``; LoRA weights are not base weights)."""
+    return {
+        k: k[len(LLM_PREFIX) :].replace(".base_layer.", ".")
+        for k in keys
+        if k.startswith(LLM_PREFIX) and "lora_" not in k
+    }
+
+
+def _write_llm(policy: Policy, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Move the LLM's base weights out of ``state`` into a stock transformers folder."""
+    from safetensors.torch import save_file
+
+    names = llm_base_names(state)
+    folder.mkdir()
+    policy.vla.llm_body().config.save_pretrained(str(folder))  # LlamaConfig -> config.json
+    body = {names[k]: state.pop(k) for k in names}
+    save_file(body, str(folder / MODEL_FILE), metadata={"format": "pt"})
+
+
+def _adapter_names_base(adapter: Path) -> None:
+    """Record the base LLM folder in the stock adapter config, relative to the adapter."""
+    import json
+
+    file = adapter / "adapter_config.json"
+    conf = json.loads(file.read_text())
+    conf["base_model_name_or_path"] = f"../{LLM_FOLDER}"
+    file.write_text(json.dumps(conf, indent=2, sort_keys=True))
 
 
 def build_policy(
@@ -98,17 +142,43 @@ def save_policy(policy: Policy, out: str | Path, *, include_base: bool = True) -
         base = dict(checkpoint="", checkpoint_format="rehearse") if include_base else {}
         if include_base:
             state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+            _write_llm(policy, state, tmp / LLM_FOLDER)
             save_file(state, str(tmp / MODEL_FILE))
         else:
             state = {k: v.contiguous().cpu() for k, v in policy.trainable_state_dict().items()}
             save_file(state, str(tmp / TRAINABLE_FILE))
         write_config(tmp, cfg, **base)
         policy.vla.llm.save_pretrained(str(tmp / "adapter"))
+        if include_base:
+            _adapter_names_base(tmp / "adapter")
         policy.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         name = cfg.unnorm_key or "dataset"
         save_statistics({name: policy.normalizer.stats}, tmp)
 
     _write_folder(Path(out), fill)
+    return Path(out)
+
+
+def export_policy(source: str | Path, out: str | Path, *, fmt: str = "rehearse") -> Path:
+    """Write the policy of checkpoint ``source`` as a self-contained folder ``out``.
+
+    Args:
+        source: any policy checkpoint (a post-trained one on top of its SFT base too).
+        out: destination folder (replaced atomically if it exists).
+        fmt: ``rehearse`` (this module's layout, every weight, the stock LLM + adapter folders)
+            or ``oft`` (OpenVLA-OFT's own files, LoRA merged: ``policy.oft_import.export_oft``).
+    """
+    import dataclasses
+
+    if fmt not in ("rehearse", "oft"):
+        raise ValueError(f"export format must be 'rehearse' or 'oft', got {fmt!r}")
+    policy = load_policy(source)
+    policy.cfg = dataclasses.replace(policy.cfg, checkpoint="", checkpoint_format="rehearse")
+    if fmt == "rehearse":
+        return save_policy(policy, out, include_base=True)
+    from policy.oft_import import export_oft
+
+    _write_folder(Path(out), lambda tmp: export_oft(policy, tmp))
     return Path(out)
 
 
@@ -133,6 +203,13 @@ def load_policy(folder: str | Path, *, device: str | torch.device = "cpu") -> Po
             normalizer=Normalizer.from_file(folder, key=cfg.unnorm_key),
         )
         state = _read_weights(folder / MODEL_FILE)
+        llm_file = folder / LLM_FOLDER / MODEL_FILE
+        if llm_file.is_file():  # the LLM's base weights in their stock folder
+            body = _read_weights(llm_file)
+            for ours, stock in llm_base_names(policy.state_dict()).items():
+                if stock in body:
+                    state[ours] = body.pop(stock)
+            state.update({f"{LLM_FOLDER}/{k}": v for k, v in body.items()})  # named as unexpected
         check_state_dict(policy.state_dict(), state, what=str(folder / MODEL_FILE))
         policy.load_state_dict(state, strict=True)
     elif (folder / TRAINABLE_FILE).is_file():
@@ -171,6 +248,7 @@ __all__ = [
     "build_policy",
     "save_policy",
     "load_policy",
+    "export_policy",
     "load_base",
     "read_config",
     "check_state_dict",

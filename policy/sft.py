@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.tracking import Trackers
 from policy.checkpoint import build_policy, load_base, save_policy
 from policy.config import PolicyConfig, SFTConfig
 from policy.distribution import laplace_log_prob
@@ -271,6 +274,8 @@ def run_sft(
     out: str | Path,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    loggers: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
 ) -> tuple[Policy, dict[str, Any]]:
     """Fine-tune a policy on few expert demos and save the checkpoint to ``out``.
 
@@ -282,9 +287,43 @@ def run_sft(
         out: checkpoint folder (written atomically; metrics in ``out/sft_metrics.json``).
         device: where to train ("cpu", "cuda").
         progress: show tqdm bars.
+        loggers: trackers (``core.tracking``: "tensorboard", "wandb") of ``sft/l1``,
+            ``sft/val_l1`` and ``sft/nll`` per step, stored in ``out`` beside the checkpoint.
+        config: the experiment config as a plain dict (stored with the W&B run).
     Returns:
         the policy and the metrics (train/val L1 history, val NLL, sample counts).
     """
+    logs = Path(out).parent / f".{Path(out).name}.logs"  # out itself is written at the end
+    try:
+        with Trackers(logs, loggers, job="sft", config=config) as trackers:
+            policy, metrics = _fine_tune(
+                store,
+                policy_cfg=policy_cfg,
+                sft_cfg=sft_cfg,
+                demos_per_task=demos_per_task,
+                out=out,
+                device=device,
+                progress=progress,
+                trackers=trackers,
+            )
+        for sub in logs.iterdir():
+            shutil.move(str(sub), str(Path(out) / sub.name))
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+    return policy, metrics
+
+
+def _fine_tune(
+    store,
+    *,
+    policy_cfg: PolicyConfig,
+    sft_cfg: SFTConfig,
+    demos_per_task: int,
+    out: str | Path,
+    device: str | torch.device,
+    progress: bool,
+    trackers: Trackers,
+) -> tuple[Policy, dict[str, Any]]:
     torch.manual_seed(sft_cfg.seed)
     train_ids, val_ids = split_demos(
         store, demos_per_task=demos_per_task, val_fraction=sft_cfg.val_fraction, seed=sft_cfg.seed
@@ -346,11 +385,13 @@ def run_sft(
         opt.step()
         sched.step()
         metrics["l1"].append(loss.item())
+        trackers.log(step + 1, {"sft/l1": metrics["l1"][-1]})
         if val is not None and ((step + 1) % sft_cfg.val_every == 0 or step + 1 == sft_cfg.steps):
             policy.eval()
             v = evaluate_loss(policy, val, batch_size=EVAL_BATCH)
             policy.train()
             metrics["val_l1"].append((step + 1, v))
+            trackers.log(step + 1, {"sft/val_l1": v})
             bar.set_postfix(l1=f"{metrics['l1'][-1]:.4f}", val_l1=f"{v:.4f}")
         elif step % 10 == 0:
             bar.set_postfix(l1=f"{metrics['l1'][-1]:.4f}")
@@ -366,13 +407,14 @@ def run_sft(
             metrics["nll_before"] = float(nll_loss(policy, train, probe))
         init_scale_bias(policy, train, probe)
         opt = torch.optim.AdamW(list(policy.vla.scale_head.parameters()), lr=sft_cfg.scale_lr)
-    for _ in tqdm(range(sft_cfg.scale_steps), desc="sft scale", disable=not progress):
+    for i in tqdm(range(sft_cfg.scale_steps), desc="sft scale", disable=not progress):
         idx = torch.randint(0, len(train), (sft_cfg.batch_size,), generator=gen)
         loss = nll_loss(policy, train, idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         metrics["nll"].append(loss.item())
+        trackers.log(sft_cfg.steps + i + 1, {"sft/nll": metrics["nll"][-1]})
     if sft_cfg.scale_steps:
         with torch.no_grad():
             metrics["nll_after"] = float(nll_loss(policy, train, probe))

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.configlib import to_dict
+from core.tracking import Trackers
 from reflector_service.checkpoint import load_reflector, read_config, read_state, save_reflector
 from reflector_service.config import ReflectorModelConfig, ReflectorTrainConfig
 from reflector_service.context import Chain, chains
@@ -178,6 +180,8 @@ def train_reflector(
     progress: bool = True,
     log: Callable[[str], None] = print,
     calibration_data: Sequence[str | Path] = (),
+    loggers: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
 ) -> dict:
     """Train a reflector and write checkpoints ``out/best`` and ``out/last`` plus
     ``out/summary.json``.
@@ -192,6 +196,9 @@ def train_reflector(
             limit mean something (the validation split holds a few of each store).
         progress: show tqdm bars.
         log: where one-line progress messages go.
+        loggers: trackers (``core.tracking``) of ``reflector/loss`` per step and the
+            validation metrics (``reflector/val_*``), in ``out``.
+        config: the experiment config as a plain dict (stored with the W&B run).
     Returns:
         The summary: steps, seconds, pos_weight, best validation metrics, paths.
     """
@@ -261,6 +268,13 @@ def train_reflector(
     draw = BatchSampler(train_eps, train_cfg.batch_episodes, train_cfg.success_fraction, rng)
     step = 0
     bar = tqdm(total=train_cfg.max_steps, desc="train reflector", disable=not progress)
+    trackers = Trackers(out, loggers, job="train_reflector", config=config)
+
+    def evaluate_and_save(best: dict | None) -> dict | None:
+        m = validate(step)
+        trackers.log(step, {f"reflector/val_{k}": v for k, v in m.items() if k != "step"})
+        return _evaluate_and_save(model, m, history, best, out, t0, log)
+
     while step < train_cfg.max_steps:
         if train_cfg.time_budget_s and time.monotonic() - t0 > train_cfg.time_budget_s:
             log(f"reflector: time budget {train_cfg.time_budget_s:.0f} s reached at step {step}")
@@ -309,11 +323,13 @@ def train_reflector(
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", gn=f"{grad_norm:.2f}")
+        trackers.log(step, {"reflector/loss": loss.item(), "reflector/grad_norm": grad_norm})
         if step % train_cfg.eval_every == 0 or step == train_cfg.max_steps:
-            best = _evaluate_and_save(model, validate(step), history, best, out, t0, log)
+            best = evaluate_and_save(best)
     bar.close()
     if not history or history[-1]["step"] != step:
-        best = _evaluate_and_save(model, validate(step), history, best, out, t0, log)
+        best = evaluate_and_save(best)
+    trackers.close()
     changed = [n for n, h in frozen_fingerprint(model).items() if before[n] != h]
     if changed:
         raise RuntimeError(f"reflector training changed frozen parameters: {changed[:5]}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from core.tracking import Trackers
 from simulator_service.checkpoint import (
     check_compatible,
     load_optimizer,
@@ -105,6 +106,8 @@ def train_world_model(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    loggers: Sequence[str] = (),
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a world model on episode stores and write checkpoints under ``out/checkpoint``.
 
@@ -115,6 +118,8 @@ def train_world_model(
         resume: continue from ``out/checkpoint`` (its config must match ``cfg``).
         progress: show a tqdm bar.
         log: where one-line summaries go.
+        loggers: trackers (``core.tracking``) of the ``sim/*`` scalars, in ``out``.
+        config: the experiment config as a plain dict (stored with the W&B run).
     Returns:
         summary dict: steps, final train / validation loss, seconds, s/step, data counts.
     Raises:
@@ -182,6 +187,9 @@ def train_world_model(
         return float(np.mean(losses))
 
     metrics_file = (out / "metrics.jsonl").open("a")
+    trackers = Trackers(
+        out, loggers, job="train_simulator", config=config, resumed_at=step if resume else None
+    )
     t0 = time.time()
     start_step = step
     losses: list[float] = []
@@ -219,6 +227,7 @@ def train_world_model(
                 last_val = validate()
                 record["sim/val_loss"] = last_val
             metrics_file.write(json.dumps(record) + "\n")
+            trackers.log(step, record)
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
                 metrics_file.flush()
                 save_world_model(
@@ -235,6 +244,7 @@ def train_world_model(
     finally:
         bar.close()
         metrics_file.close()
+        trackers.close()
     seconds = time.time() - t0
     done = step - start_step
     summary = {

@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cluster.config import load_config
+    from core.configlib import to_dict
     from core.fsutil import refuse_existing
     from policy.sft import run_sft
     from trajectories.store import EpisodeStore
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         progress=not args.no_progress,
+        loggers=cfg.loggers,
+        config=to_dict(cfg),
     )
     summary = {
         "checkpoint": str(args.out),

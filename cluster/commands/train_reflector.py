@@ -44,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from cluster.config import load_config
+    from core.configlib import to_dict
     from core.fsutil import refuse_existing
     from reflector_service.train import train_reflector
 
-    cfg = load_config(args.config, args.set).reflector
+    experiment = load_config(args.config, args.set)
+    cfg = experiment.reflector
     train_cfg = cfg.train
     if args.max_steps is not None:
         train_cfg = dataclasses.replace(train_cfg, max_steps=args.max_steps)
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         progress=not args.no_progress,
         calibration_data=args.calibrate_on,
+        loggers=experiment.loggers,
+        config=to_dict(experiment),
     )
     best = summary["best"] or {}
     cal = summary.get("eta_calibration") or {}

@@ -76,6 +76,8 @@ def simulator_section(config: str | None, overrides: list[str], preset: str | No
 
 
 def run(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
+    from core.configlib import to_dict
     from simulator_service.train import train_world_model
 
     cfg = simulator_section(args.config, args.set, args.preset)
@@ -89,8 +91,15 @@ def run(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).exists():
             raise FileNotFoundError(f"--data {d} does not exist")
+    experiment = load_config(args.config, args.set)  # the top-level keys (loggers)
     summary = train_world_model(
-        cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress
+        cfg,
+        args.data,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        loggers=experiment.loggers,
+        config={**to_dict(experiment), "simulator": to_dict(cfg)},
     )
     summary.pop("validation_episodes", None)
     print(json.dumps(summary))

@@ -46,7 +46,7 @@ def assets(tmp_path_factory):
 
 
 def make_cfg(root, iterations: int) -> ExperimentConfig:
-    cfg = ExperimentConfig(name="coevolve", env=ENV)
+    cfg = ExperimentConfig(name="coevolve", env=ENV, loggers=[])
     return dataclasses.replace(
         cfg,
         rollout=dataclasses.replace(
@@ -68,7 +68,6 @@ def make_cfg(root, iterations: int) -> ExperimentConfig:
             data=[str(root / "demos")],
             iterations=iterations,
             checkpoint_every=1,
-            tensorboard=False,
             run_dir=str(root / "runs" / "{name}"),
             eval_episodes_per_task=1,
             coevolve_every=1,

@@ -30,7 +30,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     refl = json.loads((run / "reflector" / "summary.json").read_text())
     assert refl["calibration_data"] == [str(run / "data" / "calibrate")]
     assert str(run / "data" / "calibrate") not in refl["data"]
-    assert (run / "post_train" / "policy" / "trainable.safetensors").is_file()
+    assert (run / "post_train" / "policy" / "llm" / "model.safetensors").is_file()
     assert (run / "post_train" / "videos" / "imagined_iter_0002.gif").is_file()
     assert (run / "post_train_real" / "videos" / "real_iter_0002.gif").is_file()
     md = (run / "report.md").read_text()

@@ -44,7 +44,7 @@ def assets(tmp_path_factory):
 
 
 def make_cfg(root, run: str, iterations: int, imagined_eval_states: int = 0) -> ExperimentConfig:
-    cfg = ExperimentConfig(name=run)
+    cfg = ExperimentConfig(name=run, loggers=[])
     return dataclasses.replace(
         cfg,
         rollout=dataclasses.replace(
@@ -71,7 +71,6 @@ def make_cfg(root, run: str, iterations: int, imagined_eval_states: int = 0) -> 
             data=[str(root / "demos")],
             iterations=iterations,
             checkpoint_every=1,
-            tensorboard=False,
             run_dir=str(root / "runs" / "{name}"),
             video_every=2,
             imagined_eval_states=imagined_eval_states,
@@ -156,7 +155,34 @@ def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets)
             k.startswith(("sim/", "reflector/")) for k in r
         )
     assert (run / "videos" / "real_iter_0002.gif").is_file()
-    assert (run / "policy" / "trainable.safetensors").is_file()
+    # the run's policy names no other checkpoint; `rehearse export --format oft` reads it
+    from cluster.cli import main
+    from policy.checkpoint import load_policy, read_config
+    from policy.oft_import import import_oft
+
+    assert read_config(run / "policy").checkpoint == ""
+    assert (run / "policy" / "llm" / "model.safetensors").is_file()
+    assert main(["export", "--policy", str(run / "policy"), "--out", str(run / "oft")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--policy",
+                str(run / "policy"),
+                "--out",
+                str(run / "oft"),
+                "--format",
+                "oft",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    ours = load_policy(run / "policy")
+    oft = import_oft(run / "oft", ours.cfg)
+    torch.testing.assert_close(
+        oft.vla.action_head.state_dict(), ours.vla.action_head.state_dict(), rtol=1e-2, atol=1e-2
+    )
     state = json.loads((run / "checkpoints" / "iter_000002" / "driver_state.json").read_text())
     assert state["sampler_cursor"] == 4
 

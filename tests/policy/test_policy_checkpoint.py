@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 
 import pytest
 import torch
@@ -52,23 +54,66 @@ def test_adapter_folder_loads_with_stock_peft(tmp_path, make_policy):
     policy = make_policy()
     _perturb_lora(policy)
     save_policy(policy, tmp_path / "ck")
-    state = load_file(str(tmp_path / "ck" / "model.safetensors"))
-    prefix = "vla.llm.base_model.model."
-    base = {
-        k[len(prefix) :].replace(".base_layer.", "."): v
-        for k, v in state.items()
-        if k.startswith(prefix) and "lora_" not in k
-    }
-    stock = LlamaForCausalLM(policy.vla.llm_body().config)
-    stock.load_state_dict(base, strict=True)
-    plain = stock(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
-    peft_model = PeftModel.from_pretrained(stock, str(tmp_path / "ck" / "adapter"))
+    conf = json.loads((tmp_path / "ck" / "adapter" / "adapter_config.json").read_text())
+    assert conf["base_model_name_or_path"] == "../llm"
+    stock = LlamaForCausalLM.from_pretrained(str(tmp_path / "ck" / "llm"))
     ids = torch.tensor([[1, 5, 6, 7]])
+    plain = stock(input_ids=ids).logits
+    peft_model = PeftModel.from_pretrained(stock, str(tmp_path / "ck" / "adapter"))
     with torch.no_grad():
         ours = policy.vla.llm(input_ids=ids).logits
         theirs = peft_model(input_ids=ids).logits
     torch.testing.assert_close(theirs, ours)
     assert not torch.allclose(plain, theirs)  # the adapter does something
+    # the LLM's base weights are stored once, in the stock folder
+    assert not any("base_layer" in k for k in load_file(str(tmp_path / "ck" / "model.safetensors")))
+
+
+def test_export_loads_after_the_sources_are_gone(tmp_path, make_policy, make_batch):
+    """A post-trained policy (trainable part on top of its SFT base) exported, copied elsewhere,
+    its source and base deleted: rehearse and stock transformers + peft still load it."""
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    from policy.checkpoint import export_policy
+
+    batch = make_batch(2)
+    save_policy(make_policy(), tmp_path / "sft")
+    rl = load_policy(tmp_path / "sft")
+    rl.cfg.checkpoint = str(tmp_path / "sft")
+    _perturb_lora(rl, seed=5)
+    save_policy(rl, tmp_path / "rl", include_base=False)
+    export_policy(tmp_path / "rl", tmp_path / "exported")
+    shutil.copytree(tmp_path / "exported", tmp_path / "elsewhere" / "policy")
+    for gone in ("sft", "rl", "exported"):
+        shutil.rmtree(tmp_path / gone)
+    moved = tmp_path / "elsewhere" / "policy"
+    loaded = load_policy(moved)
+    assert loaded.cfg.checkpoint == ""
+    with torch.no_grad():
+        for a, b in zip(rl(batch), loaded(batch), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        ids = torch.tensor([[1, 5, 6, 7]])
+        stock = PeftModel.from_pretrained(
+            LlamaForCausalLM.from_pretrained(str(moved / "llm")), str(moved / "adapter")
+        )
+        torch.testing.assert_close(stock(input_ids=ids).logits, rl.vla.llm(input_ids=ids).logits)
+    with pytest.raises(ValueError, match="export format must be 'rehearse' or 'oft'"):
+        export_policy(moved, tmp_path / "x", fmt="onnx")
+    assert not (tmp_path / "x").exists()
+
+
+def test_earlier_layout_still_loads(tmp_path, make_policy, make_batch):
+    """Checkpoints written before the LLM had its own folder (every weight in model.safetensors)."""
+    policy = make_policy()
+    _perturb_lora(policy)
+    save_policy(policy, tmp_path / "ck")
+    state = {k: v.contiguous() for k, v in policy.state_dict().items()}
+    save_file(state, str(tmp_path / "ck" / "model.safetensors"))
+    shutil.rmtree(tmp_path / "ck" / "llm")
+    batch = make_batch(2)
+    with torch.no_grad():
+        torch.testing.assert_close(load_policy(tmp_path / "ck")(batch)[0], policy(batch)[0])
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path, make_policy):

@@ -80,6 +80,7 @@ def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
         demos_per_task=2,
         out=tmp_path / "ck",
         progress=False,
+        loggers=["tensorboard"],
     )
     assert metrics["train_episodes"] == 2 * TASKS and metrics["val_episodes"] == TASKS
     assert np.mean(metrics["l1"][-3:]) < 0.8 * np.mean(metrics["l1"][:3])
@@ -92,8 +93,11 @@ def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
         "dataset_statistics.json",
         "config.yaml",
         "sft_metrics.json",
+        "llm",
+        "tensorboard",  # the trackers' files, moved in beside the checkpoint
     ):
         assert (tmp_path / "ck" / name).exists(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no staging folder left
     loaded = load_policy(tmp_path / "ck")
     batch = {
         "image": store.load_episode(store.episode_ids[0]).images[:2],

@@ -61,6 +61,7 @@ def trained(stores, tmp_path_factory):
         out,
         progress=False,
         log=lambda s: None,
+        loggers=["tensorboard"],
     )
     return out, summary
 
@@ -77,6 +78,12 @@ def test_training_separates_easy_case_and_keeps_frozen_weights(trained, stores):
     r, y = np.concatenate(rewards), np.concatenate([e.labels for e in test])
     assert r[y].mean() - r[~y].mean() > 0.3  # separated, not just ranked
     assert json.loads((out / "summary.json").read_text())["best"]["roc_auc"] is not None
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("reflector/val_roc_auc")] == [20, 40]
+    assert len(events.Scalars("reflector/loss")) == 40
 
 
 def test_frozen_fingerprint_detects_a_change():

@@ -49,8 +49,15 @@ def test_train_checkpoint_resume_and_load(synthetic_store, tmp_path):
     with pytest.raises(FileExistsError):
         train_world_model(tiny(), [synthetic_store], out, progress=False, log=lambda m: None)
     s2 = train_world_model(
-        tiny(steps=6), [synthetic_store], out, resume=True, progress=False, log=lambda m: None
+        tiny(steps=6),
+        [synthetic_store],
+        out,
+        resume=True,
+        progress=False,
+        log=lambda m: None,
+        loggers=["tensorboard"],
     )
+    assert (out / "tensorboard").is_dir()
     assert s2["steps"] == 6
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
