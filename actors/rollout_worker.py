@@ -119,12 +119,14 @@ class RolloutWorker:
         batch = to_trajectory_batch(results, self.policy)
         return batch, self._summary(results, time.perf_counter() - t0, keep_frames=keep_frames)
 
-    def imagine(self, starts: list[Any], group_ids: list[int]) -> dict[str, Any]:
+    def imagine(
+        self, starts: list[Any], group_ids: list[int], *, keep_frames: bool = False
+    ) -> dict[str, Any]:
         """Evaluation in this worker's world: groups acted with the mean action (as in the
         real-env evaluation) and nothing kept for the learner; the summary of ``rollout``."""
         t0 = time.perf_counter()
-        results = self.run_groups(starts, group_ids, deterministic=True)
-        return self._summary(results, time.perf_counter() - t0, keep_frames=False)
+        results = self.run_groups(starts, group_ids, deterministic=True, keep_frames=keep_frames)
+        return self._summary(results, time.perf_counter() - t0, keep_frames=keep_frames)
 
     def _summary(
         self, results: list[GroupResult], seconds: float, *, keep_frames: bool
@@ -140,6 +142,7 @@ class RolloutWorker:
             "versions": [r.policy_version for r in results],
             "tasks": [r.task for r in results],
             "frames": results[0].frames if keep_frames else None,
+            "caption": _caption(results[0]) if keep_frames else None,
             "recoveries": self.world.recoveries,
             "timings": sum_timings(r.rollout.timings for r in results),
         }
@@ -155,3 +158,18 @@ class RolloutWorker:
     def close(self) -> None:
         """Free the world's envs (call before the process ends)."""
         self.world.close()
+
+
+def _caption(g: GroupResult) -> dict[str, Any] | None:
+    """What the video of group ``g`` says below its frames (``cluster.video.Caption``'s fields):
+    the task, each rollout's final R, its ending, and the frame where it ended."""
+    if g.frames is None or g.rollout.frames is None:
+        return None
+    first_step = g.frames.shape[1] - (g.rollout.frames.shape[1] - 1)  # after the context
+    return {
+        "task": g.task,
+        "rewards": g.rewards,
+        "terminated": g.terminated,
+        "end_frame": first_step - 1 + g.rollout.steps,
+        "first_step": first_step,
+    }

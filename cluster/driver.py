@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, revive_actor, start_actor, start_replicas
 from cluster.ray_session import init_ray
 from cluster.run_eval import Evaluator, imagine, imagined_vs_real, learning_curve_point
-from cluster.video import save_group_video
+from cluster.video import Caption, save_group_video, save_side_by_side
 from cluster.world_setup import imagined_setup, real_setup
 from core.configlib import ConfigError, to_dict
 from core.fsutil import staged_folder, write_text_atomic
@@ -78,7 +79,8 @@ class RolloutRound:
     groups: list[int] | None  # group ids to train on (dynamic sampling), None: the learner's rule
     rounds: int
     mixed: int
-    frames: Any = None
+    frames: Any = None  # (N, S, H, W, 3) of the first group, for a video
+    caption: dict[str, Any] | None = None  # cluster.video.Caption's fields for that video
 
 
 @dataclass
@@ -127,6 +129,7 @@ class PostTrainRun:
         self.workers: list[Any] = []
         self.evaluator: Evaluator | None = None
         self.learners: LearnerGroup | None = None
+        self.agreement_frames: dict[str, list[tuple[str, Any]]] = {}  # videos of agreement()
         self.next_group = 0
         self.episodes = 0
         self.capped_warned = False
@@ -142,9 +145,30 @@ class PostTrainRun:
             if s.prefix == "sim":
                 s.factory = dataclasses.replace(s.factory, path=path)
 
-    def agreement(self) -> dict[str, Any]:
-        """Imagined vs real success of the current policy on the curve's real starts."""
-        return imagined_vs_real(self.workers, self.evaluator, self.cfg, self.log_line)
+    def agreement(self, video: str | None = None) -> dict[str, Any]:
+        """Imagined vs real success of the current policy on the curve's real starts; with
+        ``video``, the first start imagined and real side by side in
+        ``videos/imagined_vs_real_<video>.gif`` (and, once "before" and "after" both exist, the
+        four in ``videos/imagined_vs_real.gif``)."""
+        out = imagined_vs_real(
+            self.workers, self.evaluator, self.cfg, self.log_line, keep_frames=bool(video)
+        )
+        if video:
+            frames = out.pop("frames")
+            who = "SFT" if video == "before" else "LOOP"
+            self.agreement_frames[video] = [
+                (f"{who} imagined", frames["imagined"]),
+                (f"{who} real", frames["real"]),
+            ]
+            task = out["per_start"][0][0]
+            folder = self.run_dir / "videos"
+            save_side_by_side(
+                self.agreement_frames[video], folder / f"imagined_vs_real_{video}.gif", title=task
+            )
+            if {"before", "after"} <= set(self.agreement_frames):
+                both = self.agreement_frames["before"] + self.agreement_frames["after"]
+                save_side_by_side(both, folder / "imagined_vs_real.gif", title=task)
+        return out
 
     def log_line(self, text: str) -> None:
         if self.progress:
@@ -298,8 +322,9 @@ class PostTrainRun:
             for ref, s in zip(c.items, c.summaries, strict=True)
             if keep is None or keep & set(s["group_ids"])
         ]
+        first = c.summaries[0]
         return RolloutRound(
-            batches, c.summaries, c.groups, c.rounds, c.mixed, c.summaries[0]["frames"]
+            batches, c.summaries, c.groups, c.rounds, c.mixed, first["frames"], first["caption"]
         )
 
     def update(self, r: RolloutRound) -> dict[str, float]:
@@ -364,7 +389,13 @@ class PostTrainRun:
         import ray
 
         cfg, pt, cc = self.cfg, self.cfg.post_train, self.cfg.cluster
+        t_start = time.perf_counter()
+        where = cc.address or os.environ.get("RAY_ADDRESS")
+        self.log_line(
+            f"post-train: joining Ray at {where}" if where else "post-train: starting a private Ray"
+        )
         init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
+        self.log_line(f"post-train: Ray ready after {time.perf_counter() - t_start:.0f} s")
         check_resources(cc, services=bool(self.world.services))  # before the run folder exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
@@ -376,6 +407,10 @@ class PostTrainRun:
         )
         start = 0
         try:
+            roles = [f"{cc.rollout_workers} rollout workers", "the learner"] + [
+                f"{s.replicas} {s.prefix} replica(s)" for s in self.world.services
+            ]
+            self.log_line(f"post-train: starting {', '.join(roles)}; each loads its model")
             with self.timers("start_roles"):
                 self.start_roles()
             assert self.learners is not None
@@ -389,6 +424,7 @@ class PostTrainRun:
                 self.episodes = int(driver_state.get("episodes", 0))
             trainable_bytes = ray.get(learner.trainable_bytes.remote())
             version = self.sync_weights(learner.current.remote())  # 0 = the SFT weights
+            self.log_line(f"post-train: roles ready after {time.perf_counter() - t_start:.0f} s")
             imagined = _load_json(self.run_dir / "imagined_eval.json") if self.resume else {}
             if self.world.eval_starts and "before" not in imagined:
                 imagined["before"] = {
@@ -398,7 +434,7 @@ class PostTrainRun:
                 _write_json(self.run_dir / "imagined_eval.json", imagined)
             agree = bool(self.world.services) and self.evaluator is not None
             if agree and "agreement_before" not in imagined:
-                imagined["agreement_before"] = self.agreement()
+                imagined["agreement_before"] = self.agreement(video="before")
                 _write_json(self.run_dir / "imagined_eval.json", imagined)
             if pt.eval_every and start == 0:
                 logger.log(
@@ -446,7 +482,9 @@ class PostTrainRun:
                         metrics.update(coevolution_round(self, it))
                 if video and r.frames is not None:
                     save_group_video(
-                        r.frames, self.run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif"
+                        r.frames,
+                        self.run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif",
+                        caption=Caption(**r.caption) if r.caption else None,
                     )
                 timers = self.timers.pop()
                 metrics.update(
@@ -493,7 +531,7 @@ class PostTrainRun:
                 }
                 _write_json(self.run_dir / "imagined_eval.json", imagined)
             if agree:
-                imagined["agreement_after"] = self.agreement()
+                imagined["agreement_after"] = self.agreement(video="after")
                 _write_json(self.run_dir / "imagined_eval.json", imagined)
             if pt.eval_every:
                 write_curve_plot(self.run_dir)

@@ -12,6 +12,7 @@ from actors.eval_worker import EvalWorker
 from actors.evaluation import summarize
 from actors.starts import EVAL_SEED_OFFSET, EvalJob
 from cluster.backends import EnvFactory, PolicyFactory, ReflectorFactory
+from cluster.video import save_side_by_side
 from core.fsutil import write_text_atomic
 from envs.config import EnvConfig
 
@@ -180,18 +181,14 @@ def _run(
 
 
 def _write_videos(records: list[dict[str, Any]], folder: Path, *, prefix: str) -> None:
-    import imageio.v2 as imageio
-
-    folder.mkdir(parents=True, exist_ok=True)
     for r in records:
         if "frames" not in r:
             continue
-        f = r["frames"]
-        scale = max(1, 128 // f.shape[1])
-        f = f.repeat(scale, axis=1).repeat(scale, axis=2)
         tag = "success" if r["success"] else "failure"
         task = str(r["task"]).replace("/", "-")  # LIBERO tasks are named "suite/index"
-        imageio.mimsave(
-            folder / f"{prefix}_{task}_{r['seed']}_{tag}.gif", list(f), duration=0.1, loop=0
+        save_side_by_side(
+            [(f"{task}: {tag}", r["frames"])],
+            folder / f"{prefix}_{task}_{r['seed']}_{tag}.gif",
+            title=f"seed {r['seed']}",
         )
         r.pop("frames")

@@ -187,6 +187,14 @@ def demo_report(
     lines.append("")
     imagined_eval = results["post_train"].get("imagined_eval") or {}
     lines += _imagined_lines(imagined_eval, rewards)
+    gif = Path("post_train") / "videos" / "imagined_vs_real.gif"
+    if run_dir is not None and (run_dir / gif).is_file():
+        lines += [
+            "The first of those starts, imagined and real, SFT and post-trained side by side:",
+            "",
+            f"![imagined vs real]({gif.as_posix()})",
+            "",
+        ]
     lines += _curve_lines(
         run_dir, {"post_train": "LOOP in imagination", "post_train_real": "LOOP in the real env"}
     )

@@ -94,15 +94,21 @@ def curve_jobs(cfg: ExperimentConfig) -> list[Any]:
 
 
 def _real(
-    evaluator: Evaluator, cfg: ExperimentConfig, jobs: list[Any], *, deterministic: bool
+    evaluator: Evaluator,
+    cfg: ExperimentConfig,
+    jobs: list[Any],
+    *,
+    deterministic: bool,
+    keep_frames: int = 0,
 ) -> list[dict[str, Any]]:
-    """The evaluator's records of ``jobs``."""
+    """The evaluator's records of ``jobs`` (the first ``keep_frames`` with their frames)."""
     return evaluator.evaluate(
         jobs,
         deterministic=deterministic,
         seed=cfg.seed,
         execute_steps=cfg.rollout.execute_steps,
         max_steps=cfg.rollout.eval_max_steps,
+        keep_frames=keep_frames,
     )
 
 
@@ -125,12 +131,15 @@ def learning_curve_point(
     return out
 
 
-def imagine(workers: list[Any], starts: list[Any], log: Callable[[str], None]) -> dict[str, Any]:
+def imagine(
+    workers: list[Any], starts: list[Any], log: Callable[[str], None], *, keep_frames: bool = False
+) -> dict[str, Any]:
     """Imagined success of the workers' current policy on fixed starts (mean actions).
 
     Returns:
         success_rate and reward_mean over all rollouts, and per start (in order) its task and
-        the fraction of its group that the reflector ended as a success.
+        the fraction of its group that the reflector ended as a success; with ``keep_frames``
+        also "frames" (S, H, W, 3), the first start's first rollout from its start frame on.
     """
     import ray
 
@@ -138,7 +147,12 @@ def imagine(workers: list[Any], starts: list[Any], log: Callable[[str], None]) -
     k = len(workers)
     ids = list(range(len(starts)))
     parts = [(w, starts[i::k], ids[i::k]) for i, w in enumerate(workers) if starts[i::k]]
-    summaries = ray.get([w.imagine.remote(s, g) for w, s, g in parts])
+    summaries = ray.get(
+        [
+            w.imagine.remote(s, g, keep_frames=keep_frames and not i)
+            for i, (w, s, g) in enumerate(parts)
+        ]
+    )
     per_start: list[Any] = [None] * len(starts)
     rewards, success = [], []
     for (_, _, gids), s in zip(parts, summaries, strict=True):
@@ -155,6 +169,9 @@ def imagine(workers: list[Any], starts: list[Any], log: Callable[[str], None]) -
         "per_start": per_start,
         "seconds": time.perf_counter() - t0,
     }
+    if keep_frames:
+        first = summaries[0]
+        out["frames"] = first["frames"][0, first["caption"]["first_step"] - 1 :]
     log(
         f"imagined evaluation: success {100 * out['success_rate']:.1f}% over "
         f"{out['rollouts']} rollouts from {len(starts)} starts ({out['seconds']:.0f} s)"
@@ -187,15 +204,21 @@ def agreement(imagined: list[float], real: list[bool]) -> dict[str, Any]:
 
 
 def imagined_vs_real(
-    workers: list[Any], evaluator: Evaluator, cfg: ExperimentConfig, log: Callable[[str], None]
+    workers: list[Any],
+    evaluator: Evaluator,
+    cfg: ExperimentConfig,
+    log: Callable[[str], None],
+    *,
+    keep_frames: bool = False,
 ) -> dict[str, Any]:
     """Imagined vs real success of the current policy (mean actions) on the curve's real
     starts: imagination starts from each start's first real frame
-    (``cluster.coevolution.agreement``)."""
+    (``cluster.coevolution.agreement``). With ``keep_frames``, "frames" holds the first start's
+    episode both ways: {"imagined": (S, H, W, 3), "real": (S', H, W, 3)}."""
     jobs = curve_jobs(cfg)
     starts = evaluator.first_observations(jobs)
-    real = _real(evaluator, cfg, jobs, deterministic=True)
-    imagined = imagine(workers, starts, log)
+    real = _real(evaluator, cfg, jobs, deterministic=True, keep_frames=int(keep_frames))
+    imagined = imagine(workers, starts, log, keep_frames=keep_frames)
     out = agreement([x[1] for x in imagined["per_start"]], [r["success"] for r in real])
     out["per_start"] = [
         [j.task, j.seed, x[1], bool(r["success"])]
@@ -205,4 +228,6 @@ def imagined_vs_real(
         f"imagined vs real on {out['starts']} real starts: {100 * out['imagined_success']:.1f}% "
         f"vs {100 * out['real_success']:.1f}%, correlation {out['correlation']}"
     )
+    if keep_frames:
+        out["frames"] = {"imagined": imagined["frames"], "real": real[0]["frames"]}
     return out

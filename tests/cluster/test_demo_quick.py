@@ -32,6 +32,8 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     assert str(run / "data" / "calibrate") not in refl["data"]
     assert (run / "post_train" / "policy" / "llm" / "model.safetensors").is_file()
     assert (run / "post_train" / "videos" / "imagined_iter_0002.gif").is_file()
+    for name in ("imagined_vs_real_before", "imagined_vs_real_after", "imagined_vs_real"):
+        assert (run / "post_train" / "videos" / f"{name}.gif").is_file(), name
     assert (run / "post_train_real" / "videos" / "real_iter_0002.gif").is_file()
     md = (run / "report.md").read_text()
     assert "LOOP in the real env" in md and "Learning curves" in md and "Co-evolution" in md
