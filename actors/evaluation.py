@@ -51,7 +51,8 @@ def evaluate_jobs(
         seed: seed of the sampling noise (``deterministic=False``).
     Returns:
         records: task, seed, success, steps, terminated_by ("success", "reflector", "limit"),
-        and "frames" (S, H, W, 3) for the kept episodes.
+        grasped_target (the task's object held at some step; where the env reports it), and
+        "frames" (S, H, W, 3) for the kept episodes.
     """
     pool = make_env if isinstance(make_env, EnvPool) else EnvPool(make_env)
     envs = pool.take(len(jobs))
@@ -77,6 +78,8 @@ def evaluate_jobs(
             "steps": int(rollout.steps[i]),
             "terminated_by": group.ended_by[i],
         }
+        if group.grasped is not None:  # the env says whether the task's object was held
+            rec["grasped_target"] = bool(group.grasped[i])
         if i < keep_frames:
             rec["frames"] = rollout.frames[i, : rollout.steps[i] + 1]
         records.append(rec)
@@ -119,7 +122,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Success rate with its 95% interval, per task, and how episodes ended."""
+    """Success rate with its 95% interval, per task, and how episodes ended; where the env
+    reports grasps, ``near_miss_share``: the share of failed episodes that held the task's own
+    object at some step (a near miss, not the wrong task or no grasp at all)."""
     n = len(records)
     wins = sum(r["success"] for r in records)
     tasks = sorted({r["task"] for r in records})
@@ -137,4 +142,17 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "ended_by": ends,
         "outcomes": [[r["task"], r["seed"], bool(r["success"])] for r in records],
         "mean_steps": float(np.mean([r["steps"] for r in records])) if n else 0.0,
+        **_near_misses(records),
+    }
+
+
+def _near_misses(records: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [r for r in records if not r["success"]]
+    if not failed or any("grasped_target" not in r for r in records):
+        return {}
+    near = sum(r["grasped_target"] for r in failed)
+    return {
+        "failures": len(failed),
+        "near_misses": int(near),
+        "near_miss_share": near / len(failed),
     }

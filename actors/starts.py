@@ -4,7 +4,8 @@ Seeds are kept apart by offsets: data collection uses base + 100,000 x task + ep
 past the base seed), evaluation ``EVAL_SEED_OFFSET`` = 10^7 on, the learning curve during
 post-training ``CURVE_SEED_OFFSET`` = 1.5 x 10^7 on (its own fixed starts, never the final
 evaluation's), the oracle's training starts ``REAL_START_SEED_OFFSET`` = 2 x 10^7 on, the
-co-evolution's real episodes ``COEVOLVE_SEED_OFFSET`` = 2.5 x 10^7 on, so an evaluation never
+co-evolution's real episodes ``COEVOLVE_SEED_OFFSET`` = 2.5 x 10^7 on, vision pretraining's
+scenes ``PRETRAIN_SEED_OFFSET`` = 4 x 10^7 on (in their own layout too), so an evaluation never
 sees a start the policy or the world model was trained on.
 """
 
@@ -18,6 +19,7 @@ EVAL_SEED_OFFSET = 10_000_000
 CURVE_SEED_OFFSET = 15_000_000
 REAL_START_SEED_OFFSET = 20_000_000
 COEVOLVE_SEED_OFFSET = 25_000_000
+PRETRAIN_SEED_OFFSET = 40_000_000
 
 
 @dataclass(frozen=True)

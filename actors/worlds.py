@@ -113,7 +113,9 @@ class RealGroup:
         eta: the reflector's threshold.
         key: the group's name at the reflector.
     Attributes (after a run): ``success`` (N,) bool, the task achieved at the last step;
-        ``ended_by`` N strings: "success", "reflector", "limit", or "" (the loop's horizon).
+        ``ended_by`` N strings: "success", "reflector", "limit", or "" (the loop's horizon);
+        ``grasped`` (N,) bool, the task's own object held at some step, or None where the env
+        does not say (its step info has no ``grasped_target``: LIBERO).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class RealGroup:
         self.steps = np.zeros(self.n, dtype=np.int64)
         self.success = np.zeros(self.n, dtype=bool)
         self.ended_by = [""] * self.n
+        self.grasped: np.ndarray | None = None
         if self.reflector is not None:
             frames = np.stack([o.image for o in self.obs])[:, None]
             self.reflector.reset(self.key, [o.instruction for o in self.obs], frames)
@@ -152,6 +155,10 @@ class RealGroup:
             self.obs[i] = res.obs
             self.steps[i] += 1
             self.success[i] = res.success  # success *now*
+            if "grasped_target" in res.info:
+                if self.grasped is None:
+                    self.grasped = np.zeros(self.n, dtype=bool)
+                self.grasped[i] |= bool(res.info["grasped_target"])
             if self.reflector is None and res.success:
                 done[i], self.ended_by[i] = True, "success"
             elif self.limit is not None and self.steps[i] >= self.limit:

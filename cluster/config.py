@@ -20,7 +20,7 @@ from core.configlib import (
 from core.tracking import check_loggers
 from envs.config import EnvConfig
 from learner.config import LearnerConfig
-from policy.config import PolicyConfig, SFTConfig
+from policy.config import PolicyConfig, PretrainConfig, SFTConfig
 from reflector_service.config import ReflectorConfig
 from simulator_service.config import SimulatorConfig
 
@@ -278,6 +278,7 @@ class ExperimentConfig:
         env: the real environment.
         collect: real-environment data collection.
         policy: the VLA policy (preset, LoRA, heads).
+        pretrain: vision pretraining before the SFT (``rehearse pretrain``).
         sft: supervised fine-tuning on few demos.
         simulator: the world simulator and its training.
         reflector: the reward model and its training.
@@ -297,6 +298,7 @@ class ExperimentConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     reflector: ReflectorConfig = field(default_factory=ReflectorConfig)

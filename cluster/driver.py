@@ -408,7 +408,7 @@ class PostTrainRun:
         start = 0
         try:
             roles = [f"{cc.rollout_workers} rollout workers", "the learner"] + [
-                f"{s.replicas} {s.prefix} replica(s)" for s in self.world.services
+                f"{s.replicas.replicas} {s.prefix} replica(s)" for s in self.world.services
             ]
             self.log_line(f"post-train: starting {', '.join(roles)}; each loads its model")
             with self.timers("start_roles"):

@@ -198,6 +198,7 @@ class TabletopEnv:
             "objects": self.object_positions(),
             "ee_pos": s[:3].copy(),
             "holding": self._holding,
+            "grasped_target": self._holding == TASKS[self._task].block,  # the task's own block
             "step": self._step,
             "task": self._task,
         }

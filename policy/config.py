@@ -218,6 +218,8 @@ class SFTConfig:
         train_backbone: also train the vision towers, projector and LLM base weights in the L1
             stage (the tiny policy has no pretrained weights); False trains LoRA + heads +
             proprio projector as OFT's LoRA fine-tuning does.
+        freeze_vision: keep the vision towers as the starting checkpoint has them (after
+            ``rehearse pretrain``: 40 demos would otherwise wash out what pretraining taught).
         val_fraction: fraction of the demos of each task held out for validation (>= 1 demo
             per task when a task has at least 2).
         val_every: steps between validation passes.
@@ -237,6 +239,7 @@ class SFTConfig:
     scale_lr: float = 1e-3
     weight_decay: float = 0.0
     train_backbone: bool = True
+    freeze_vision: bool = False
     val_fraction: float = 0.2
     val_every: int = 200
     augment_shift: int = 2
@@ -266,3 +269,49 @@ class SFTConfig:
             f"sft.switch_fraction must be in [0, 1) with start_fraction + "
             f"switch_fraction < 1, got {self.switch_fraction} + {self.start_fraction}",
         )
+
+
+@dataclass
+class PretrainConfig:
+    """Vision pretraining (``rehearse pretrain``), the tiny policy's analog of the web-scale
+    pretraining of OpenVLA's SigLIP and DINOv2 towers: the towers and a throwaway readout learn
+    to locate every object and the gripper in frames of many random scenes (``uniform`` layout,
+    seeds of their own), before the few-demo SFT on the task layout.
+
+    Attributes:
+        scenes: labelled scenes generated (``envs.tabletop_scenes``).
+        val_scenes: of those, held out to measure the localization error.
+        layout: the scenes' object layout (the tasks' own ``homes`` would leak the task
+            distribution into pretraining).
+        max_random_steps: random arm actions before each scene's frame.
+        steps: optimizer steps.
+        batch_size: scenes per step.
+        lr: AdamW learning rate (cosine to a tenth).
+        weight_decay: AdamW weight decay.
+        readout_width: hidden width of the readout MLP on the flattened patch features.
+        seed: seed of initialization and batches (scenes use their own seed offset).
+    """
+
+    scenes: int = 12000
+    val_scenes: int = 1000
+    layout: str = "uniform"
+    max_random_steps: int = 25
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    readout_width: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(
+            1 <= self.val_scenes < self.scenes,
+            f"pretrain.val_scenes must be in [1, pretrain.scenes), got {self.val_scenes} of "
+            f"{self.scenes}",
+        )
+        require(self.layout in ("uniform", "homes"), "pretrain.layout must be uniform or homes")
+        require(self.max_random_steps >= 0, "pretrain.max_random_steps must be >= 0")
+        require(self.steps >= 1, f"pretrain.steps must be >= 1, got {self.steps}")
+        require(self.batch_size >= 1, f"pretrain.batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"pretrain.lr must be > 0, got {self.lr}")
+        require(self.readout_width >= 1, "pretrain.readout_width must be >= 1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 import core.compat  # noqa: F401  (torchvision fix before transformers/peft)
@@ -65,4 +67,8 @@ def add_lora(
 
     check_targets(llm, target_modules)
     cfg = lora_config(rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)
-    return get_peft_model(llm, cfg, adapter_name=ADAPTER_NAME)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated alias; not ours to fix
+        warnings.filterwarnings(
+            "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
+        )
+        return get_peft_model(llm, cfg, adapter_name=ADAPTER_NAME)

@@ -363,6 +363,7 @@ def _fine_tune(
                 or n.startswith("vla.proprio_projector.")
             )
             and not n.startswith("vla.scale_head.")
+            and not (sft_cfg.freeze_vision and n.startswith("vla.vision."))
         )
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)

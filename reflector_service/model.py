@@ -17,6 +17,7 @@ optional pixel adapter) train.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -322,12 +323,16 @@ class Reflector(nn.Module):
             self.prompt_scale.copy_(1.0 / (p.std(dim=0) + 1e-3))
 
     def _llm(self, embeds, mask, positions, cache=None) -> torch.Tensor:
+        # transformers 5 names the KV cache argument ``cache`` (``past_key_values`` is
+        # deprecated there), earlier versions only know ``past_key_values``
+        takes_cache = "cache" in inspect.signature(self.llm.forward).parameters
+        name = "cache" if takes_cache else "past_key_values"
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=cache is not None,
+            **{name: cache},
         )
         return out.last_hidden_state
 
@@ -526,6 +531,8 @@ def _as_uint8_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise ValueError(f"reflector {name} must be uint8 images, got dtype {x.dtype}")
+        if not x.flags.writeable:  # arrays from Ray's object store are read-only
+            x = x.copy()
         return torch.from_numpy(np.ascontiguousarray(x))
     if isinstance(x, torch.Tensor):
         if x.dtype != torch.uint8:

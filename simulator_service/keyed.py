@@ -27,6 +27,8 @@ def frames_to_tensor(frames: np.ndarray, size: int, name: str) -> torch.Tensor:
         raise ValueError(
             f"{name} must be uint8 frames (B, {size}, {size}, 3), got {frames.shape} {frames.dtype}"
         )
+    if not frames.flags.writeable:  # arrays from Ray's object store are read-only
+        frames = frames.copy()
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
 
 

@@ -70,9 +70,14 @@ def run(args: argparse.Namespace) -> int:
     )
     for mode in modes:
         s = report[mode]
+        near = (
+            f"; {s['near_misses']} of {s['failures']} failures held the task's object"
+            if "near_misses" in s
+            else ""
+        )
         print(
             f"{mode}: success {s['success_rate']:.3f} "
-            f"(95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}, {s['episodes']} episodes)"
+            f"(95% CI {s['ci95'][0]:.3f}-{s['ci95'][1]:.3f}, {s['episodes']} episodes){near}"
         )
     print(json.dumps({m: report[m]["per_task"] for m in modes}))
     return 0

@@ -133,3 +133,36 @@ def test_start_sampler_is_a_resumable_stream_apart_from_evaluation_seeds():
     assert len(set(seeds)) == 4 and all(x >= REAL_START_SEED_OFFSET for x in seeds)
     assert all(not EVAL_SEED_OFFSET <= x < EVAL_SEED_OFFSET + 10**6 for x in seeds)
     assert {j.task for j in s.sample(30)} == set(tasks)
+
+
+def test_near_misses_are_failures_that_held_the_tasks_object():
+    """The real group records whether each env ever held its task's own block; summarize
+    reports the share of failures that did (near misses) only where the env says."""
+    from actors.evaluation import summarize
+    from actors.starts import EvalJob
+    from actors.worlds import RealGroup
+
+    cfg = EnvConfig(image_size=32, layout="homes", max_steps=30)
+    jobs = [EvalJob("place_red_on_blue", 7), EvalJob("place_red_on_blue", 8)]
+    envs = [make_env(cfg) for _ in jobs]
+    group = RealGroup(envs, jobs, limit=30)
+    group.reset()
+    idle = np.zeros(7)
+    for _ in range(30):  # env 0 follows the expert (grasps, then runs out of steps), env 1 idles
+        group.step(np.stack([expert_action(envs[0]), idle]), np.array([True, True]))
+    assert group.grasped is not None and group.grasped.tolist() == [True, False]
+    records = [
+        {
+            "task": j.task,
+            "seed": j.seed,
+            "success": False,
+            "steps": 30,
+            "terminated_by": "limit",
+            "grasped_target": bool(g),
+        }
+        for j, g in zip(jobs, group.grasped, strict=True)
+    ]
+    s = summarize(records)
+    assert (s["failures"], s["near_misses"], s["near_miss_share"]) == (2, 1, 0.5)
+    del records[0]["grasped_target"]  # an env that does not report grasps: no claim
+    assert "near_miss_share" not in summarize(records)

@@ -35,6 +35,8 @@ TABLE = [
     ("import-libero --hdf5 nope.hdf5 --out OUT", "LIBERO demo file nope.hdf5"),
     ("demo --quick --set rollout.group_size=0 --run-dir OUT", "rollout.group_size must be >= 2"),
     ("config show --set bogus.key=1", "unknown key 'bogus'"),
+    ("pretrain --set pretrain.val_scenes=0 --out OUT", "pretrain.val_scenes must be in"),
+    ("pretrain --set env.name=libero --out OUT", "pretrain generates tabletop scenes"),
     ("export --policy nope --out OUT", "policy checkpoint nope does not exist"),
     ("export --policy nope --out EXIST", "EXIST exists and is not empty"),
     ("dashboard --session nope", "Ray session nope does not exist"),

@@ -205,3 +205,32 @@ def test_sft_command_end_to_end(store, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pass --overwrite" in err and str(tmp_path / "ck") in err
     assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "ck").iterdir()} == before
+
+
+def test_frozen_vision_keeps_the_starting_towers(store, tmp_path):
+    """SFT from a checkpoint with ``freeze_vision``: the vision towers stay bit for bit, the
+    rest of the backbone learns."""
+    first = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2)
+    run_sft(
+        store,
+        policy_cfg=PolicyConfig(chunk=4),
+        sft_cfg=first,
+        demos_per_task=2,
+        out=tmp_path / "start",
+        progress=False,
+    )
+    frozen = SFTConfig(steps=3, scale_steps=0, batch_size=4, val_every=3, freeze_vision=True)
+    policy, _ = run_sft(
+        store,
+        policy_cfg=PolicyConfig(chunk=4, checkpoint=str(tmp_path / "start")),
+        sft_cfg=frozen,
+        demos_per_task=2,
+        out=tmp_path / "ck",
+        progress=False,
+    )
+    start = load_policy(tmp_path / "start").state_dict()
+    now = policy.state_dict()
+    vision = [k for k in now if k.startswith("vla.vision.")]
+    assert vision and all(torch.equal(now[k], start[k]) for k in vision)
+    projector = [k for k in now if k.startswith("vla.projector.")]
+    assert any(not torch.equal(now[k], start[k]) for k in projector)
