@@ -43,6 +43,8 @@ class SimulatorFactory:
     num_gpus: float = 0.0
     seed: int = 0
     fake_latency_ms: float = 0.0
+    bf16: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.path != "fake":
@@ -59,6 +61,7 @@ class SimulatorFactory:
         from simulator_service.keyed import KeyedWorldSimulator
 
         model = load_world_model(self.path).to(device_for(self.num_gpus))
+        model.use_fast_path(bf16=self.bf16, compile=self.compile)
         return KeyedWorldSimulator(model, camera, seed=self.seed)
 
 
@@ -69,6 +72,7 @@ class ReflectorFactory:
     path: str
     num_gpus: float = 0.0
     fake_latency_ms: float = 0.0
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.path != "fake":
@@ -83,7 +87,8 @@ class ReflectorFactory:
         from reflector_service.checkpoint import load_reflector
         from reflector_service.keyed import KeyedReflector
 
-        return KeyedReflector(load_reflector(self.path, device=device_for(self.num_gpus)))
+        model = load_reflector(self.path, device=device_for(self.num_gpus))
+        return KeyedReflector(model, bf16=self.bf16)
 
 
 class EnvFactory:

@@ -36,6 +36,10 @@ class ReplicaConfig:
         max_batch_size: environments per model call at most (dynamic batching).
         max_wait_ms: how long a request may wait for others to fill a batch.
         max_restarts: times Ray restarts a dead replica.
+        bf16: run the model's forward passes in bf16 autocast (a GPU setting: on CPUs without
+            AVX512-BF16, bf16 convolutions are ~36x slower than fp32).
+        compile: ``torch.compile`` the world model's U-Net for sampling (simulator only; the
+            first calls compile, seconds to minutes).
     """
 
     replicas: int = 1
@@ -44,6 +48,8 @@ class ReplicaConfig:
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     max_restarts: int = 3
+    bf16: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         require(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}")
@@ -97,6 +103,11 @@ class ClusterConfig:
         require(self.worker_restarts >= 0, "cluster.worker_restarts must be >= 0")
         for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0")
+        require(
+            not self.reflector.compile,
+            "cluster.reflector.compile is not supported (the reflector's LLM grows a key/value "
+            "cache every step); use cluster.reflector.bf16",
+        )
 
     def gpus_needed(self, *, services: bool = True) -> float:
         """GPUs the placement asks for in total (``services``: the simulator and reflector
@@ -240,6 +251,8 @@ class DemoConfig:
             reward (``post_train.world: real``: the same SFT policy, groups, horizon and
             iterations) and evaluate that policy beside the others: the oracle that shows what
             the world model and the reflector cost.
+        pretrain_vision: first pretrain the vision towers (``rehearse pretrain``, the
+            ``pretrain`` section) and start the SFT from them.
     """
 
     run_dir: str = "runs/{name}"
@@ -253,6 +266,7 @@ class DemoConfig:
     eval_episodes_per_task: int = 13
     video_episodes: int = 2
     real_env_loop: bool = True
+    pretrain_vision: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sft_demos_per_task", "expert_episodes_per_task", "eval_episodes_per_task"):

@@ -35,6 +35,9 @@ QUICK_OVERRIDES = [
     "demo.calibration_episodes_per_task=2",
     "demo.eval_episodes_per_task=2",
     "demo.video_episodes=1",
+    "pretrain.scenes=48",
+    "pretrain.val_scenes=16",
+    "pretrain.steps=4",
     "sft.steps=20",
     "sft.scale_steps=5",
     "sft.val_every=10",
@@ -161,13 +164,26 @@ def collect_data(d: DemoRun) -> dict[str, Any]:
     return out
 
 
+def pretrain(d: DemoRun) -> dict[str, Any]:
+    """Vision pretraining (``demo.pretrain_vision``): the towers the SFT starts from."""
+    from cluster.pretraining import mean_cm, pretrain_policy
+
+    if not d.cfg.demo.pretrain_vision:
+        return {"skipped": True}
+    m = pretrain_policy(d.cfg, d.ckpt / "pretrain", progress=d.progress)
+    err, base = mean_cm(m["val_abs_error_m"]), mean_cm(m["baseline_abs_error_m"])
+    d.log(f"vision pretraining: held-out localization error {err:.2f} cm ({base:.2f} by layout)")
+    return {"checkpoint": str(d.ckpt / "pretrain"), "error_cm": err, "layout_error_cm": base}
+
+
 def sft(d: DemoRun) -> dict[str, Any]:
     from policy.sft import run_sft
     from trajectories.store import EpisodeStore
 
+    start = d.results.get("pretrain", {}).get("checkpoint", "")
     _, metrics = run_sft(
         EpisodeStore(d.data / "demos"),
-        policy_cfg=d.cfg.policy,
+        policy_cfg=dataclasses.replace(d.cfg.policy, checkpoint=start) if start else d.cfg.policy,
         sft_cfg=d.cfg.sft,
         demos_per_task=d.cfg.demo.sft_demos_per_task,
         out=d.ckpt / "sft",
@@ -312,6 +328,7 @@ def report(d: DemoRun) -> dict[str, Any]:
 
 STAGES: list[tuple[str, Callable[[DemoRun], dict[str, Any]]]] = [
     ("collect", collect_data),
+    ("pretrain", pretrain),
     ("sft", sft),
     ("explore", explore),
     ("simulator", simulator),

@@ -80,6 +80,30 @@ def _imagined_lines(ev: dict[str, Any], rewards: list[Any]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def _start_lines(results: dict[str, Any], sft: dict[str, Any], posts: dict[str, Any]) -> list[str]:
+    """Where the SFT started (vision pretraining) and how the policies fail (near misses)."""
+    lines = []
+    pre = results.get("pretrain") or {}
+    if "error_cm" in pre:
+        lines.append(
+            f"The SFT started from vision towers pretrained to locate the objects and the "
+            f"gripper in random scenes of another layout (`rehearse pretrain`): held-out error "
+            f"{pre['error_cm']:.2f} cm per coordinate, {pre['layout_error_cm']:.2f} cm from the "
+            "layout alone."
+        )
+    near = [
+        f"{name} {r['ground_truth']['near_misses']} of {r['ground_truth']['failures']}"
+        for name, r in (("SFT", sft), *((POST_TRAINED[k], v) for k, v in posts.items()))
+        if "near_misses" in r["ground_truth"]
+    ]
+    if near:
+        lines.append(
+            "Near misses (failed episodes, mean action, that held the task's own block at some "
+            f"step): {'; '.join(near)}."
+        )
+    return [*lines, ""] if lines else []
+
+
 POST_TRAINED = {
     "post_trained": "post-trained (LOOP in imagination)",
     "post_trained_real": "post-trained (LOOP in the real env, ground-truth reward: oracle)",
@@ -185,6 +209,7 @@ def demo_report(
             for m, x in c.items()
         ]
     lines.append("")
+    lines += _start_lines(results, sft, posts)
     imagined_eval = results["post_train"].get("imagined_eval") or {}
     lines += _imagined_lines(imagined_eval, rewards)
     gif = Path("post_train") / "videos" / "imagined_vs_real.gif"

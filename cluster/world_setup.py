@@ -78,9 +78,14 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
         cc.simulator.num_gpus,
         seed=cfg.seed,
         fake_latency_ms=pt.fake_latency_ms,
+        bf16=cc.simulator.bf16,
+        compile=cc.simulator.compile,
     )
     refl_f = ReflectorFactory(
-        pt.reflector, cc.reflector.num_gpus, fake_latency_ms=pt.fake_latency_ms
+        pt.reflector,
+        cc.reflector.num_gpus,
+        fake_latency_ms=pt.fake_latency_ms,
+        bf16=cc.reflector.bf16,
     )
     starts = dict(keyframes=rollout.keyframes, context_frames=rollout.context_frames)
     return WorldSetup(

@@ -9,16 +9,20 @@ reflector step costs a fraction of a simulator step (measure with benchmarks/).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from reflector_service.model import Reflector, ReflectorState
 
 
 class KeyedReflector:
-    """Keyed, batched reflector backend over a trained ``Reflector``."""
+    """Keyed, batched reflector backend over a trained ``Reflector``; ``bf16`` runs its passes
+    in bf16 autocast (``cluster.reflector.bf16``; rewards come back as fp32)."""
 
-    def __init__(self, model: Reflector):
+    def __init__(self, model: Reflector, *, bf16: bool = False):
         self.model = model.eval()
         self._states: dict[str, ReflectorState] = {}
+        device = next(model.parameters()).device.type
+        self._autocast = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
 
     def reset(self, key: str, instructions: list[str], frames: np.ndarray) -> np.ndarray:
         """Start N rollouts from context frames (N, T0, H, W, 3); returns R (N,) after them."""
@@ -29,12 +33,13 @@ class KeyedReflector:
             )
         if len(instructions) != len(frames):
             raise ValueError(f"{len(frames)} rollouts but {len(instructions)} instructions")
-        state = self.model.start(instructions)
-        r = None
-        for t in range(frames.shape[1]):
-            r = self.model.step(state, frames[:, t])
+        with self._autocast():
+            state = self.model.start(instructions)
+            r = None
+            for t in range(frames.shape[1]):
+                r = self.model.step(state, frames[:, t])
         self._states[key] = state
-        return r.numpy()
+        return r.float().numpy()
 
     def release(self, key: str) -> None:
         self._states.pop(key, None)
@@ -45,5 +50,7 @@ class KeyedReflector:
         for key, frames in requests:
             if key not in self._states:
                 raise KeyError(f"reflector has no episode group {key!r} (reset it first)")
-            out.append(self.model.step(self._states[key], frames).numpy())
+            with self._autocast():
+                r = self.model.step(self._states[key], frames)
+            out.append(r.float().numpy())
         return out

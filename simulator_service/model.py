@@ -12,7 +12,7 @@ Frames at the public boundary are float tensors in [0, 1], batch first, channels
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +115,15 @@ class WorldModel(nn.Module):
         self.trained_timesteps = (
             self.make_sampler().timesteps if cfg.train.timesteps == "sampler" else None
         )
+        self.sample_bf16 = False  # serving options: ``use_fast_path``
+        self._compiled: dict[str, Any] = {}  # a dict: a compiled U-Net is no submodule
+
+    def use_fast_path(self, *, bf16: bool = False, compile: bool = False) -> None:
+        """How ``predict`` runs the U-Net (``cluster.simulator.bf16`` / ``.compile``): in bf16
+        autocast (the scheduler's arithmetic stays fp32), and through ``torch.compile``. Only
+        sampling changes; training and the checkpoint see the plain module."""
+        self.sample_bf16 = bf16
+        self._compiled = {"unet": torch.compile(self.unet)} if compile else {}
 
     # ---- spaces -------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -162,11 +171,14 @@ class WorldModel(nn.Module):
         history: torch.Tensor,
         action_map: torch.Tensor,
         tokens: torch.Tensor,
+        *,
+        net: Any = None,
     ) -> torch.Tensor:
-        """One U-Net pass. x_t (B, c, r, r); history (B, K, c, r, r) in model space;
-        action_map (B, 3, H, W) in [0, 1]; tokens (B, N, D) -> prediction (B, c, r, r)."""
+        """One U-Net pass (through ``net``, another handle of the U-Net, when given). x_t
+        (B, c, r, r); history (B, K, c, r, r) in model space; action_map (B, 3, H, W) in
+        [0, 1]; tokens (B, N, D) -> prediction (B, c, r, r)."""
         inp = torch.cat([x_t, history.flatten(1, 2), self._action_input(action_map)], dim=1)
-        return self.unet(inp, t, encoder_hidden_states=tokens).sample
+        return (self.unet if net is None else net)(inp, t, encoder_hidden_states=tokens).sample
 
     # ---- encoders -----------------------------------------------------------------------
     def encode_reference(self, reference: torch.Tensor) -> Features:
@@ -320,10 +332,13 @@ class WorldModel(nn.Module):
         gdev = generator.device if generator is not None else hist.device
         x = torch.randn(shape, generator=generator, device=gdev).to(hist.device)
         x = x * sched.init_noise_sigma
+        autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.sample_bf16)
+        unet = self._compiled.get("unet")  # None: the plain U-Net
         for t in sched.timesteps:
             model_in = sched.scale_model_input(x, t)
             tt = torch.full((b,), int(t), device=x.device, dtype=torch.long)
-            pred = self.denoise(model_in, tt, hist, action_map, tokens)
+            with autocast:
+                pred = self.denoise(model_in, tt, hist, action_map, tokens, net=unet)
             x = sched.step(pred.float(), t, x).prev_sample
         if self.cfg.residual:
             delta = self.cfg.residual_scale * x  # (B, c, r, r) change in [-1, 1] pixel units

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-from pathlib import Path
 
 HELP = (
     "pretrain the policy's vision towers to locate objects in random scenes of another layout "
@@ -22,46 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.starts import PRETRAIN_SEED_OFFSET
     from cluster.config import load_config
-    from core.fsutil import refuse_existing, write_text_atomic
-    from envs.factory import make_env
-    from envs.tabletop_scenes import random_scenes
-    from policy.checkpoint import build_policy, save_policy
-    from policy.normalization import compute_statistics
-    from policy.pretrain import pretrain_vision
+    from cluster.pretraining import mean_cm, pretrain_policy
+    from core.fsutil import refuse_existing
 
     refuse_existing(args.out, overwrite=args.overwrite)
     cfg = load_config(args.config, args.set)
     changes = {k: v for k, v in (("scenes", args.scenes), ("steps", args.steps)) if v is not None}
-    pc = dataclasses.replace(cfg.pretrain, **changes)  # re-validated
-    if cfg.env.name != "tabletop":
-        raise ValueError(
-            f"rehearse pretrain generates tabletop scenes; env.name is {cfg.env.name!r}"
-        )
-    env_cfg = dataclasses.replace(cfg.env, layout=pc.layout)
-    scenes = random_scenes(
-        env_cfg,
-        pc.scenes,
-        seed=PRETRAIN_SEED_OFFSET + cfg.seed,
-        max_random_steps=pc.max_random_steps,
-        progress=not args.no_progress,
-    )
-    env = make_env(cfg.env)
-    instructions = sorted({env.instruction(t) for t in env.task_names})
-    env.close()
-    stats = compute_statistics(scenes.actions, scenes.proprio, num_trajectories=pc.scenes)
-    policy = build_policy(cfg.policy, instructions=instructions, stats=stats)
-    metrics = pretrain_vision(
-        policy, scenes.images, scenes.targets, pc, progress=not args.no_progress
-    )
-    metrics["targets"] = scenes.names
-    save_policy(policy, args.out)
-    write_text_atomic(Path(args.out) / "pretrain_metrics.json", json.dumps(metrics, indent=1))
-    err, base = metrics["val_abs_error_m"], metrics["baseline_abs_error_m"]
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, **changes))
+    m = pretrain_policy(cfg, args.out, progress=not args.no_progress)
+    err, base = m["val_abs_error_m"], m["baseline_abs_error_m"]
     print(
-        f"pretrained {args.out}: held-out localization error {100 * sum(err) / len(err):.2f} cm "
-        f"(mean over {len(err)} coordinates; {100 * sum(base) / len(base):.2f} cm from the "
-        f"layout alone)"
+        f"pretrained {args.out}: held-out localization error {mean_cm(err):.2f} cm (mean over "
+        f"{len(err)} coordinates; {mean_cm(base):.2f} cm from the layout alone)"
     )
     return 0
