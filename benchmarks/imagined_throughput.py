@@ -13,7 +13,11 @@ Each measurement also gives the ``step/*_ms`` breakdown a post-training run logs
 and reflector calls as the workers waited on them, and the rest of the acting loop.
 
 Usage: python benchmarks/imagined_throughput.py [--latency-ms 50] [--workers 1 2 4 8]
-       [--group-sizes 2 4 8 16] [--steps 8] [--world-model fake|CKPT]
+       [--group-sizes 2 4 8 16] [--steps 8] [--world-model fake|CKPT|preset:demo]
+       [--service-gpus 0.5] [--bf16] [--compile]
+``preset:NAME`` times a randomly initialized world model of that preset (32 px presets only:
+the benchmark's episodes are 32 px); ``--service-gpus`` places each service replica on that
+share of a GPU, ``--bf16`` / ``--compile`` turn on the services' fast path (``cluster.simulator``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,20 @@ def build_assets(root: Path) -> tuple[str, str]:
     return str(root / "policy"), str(root / "demos")
 
 
+def random_world_model(preset: str, folder: Path) -> str:
+    """A randomly initialized world model of ``preset`` saved as a checkpoint (cost only)."""
+    from simulator_service.checkpoint import save_world_model, stored_state
+    from simulator_service.config import SimulatorConfig
+    from simulator_service.model import WorldModel
+
+    cfg = SimulatorConfig.preset(preset)
+    if cfg.image_size != 32:
+        raise SystemExit(f"preset {preset!r} works at {cfg.image_size} px; the episodes are 32 px")
+    model = WorldModel(cfg)
+    save_world_model(folder, model=model, ema=stored_state(model), optimizer=None, step=0)
+    return str(folder)
+
+
 def measure(
     policy: str,
     demos: str,
@@ -67,6 +85,9 @@ def measure(
     world_model: str,
     max_wait_ms: float,
     repeats: int = 2,
+    service_gpus: float = 0.0,
+    bf16: bool = False,
+    compile: bool = False,
 ) -> dict:
     import ray
 
@@ -82,17 +103,26 @@ def measure(
     from trajectories.store import EpisodeStore
 
     store = EpisodeStore(demos)
-    rc = ReplicaConfig(num_cpus=0, max_batch_size=256, max_wait_ms=max_wait_ms)
+    rc = ReplicaConfig(
+        num_cpus=0, num_gpus=service_gpus, max_batch_size=256, max_wait_ms=max_wait_ms
+    )
     sims = start_replicas(
         SimulatorService,
         rc,
-        SimulatorFactory(world_model, store.camera().to_dict(), fake_latency_ms=latency_ms),
+        SimulatorFactory(
+            world_model,
+            store.camera().to_dict(),
+            service_gpus,
+            fake_latency_ms=latency_ms,
+            bf16=bf16,
+            compile=compile,
+        ),
         name=f"bench-sim-{time.time_ns()}",
     )
     refls = start_replicas(
         ReflectorService,
         rc,
-        ReflectorFactory("fake", fake_latency_ms=latency_ms),
+        ReflectorFactory("fake", service_gpus, fake_latency_ms=latency_ms),
         name=f"bench-refl-{time.time_ns()}",
     )
     rollout = RolloutConfig(
@@ -163,7 +193,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--group-sizes", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--steps", type=int, default=8, help="imagined steps per rollout")
-    ap.add_argument("--world-model", default="fake", help="'fake' or a simulator checkpoint")
+    ap.add_argument(
+        "--world-model", default="fake", help="'fake', a simulator checkpoint, or preset:NAME"
+    )
+    ap.add_argument("--service-gpus", type=float, default=0.0, help="GPU share per replica")
+    ap.add_argument("--bf16", action="store_true", help="world model in bf16 autocast")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     ap.add_argument(
         "--max-wait-ms",
         type=float,
@@ -178,11 +213,16 @@ def main() -> None:
     init_ray(num_cpus=os.cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
         policy, demos = build_assets(Path(tmp))
+        world_model = args.world_model
+        if world_model.startswith("preset:"):
+            world_model = random_world_model(world_model.split(":", 1)[1], Path(tmp) / "wm")
+        fast = dict(service_gpus=args.service_gpus, bf16=args.bf16, compile=args.compile)
         out: dict = {
             "latency_ms": args.latency_ms,
             "max_wait_ms": wait,
             "cpus": os.cpu_count(),
             "world_model": args.world_model,
+            **fast,
         }
         base = None
         out["workers"] = {}
@@ -194,8 +234,9 @@ def main() -> None:
                 group_size=8,
                 steps=args.steps,
                 latency_ms=args.latency_ms,
-                world_model=args.world_model,
+                world_model=world_model,
                 max_wait_ms=wait,
+                **fast,
             )
             base = base or m["env_steps_per_s"]
             m["speedup_vs_1"] = m["env_steps_per_s"] / base
@@ -218,10 +259,11 @@ def main() -> None:
                 group_size=g,
                 steps=args.steps,
                 latency_ms=args.latency_ms,
-                world_model=args.world_model,
+                world_model=world_model,
                 max_wait_ms=wait,
+                **fast,
             )
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out))  # one line: benchmarks/gpu_check.sh reads the last line
 
 
 if __name__ == "__main__":

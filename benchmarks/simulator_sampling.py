@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--bf16", action="store_true", help="U-Net passes in bf16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     args = p.parse_args(argv)
 
     import torch
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = WorldModel(SimulatorConfig.preset(args.preset))
     model = model.to(args.device).eval()
+    model.use_fast_path(bf16=args.bf16, compile=args.compile)  # cluster.simulator.bf16 / .compile
     cfg = model.cfg
     s = cfg.image_size
     results = []
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "sampler": args.sampler,
         "unet_parameters": sum(p.numel() for p in model.unet.parameters()),
         "device": args.device,
+        "bf16": args.bf16,
+        "compile": args.compile,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "results": results,
