@@ -70,6 +70,7 @@ class MetricsLogger:
                 + "\n"
             )
         self.trackers.log(step, clean)
+        self.trackers.flush()  # one record per iteration: TensorBoard shows it at once
         if self._ray:
             self._set_gauges(clean)
 

@@ -68,7 +68,10 @@ class Trackers:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = None if resumed_at is None else resumed_at + 1
-            self._tb = SummaryWriter(str(self.folder / "tensorboard"), purge_step=purge)
+            # written every flush_secs and at close(); flush() forces it
+            self._tb = SummaryWriter(
+                str(self.folder / "tensorboard"), purge_step=purge, flush_secs=30
+            )
         if "wandb" in loggers:
             self._wandb = self._start_wandb(job, config)
 
@@ -104,9 +107,13 @@ class Trackers:
         if self._tb is not None:
             for k, v in clean.items():
                 self._tb.add_scalar(k, v, step)
-            self._tb.flush()
         if self._wandb is not None and clean:
             self._wandb.log(clean, step=step)
+
+    def flush(self) -> None:
+        """Write TensorBoard's pending events now (W&B streams on its own)."""
+        if self._tb is not None:
+            self._tb.flush()
 
     def close(self) -> None:
         if self._tb is not None:

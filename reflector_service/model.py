@@ -104,6 +104,10 @@ class Reflector(nn.Module):
         self.cfg = cfg
         self.vision, self.vision_size, vision_width, self.vision_random = build_vision_tower(cfg)
         self.llm, self.tokenizer, self.llm_random = build_llm(cfg)
+        # transformers 5 names the KV cache argument ``cache`` (``past_key_values`` is
+        # deprecated there), earlier versions only know ``past_key_values``
+        takes_cache = "cache" in inspect.signature(self.llm.forward).parameters
+        self._cache_arg = "cache" if takes_cache else "past_key_values"
         width = int(self.llm.config.hidden_size)
         self.width = width
         self.adapter = (
@@ -323,16 +327,12 @@ class Reflector(nn.Module):
             self.prompt_scale.copy_(1.0 / (p.std(dim=0) + 1e-3))
 
     def _llm(self, embeds, mask, positions, cache=None) -> torch.Tensor:
-        # transformers 5 names the KV cache argument ``cache`` (``past_key_values`` is
-        # deprecated there), earlier versions only know ``past_key_values``
-        takes_cache = "cache" in inspect.signature(self.llm.forward).parameters
-        name = "cache" if takes_cache else "past_key_values"
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
             use_cache=cache is not None,
-            **{name: cache},
+            **{self._cache_arg: cache},
         )
         return out.last_hidden_state
 

@@ -227,7 +227,7 @@ def train_world_model(
                 last_val = validate()
                 record["sim/val_loss"] = last_val
             metrics_file.write(json.dumps(record) + "\n")
-            trackers.log(step, record)
+            trackers.log(step, {k: v for k, v in record.items() if k != "step"})
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
                 metrics_file.flush()
                 save_world_model(
