@@ -29,6 +29,12 @@ class SimulatorClient(Protocol):
         """next_proprio: (N, 8) -> next frames (N, H, W, 3) uint8."""
         ...
 
+    def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
+        """``step`` of several groups at once (one model call where the backend is local):
+        (key, next_proprio (N, 8), active (N,) bool) each; ended environments (not active)
+        keep their last frame and cost no model compute."""
+        ...
+
     def release(self, key: str) -> None: ...
 
 
@@ -60,6 +66,9 @@ class LocalSimulatorClient:
 
     def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
         return self.backend.step_batch([(key, next_proprio)])[0]
+
+    def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
+        return self.backend.step_batch(requests)
 
     def release(self, key: str) -> None:
         self.backend.release(key)
@@ -122,6 +131,22 @@ class _RayClient:
                         continue
         raise AssertionError("unreachable")
 
+    def _call_many(self, method: str, calls: list[tuple[str, tuple, Any]]) -> list[Any]:
+        """``_call`` of several groups: every request is sent before any answer is awaited
+        (the replicas batch them together); a request that failed is retried alone, with its
+        group's recovery. ``calls``: (key, args, recover) each."""
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        refs = [getattr(self._handle(key), method).remote(*args) for key, args, _ in calls]
+        out = []
+        for ref, (key, args, recover) in zip(refs, calls, strict=True):
+            try:
+                out.append(ray.get(ref))
+            except (RayActorError, ActorDiedError, ActorUnavailableError, KeyError):
+                out.append(self._call(key, method, *args, recover=recover))
+        return out
+
 
 class RaySimulatorClient(_RayClient):
     """Client of simulator replicas, with recovery after a replica restart."""
@@ -150,11 +175,17 @@ class RaySimulatorClient(_RayClient):
         ray.get(self._handle(key).reset.remote(key, ctx, g["proprio"]))
 
     def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
-        frames = self._call(key, "step", key, next_proprio, recover=lambda: self._recover(key))
-        g = self._groups[key]
-        g["recent"] = (g["recent"] + [frames])[-self.context_frames :]
-        g["proprio"] = next_proprio
-        return frames
+        return self.step_many([(key, next_proprio)])[0]
+
+    def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
+        out = self._call_many(
+            "step", [(r[0], r, lambda k=r[0]: self._recover(k)) for r in requests]
+        )
+        for (key, p, *_), frames in zip(requests, out, strict=True):
+            g = self._groups[key]
+            g["recent"] = (g["recent"] + [frames])[-self.context_frames :]
+            g["proprio"] = p
+        return out
 
     def release(self, key: str) -> None:
         self._groups.pop(key, None)

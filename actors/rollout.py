@@ -96,6 +96,22 @@ class Rollout:
     def env_steps(self) -> int:
         return int(self.steps.sum())
 
+    def rows(self, rows: slice, *, timings: bool) -> Rollout:
+        """The rollouts of some environments (one group of a batch of groups); ``timings``:
+        keep the batch's timings (give them to one part only, so that sums stay right)."""
+        return Rollout(
+            images=self.images[rows],
+            proprio=self.proprio[rows],
+            actions=self.actions[rows],
+            old_log_probs=self.old_log_probs[rows],
+            executed=self.executed[rows],
+            done=self.done[rows],
+            rewards=self.rewards[rows],
+            steps=self.steps[rows],
+            frames=None if self.frames is None else self.frames[rows],
+            timings=dict(self.timings) if timings else {},
+        )
+
     @property
     def lengths(self) -> np.ndarray:
         """(N,) policy steps until the end, inclusive."""

@@ -67,7 +67,7 @@ class RolloutWorker:
         keep_frames: bool = False,
         deterministic: bool = False,
     ) -> list[GroupResult]:
-        """Run one group of ``group_size`` rollouts per start.
+        """Run one group of ``group_size`` rollouts per start, all groups in one batch.
 
         Args:
             starts: what the world starts groups from (``InitialState`` or ``EvalJob``).
@@ -76,21 +76,28 @@ class RolloutWorker:
             deterministic: act with the mean action (imagined evaluation); otherwise sample
                 at ``scale_factor`` times the policy's scale.
         """
-        results = []
-        for start, gid in zip(starts, group_ids, strict=True):
-            key = f"w{self.index}-g{gid}-{self._groups_run}"
+        if not starts:
+            return []
+        n = self.cfg.group_size
+        keys = []
+        for gid in group_ids:
+            keys.append(f"w{self.index}-g{gid}-{self._groups_run}")
             self._groups_run += 1
+        # every group of this call steps together: one policy batch, one batched model call
+        rollout = act_in_chunks(
+            self.policy,
+            self.world.group(list(starts), n, keys),
+            max_policy_steps=self.cfg.max_policy_steps,
+            execute_steps=self.cfg.execute_steps,
+            deterministic=deterministic,
+            generator=self.generator,
+            scale_factor=1.0 if deterministic else self.cfg.scale_factor,
+            keep_frames=keep_frames,
+        )
+        results = []
+        for j, (start, gid, key) in enumerate(zip(starts, group_ids, keys, strict=True)):
             task, instruction = self.world.describe(start)
-            rollout = act_in_chunks(
-                self.policy,
-                self.world.group(start, self.cfg.group_size, key),
-                max_policy_steps=self.cfg.max_policy_steps,
-                execute_steps=self.cfg.execute_steps,
-                deterministic=deterministic,
-                generator=self.generator,
-                scale_factor=1.0 if deterministic else self.cfg.scale_factor,
-                keep_frames=keep_frames and not results,
-            )
+            part = rollout.rows(slice(j * n, (j + 1) * n), timings=j == 0)
             results.append(
                 GroupResult(
                     key=key,
@@ -98,9 +105,9 @@ class RolloutWorker:
                     policy_version=self.version,
                     task=task,
                     instruction=instruction,
-                    rollout=rollout,
-                    terminated=self.world.succeeded(rollout.rewards),
-                    frames=rollout.frames,
+                    rollout=part,
+                    terminated=self.world.succeeded(part.rewards),
+                    frames=part.frames if j == 0 else None,
                 )
             )
         return results

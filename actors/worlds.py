@@ -1,14 +1,14 @@
 """The two kinds of environment groups the acting loop runs on, and the worlds that make them.
 
-``ImaginedGroup``: N copies of one real start rolled forward in imagination: the next proprio
-state by kinematics (no network), the next frame from the world simulator, the reward R from
-the reflector, ended when R > eta. ``RealGroup``: N real envs, each reset to its own start
-(task, seed); reward 1.0 at the env's success, ended at success (or, with a reflector, at
-R > eta), or at the step limit. The world model is an environment like the real one: the
-training rollouts of both worlds, the oracle and the evaluations are one loop
-(``actors.rollout.act_in_chunks``) over these groups.
+``ImaginedGroup``: N copies of each of some real starts rolled forward in imagination in one
+batch: the next proprio state by kinematics (no network), the next frame from the world
+simulator, the reward R from the reflector, ended when R > eta. ``RealGroup``: real envs, each
+reset to its own start (task, seed); reward 1.0 at the env's success, ended at success (or,
+with a reflector, at R > eta), or at the step limit. The world model is an environment like
+the real one: the training rollouts of both worlds, the oracle and the evaluations are one
+loop (``actors.rollout.act_in_chunks``) over these groups.
 
-A world (``ImaginedWorld``, ``RealWorld``) turns a start into a group for a rollout worker; it
+A world (``ImaginedWorld``, ``RealWorld``) turns starts into one group for a rollout worker; it
 is built by the driver and sent to the worker, and makes its clients or envs in the worker's
 process on first use.
 """
@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from actors.clients import (
+    LocalReflectorClient,
+    LocalSimulatorClient,
     RayReflectorClient,
     RaySimulatorClient,
     ReflectorClient,
@@ -35,13 +37,15 @@ from trajectories.initial_states import InitialState
 
 
 class ImaginedGroup:
-    """N imagined rollouts of one real start (``actors.rollout.EnvGroup``).
+    """Imagined rollouts of one or more real starts, ``n`` per start, stepped as one batch
+    (``actors.rollout.EnvGroup``): the services see every start's environments in each call
+    (one batched model call where the models are in this process).
 
     Args:
         sim, reflector: clients of the world simulator and the reflector.
-        init: the shared start (context frames, proprio, instruction).
-        n: environments in the group.
-        key: the group's name at the services (unique while it runs).
+        inits: the starts (context frames, proprio, instruction), one group of ``n`` each.
+        n: environments per start.
+        keys: each start's group name at the services (unique while it runs).
         eta: the reflector's termination threshold (R > eta ends a rollout).
         limits: controller limits for the kinematics (None: the tabletop defaults).
     """
@@ -50,38 +54,56 @@ class ImaginedGroup:
         self,
         sim: SimulatorClient,
         reflector: ReflectorClient,
-        init: InitialState,
+        inits: list[InitialState],
         n: int,
         *,
-        key: str,
+        keys: list[str],
         eta: float,
         limits: Any = None,
     ):
-        self.sim, self.reflector, self.init, self.n = sim, reflector, init, n
-        self.key, self.eta, self.limits = key, eta, limits
+        if len(inits) != len(keys) or not inits:
+            raise ValueError(f"{len(inits)} starts for {len(keys)} group keys")
+        self.sim, self.reflector, self.inits, self.keys = sim, reflector, inits, keys
+        self.per_start, self.n = n, n * len(inits)
+        self.eta, self.limits = eta, limits
         self._open = False
         # seconds inside step(): kinematics, world-model and reflector calls (client side:
         # model compute plus batching wait and transport)
         self.timings = {"kinematics_s": 0.0, "sim_s": 0.0, "reflector_s": 0.0}
 
+    def _split(self, x: np.ndarray) -> list[np.ndarray]:
+        """(G * n, ...) -> G arrays (n, ...), one per start."""
+        return [x[i * self.per_start : (i + 1) * self.per_start] for i in range(len(self.keys))]
+
     def reset(self) -> dict[str, Any]:
-        frames0 = np.repeat(self.init.frames[None], self.n, axis=0)  # (N, T0, H, W, 3)
-        self.proprio = np.repeat(self.init.proprio[None].astype(np.float32), self.n, axis=0)
-        self.instructions = [self.init.instruction] * self.n
-        self.sim.reset(self.key, frames0, self.proprio)
+        n = self.per_start
+        frames0 = np.concatenate(
+            [np.repeat(init.frames[None], n, axis=0) for init in self.inits]
+        )  # (G * n, T0, H, W, 3)
+        self.proprio = np.concatenate(
+            [np.repeat(init.proprio[None].astype(np.float32), n, axis=0) for init in self.inits]
+        )
+        self.instructions = [init.instruction for init in self.inits for _ in range(n)]
         self._open = True
-        self.reflector.reset(self.key, self.instructions, frames0)
+        for key, f, p in zip(
+            self.keys, self._split(frames0), self._split(self.proprio), strict=True
+        ):
+            self.sim.reset(key, f, p)
+        # the reflector has nothing per group: every environment of the batch is one of its
+        # episodes, all advancing in lockstep, so the batch is one reflector group
+        self.reflector.reset(self.keys[0], self.instructions, frames0)
         return {"image": frames0[:, -1], "proprio": self.proprio, "instruction": self.instructions}
 
     def step(self, actions: np.ndarray, active: np.ndarray) -> Step:
-        # the services step every environment of the group in one batch; ended ones hold still
+        # the services step every running environment in one batch; ended ones hold still
         t0 = time.perf_counter()
         moved = next_proprio(self.proprio, actions, limits=self.limits).astype(np.float32)
         self.proprio = np.where(active[:, None], moved, self.proprio)
         t1 = time.perf_counter()
-        image = self.sim.step(self.key, self.proprio)
+        requests = zip(self.keys, self._split(self.proprio), self._split(active), strict=True)
+        image = np.concatenate(self.sim.step_many(list(requests)))
         t2 = time.perf_counter()
-        r = np.asarray(self.reflector.score(self.key, image), dtype=np.float64)
+        r = np.asarray(self.reflector.score(self.keys[0], image), dtype=np.float64)
         t3 = time.perf_counter()
         tm = self.timings
         tm["kinematics_s"] += t1 - t0
@@ -92,8 +114,9 @@ class ImaginedGroup:
 
     def close(self) -> None:
         if self._open:
-            self.sim.release(self.key)
-            self.reflector.release(self.key)
+            for key in self.keys:
+                self.sim.release(key)
+            self.reflector.release(self.keys[0])
             self._open = False
 
 
@@ -199,19 +222,21 @@ class EnvPool:
 
 
 class ImaginedWorld:
-    """Imagined groups from real starts (``InitialState``), through the services.
+    """Imagined groups from real starts (``InitialState``), through the services or through
+    models held in the worker's own process (``cluster.placement: colocated``).
 
     Args:
-        sim, reflector: clients, or lists of Ray actor handles of the service replicas (Ray
-            clients are made from them in the process that first uses the world).
+        sim, reflector: clients; lists of Ray actor handles of the service replicas; or
+            picklable factories of keyed backends (``cluster.backends``), built in the worker's
+            process: clients are made in the process that first uses the world.
         eta: the reflector's termination threshold.
         limits: controller limits for the kinematics (None: tabletop defaults).
     """
 
     def __init__(
         self,
-        sim: SimulatorClient | list[Any],
-        reflector: ReflectorClient | list[Any],
+        sim: SimulatorClient | list[Any] | Callable[[], Any],
+        reflector: ReflectorClient | list[Any] | Callable[[], Any],
         *,
         eta: float,
         limits: Any = None,
@@ -226,13 +251,18 @@ class ImaginedWorld:
     def _clients(self) -> tuple[SimulatorClient, ReflectorClient]:
         if isinstance(self._sim, list):
             self._sim = RaySimulatorClient(self._sim)
+        elif callable(self._sim):  # a backend factory: the world model in this process
+            self._sim = LocalSimulatorClient(self._sim())
         if isinstance(self._reflector, list):
             self._reflector = RayReflectorClient(self._reflector)
+        elif callable(self._reflector):
+            self._reflector = LocalReflectorClient(self._reflector())
         return self._sim, self._reflector
 
-    def group(self, start: InitialState, n: int, key: str) -> ImaginedGroup:
+    def group(self, starts: list[InitialState], n: int, keys: list[str]) -> ImaginedGroup:
+        """One batch of ``n`` imagined rollouts per start."""
         sim, reflector = self._clients()
-        return ImaginedGroup(sim, reflector, start, n, key=key, eta=self.eta, limits=self.limits)
+        return ImaginedGroup(sim, reflector, starts, n, keys=keys, eta=self.eta, limits=self.limits)
 
     def describe(self, start: InitialState) -> tuple[str, str]:
         """(task, instruction) of a start."""
@@ -272,8 +302,10 @@ class RealWorld:
             self._pool = EnvPool(self.env_factory)
         return self._pool
 
-    def group(self, start: EvalJob, n: int, key: str) -> RealGroup:
-        return RealGroup(self.pool.take(n), [start] * n, key=key)
+    def group(self, starts: list[EvalJob], n: int, keys: list[str]) -> RealGroup:
+        """One batch of ``n`` real envs per start."""
+        jobs = [s for s in starts for _ in range(n)]
+        return RealGroup(self.pool.take(len(jobs)), jobs, key=keys[0])
 
     def describe(self, start: EvalJob) -> tuple[str, str]:
         return start.task, self.pool.take(1)[0].instruction(start.task)

@@ -61,7 +61,7 @@ class SimulatorFactory:
         from simulator_service.keyed import KeyedWorldSimulator
 
         model = load_world_model(self.path).to(device_for(self.num_gpus))
-        model.use_fast_path(bf16=self.bf16, compile=self.compile)
+        model.use_fast_path(bf16=self.bf16, compile=self.compile, channels_last=True)
         return KeyedWorldSimulator(model, camera, seed=self.seed)
 
 

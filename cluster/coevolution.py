@@ -103,10 +103,13 @@ def coevolution_round(run: Any, it: int) -> dict[str, float]:
     )
     run.use_simulator(str(folder / "simulator" / "checkpoint"))
     spec = next(s for s in run.world.services if s.prefix == "sim")
-    for h in run.handles["sim"]:
-        ray.kill(h)
-    name = f"{run.cfg.name}-{time.time_ns() % 10**9}-sim-round{k}"
-    run.handles["sim"] = start_replicas(SimulatorService, spec.replicas, spec.factory, name=name)
+    if not run.world.colocated:  # colocated: each worker builds the refined model itself
+        for h in run.handles["sim"]:
+            ray.kill(h)
+        name = f"{run.cfg.name}-{time.time_ns() % 10**9}-sim-round{k}"
+        run.handles["sim"] = start_replicas(
+            SimulatorService, spec.replicas, spec.factory, name=name
+        )
     run.set_world(run.world.make_world(run.handles))
     after = run.agreement()
     run.coevolve_rounds = k

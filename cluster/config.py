@@ -59,6 +59,9 @@ class ReplicaConfig:
         require(self.max_restarts >= 0, "max_restarts must be >= 0")
 
 
+PLACEMENTS = ("services", "colocated")
+
+
 @dataclass
 class ClusterConfig:
     """Where every role runs. Roles never pick devices themselves: this section places them.
@@ -78,7 +81,15 @@ class ClusterConfig:
             starts and seeds), so a run loses no iteration, trajectory or curve point; a worker
             that dies more often stops the run with one line naming it. A worker restarted
             between calls is noticed by the weights version it reports.
-        simulator / reflector: the replicated model services.
+        placement: where the world model and the reflector run in imagination. "services":
+            replicas shared by every rollout worker (``simulator`` / ``reflector`` below), each
+            step a Ray call that the replicas batch across workers (GPU clusters: one replica
+            per GPU); "colocated": each rollout worker holds its own copy of both models
+            beside the policy (its resources are ``rollout_worker_*``) and steps all its groups
+            in one model call each, with no Ray call per step (one machine, or a worker per
+            GPU). The same seeds give the same trajectories in either.
+        simulator / reflector: the replicated model services (``placement: services``; their
+            ``bf16`` / ``compile`` apply to the colocated copies too).
     """
 
     address: str | None = None
@@ -91,6 +102,7 @@ class ClusterConfig:
     learner_gpus: float = 0.0
     learner_cpus: float = 1.0
     worker_restarts: int = 3
+    placement: str = "services"
     simulator: ReplicaConfig = field(default_factory=ReplicaConfig)
     reflector: ReplicaConfig = field(default_factory=ReplicaConfig)
 
@@ -101,6 +113,10 @@ class ClusterConfig:
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus must be >= 1")
         require(self.learners >= 1, f"learners must be >= 1, got {self.learners}")
         require(self.worker_restarts >= 0, "cluster.worker_restarts must be >= 0")
+        require(
+            self.placement in PLACEMENTS,
+            f"cluster.placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}",
+        )
         for name in ("rollout_worker_gpus", "rollout_worker_cpus", "learner_gpus", "learner_cpus"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0")
         require(
@@ -111,7 +127,7 @@ class ClusterConfig:
 
     def gpus_needed(self, *, services: bool = True) -> float:
         """GPUs the placement asks for in total (``services``: the simulator and reflector
-        replicas too; a real-env run starts none)."""
+        replicas too; a real-env run or the colocated placement starts none)."""
         need = self.rollout_workers * self.rollout_worker_gpus + self.learners * self.learner_gpus
         if services:
             need += (

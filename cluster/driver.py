@@ -179,7 +179,7 @@ class PostTrainRun:
         """Service replicas, the learner group, rollout workers (and the curve's evaluator)."""
         cfg, cc = self.cfg, self.cfg.cluster
         tag = f"{cfg.name}-{int(time.time()) % 100000}"
-        for s in self.world.services:
+        for s in self.world.replicated:
             self.handles[s.prefix] = start_replicas(
                 s.cls, s.replicas, s.factory, name=f"{tag}-{s.prefix}"
             )
@@ -396,7 +396,7 @@ class PostTrainRun:
         )
         init_ray(cc.address, num_cpus=cc.num_cpus, include_dashboard=cc.dashboard)
         self.log_line(f"post-train: Ray ready after {time.perf_counter() - t_start:.0f} s")
-        check_resources(cc, services=bool(self.world.services))  # before the run folder exists
+        check_resources(cc, services=bool(self.world.replicated))  # before the run folder exists
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
         logger = MetricsLogger(
@@ -408,8 +408,10 @@ class PostTrainRun:
         start = 0
         try:
             roles = [f"{cc.rollout_workers} rollout workers", "the learner"] + [
-                f"{s.replicas.replicas} {s.prefix} replica(s)" for s in self.world.services
+                f"{s.replicas.replicas} {s.prefix} replica(s)" for s in self.world.replicated
             ]
+            if self.world.colocated:
+                roles[0] += " (each with its own world model and reflector)"
             self.log_line(f"post-train: starting {', '.join(roles)}; each loads its model")
             with self.timers("start_roles"):
                 self.start_roles()

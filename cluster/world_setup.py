@@ -49,10 +49,17 @@ class WorldSetup:
     services: list[ServiceSpec]
     eval_starts: list[Any]
     make_world: Callable[[dict[str, list[Any]]], Any]
+    colocated: bool = False
+
+    @property
+    def replicated(self) -> list[ServiceSpec]:
+        """The services started as Ray replicas (none where the workers hold the models)."""
+        return [] if self.colocated else self.services
 
 
 def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
-    """Imagination: simulator and reflector replicas, starts from real episodes (keyframes)."""
+    """Imagination: simulator and reflector replicas (or the workers' own copies, colocated),
+    starts from real episodes (keyframes)."""
     pt, cc = cfg.post_train, cfg.cluster
     for key in ("simulator", "reflector"):
         if not getattr(pt, key):
@@ -72,10 +79,16 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
         check_world_model(pt.simulator, stores)
     limits = stores[0].controller_limits()
     camera = stores[0].camera().to_dict()
+    colocated = cc.placement == "colocated"
+    # colocated, the models live on the rollout worker's device
+    gpus = {
+        k: cc.rollout_worker_gpus if colocated else getattr(cc, k).num_gpus
+        for k in ("simulator", "reflector")
+    }
     sim_f = SimulatorFactory(
         pt.simulator,
         camera,
-        cc.simulator.num_gpus,
+        gpus["simulator"],
         seed=cfg.seed,
         fake_latency_ms=pt.fake_latency_ms,
         bf16=cc.simulator.bf16,
@@ -83,18 +96,30 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
     )
     refl_f = ReflectorFactory(
         pt.reflector,
-        cc.reflector.num_gpus,
+        gpus["reflector"],
         fake_latency_ms=pt.fake_latency_ms,
         bf16=cc.reflector.bf16,
     )
     starts = dict(keyframes=rollout.keyframes, context_frames=rollout.context_frames)
+    services = [
+        ServiceSpec("sim", SimulatorService, cc.simulator, sim_f),
+        ServiceSpec("reflector", ReflectorService, cc.reflector, refl_f),
+    ]
+
+    def make_world(handles: dict[str, list[Any]]) -> ImaginedWorld:
+        # colocated: the factories (current after co-evolution's use_simulator) build the
+        # models in each worker's process; services: the replicas' handles
+        sim, refl = (
+            (services[0].factory, services[1].factory)
+            if colocated
+            else (handles["sim"], handles["reflector"])
+        )
+        return ImaginedWorld(sim, refl, eta=rollout.eta, limits=limits)
+
     return WorldSetup(
         rollout=rollout,
         sampler=InitialStateSampler(stores, seed=cfg.seed, sources=("expert",), **starts),
-        services=[
-            ServiceSpec("sim", SimulatorService, cc.simulator, sim_f),
-            ServiceSpec("reflector", ReflectorService, cc.reflector, refl_f),
-        ],
+        services=services,
         eval_starts=InitialStateSampler(
             stores,
             keyframes=False,
@@ -102,9 +127,8 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
             seed=cfg.seed + EVAL_SEED_OFFSET,
             sources=("expert",),
         ).sample(pt.imagined_eval_states),
-        make_world=lambda h: ImaginedWorld(
-            h["sim"], h["reflector"], eta=rollout.eta, limits=limits
-        ),
+        make_world=make_world,
+        colocated=colocated,
     )
 
 

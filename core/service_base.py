@@ -50,9 +50,10 @@ class BatchedService:
         self._observer = observer(name) if observer is not None else None
         self.started = time.time()
 
-    async def _submit(self, key: str, payload: Any) -> Any:
+    async def _submit(self, key: str, *payload: Any) -> Any:
+        """Queue the request ``(key, *payload)`` for the next batch; its result."""
         t = time.perf_counter()
-        out = await self.batcher.submit((key, payload))
+        out = await self.batcher.submit((key, *payload))
         if self._observer is not None:
             self._observer.observe(
                 latency_ms=1000 * (time.perf_counter() - t),

@@ -41,13 +41,14 @@ class FakeWorldSimulator:
     def release(self, key: str) -> None:
         self._start.pop(key, None)
 
-    def step_batch(self, requests: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        """requests: (key, next_proprio (N, 8)) -> next frames (N, H, W, 3) uint8 each."""
+    def step_batch(self, requests: list[tuple]) -> list[np.ndarray]:
+        """requests: (key, next_proprio (N, 8)[, active (N,)]) -> next frames (N, H, W, 3) uint8
+        each (ended environments hold still, so drawing them again changes nothing)."""
         if self.latency_s:
             time.sleep(self.latency_s)
         self.calls += 1
         out = []
-        for key, proprio in requests:
+        for key, proprio, *_ in requests:
             if key not in self._start:
                 raise KeyError(f"simulator has no episode group {key!r} (reset it first)")
             frames = self._start[key].copy()

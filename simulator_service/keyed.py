@@ -1,13 +1,16 @@
 """The world model behind the simulator service: per-group state, one U-Net call for many groups.
 
 Each episode group (N environments of one rollout worker) keeps its memory bank, its reference
-features (encoded once at reset) and its sampling generator. ``step_batch`` gathers the
-conditioning of every requested group, runs a single ``WorldModel.predict`` over all of their
-environments, and splits the frames back: the batching that makes imagined rollouts cheap.
+features (encoded once at reset) and its sampling generator (seeded from the backend's seed and
+the group's key, so a group's frames do not depend on which other groups share its batch, nor on
+the process that serves it). ``step_batch`` gathers the conditioning of every requested group,
+runs a single ``WorldModel.predict`` over all of their environments that are still running, and
+splits the frames back: the batching that makes imagined rollouts cheap.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +40,12 @@ class _Group:
     bank: MemoryBank
     features: Features
     size: int
+    generator: torch.Generator
+
+
+def group_seed(seed: int, key: str) -> int:
+    """The sampling seed of the group named ``key`` under a backend seeded with ``seed``."""
+    return (seed * 1_000_003 + zlib.crc32(key.encode())) % 2**63
 
 
 class KeyedWorldSimulator:
@@ -45,7 +54,7 @@ class KeyedWorldSimulator:
     Args:
         model: the world model (put in eval mode here).
         camera: the real env's camera (action maps).
-        seed: seeds the sampling noise (one generator; deterministic for a fixed request order).
+        seed: seeds the sampling noise (with each group's key: ``group_seed``).
         steps: denoising steps per frame (None: the model config's).
     """
 
@@ -55,7 +64,7 @@ class KeyedWorldSimulator:
         self.model = model.eval()
         self.camera = camera
         self.steps = steps
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.device = next(model.unet.parameters()).device
         self._groups: dict[str, _Group] = {}
 
@@ -76,40 +85,64 @@ class KeyedWorldSimulator:
             features = self.model.encode_reference(ref)
         bank = MemoryBank(self.model.cfg.history)
         bank.reset(x)
-        self._groups[key] = _Group(bank=bank, features=features, size=n)
+        gen = torch.Generator().manual_seed(group_seed(self.seed, key))
+        self._groups[key] = _Group(bank=bank, features=features, size=n, generator=gen)
 
     def release(self, key: str) -> None:
         self._groups.pop(key, None)
 
-    def step_batch(
-        self, requests: list[tuple[str, np.ndarray]], *, steps: int | None = None
-    ) -> list[np.ndarray]:
-        """requests: (key, next_proprio (N_i, 8)) -> next frames (N_i, H, W, 3) uint8 each;
-        ``steps``: denoising steps of this call (None: the backend's)."""
-        groups = []
-        for key, p in requests:
+    def step_batch(self, requests: list[tuple], *, steps: int | None = None) -> list[np.ndarray]:
+        """requests: (key, next_proprio (N_i, 8)) or (key, next_proprio, active (N_i,) bool)
+        -> next frames (N_i, H, W, 3) uint8 each; ``steps``: denoising steps of this call (None:
+        the backend's). Environments not active (ended) are left out of the model call and
+        keep their last frame; every environment's noise is drawn, so the active ones get the
+        same frames as when all run."""
+        groups, rows = [], []
+        for key, p, *rest in requests:
             if key not in self._groups:
                 raise KeyError(f"simulator has no episode group {key!r} (reset it first)")
             g = self._groups[key]
-            if np.asarray(p).shape != (g.size, 8):
+            active = np.ones(g.size, dtype=bool) if not rest else np.asarray(rest[0], dtype=bool)
+            if np.asarray(p).shape != (g.size, 8) or active.shape != (g.size,):
                 raise ValueError(
                     f"group {key!r} holds {g.size} environments: next proprio must be "
-                    f"({g.size}, 8), got {np.asarray(p).shape}"
+                    f"({g.size}, 8) and the active mask ({g.size},), got "
+                    f"{np.asarray(p).shape} and {active.shape}"
                 )
             groups.append(g)
-        proprio = np.concatenate([np.asarray(p, dtype=np.float32) for _, p in requests])
-        size = self.model.cfg.image_size
-        maps = render_action_maps(proprio, self.camera, self.model.cfg.action_map, size=size)
-        amap = torch.from_numpy(maps).permute(0, 3, 1, 2).to(self.device)
-        history = torch.cat([g.bank.select() for g in groups])
-        features = {k: torch.cat([g.features[k] for g in groups]) for k in groups[0].features}
-        frames = self.model.predict(
-            history, amap, features, steps=steps or self.steps, generator=self.generator
+            rows.append(torch.from_numpy(np.nonzero(active)[0]))
+        noise = torch.cat(
+            [
+                torch.randn(self.model.noise_shape(g.size), generator=g.generator)[r]
+                for g, r in zip(groups, rows, strict=True)
+            ]
         )
+        latest = [g.bank.latest() for g in groups]  # (N_i, 3, H, W): ended envs keep these
+        live = [(g, r) for g, r in zip(groups, rows, strict=True) if len(r)]
+        if live:
+            proprio = np.concatenate(
+                [
+                    np.asarray(p, dtype=np.float32)[r.numpy()]
+                    for (_, p, *_), r in zip(requests, rows, strict=True)
+                ]
+            )
+            size = self.model.cfg.image_size
+            maps = render_action_maps(proprio, self.camera, self.model.cfg.action_map, size=size)
+            amap = torch.from_numpy(maps).permute(0, 3, 1, 2).to(self.device)
+            history = torch.cat([g.bank.select()[r] for g, r in live])
+            features = {
+                k: torch.cat([g.features[k][r.to(g.features[k].device)] for g, r in live])
+                for k in groups[0].features
+            }
+            frames = self.model.predict(
+                history, amap, features, steps=steps or self.steps, noise=noise
+            )
         out, start = [], 0
-        for g in groups:
-            f = frames[start : start + g.size]
+        for g, r, last in zip(groups, rows, latest, strict=True):
+            f = last.clone()
+            if len(r):
+                f[r.to(f.device)] = frames[start : start + len(r)].to(f.dtype)
+                start += len(r)
             g.bank.append(f)
             out.append((f.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8))
-            start += g.size
         return out

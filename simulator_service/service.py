@@ -41,6 +41,13 @@ class SimulatorService(BatchedService):
         """Start a group: context frames (N, T0, H, W, 3) uint8, proprio (N, 8)."""
         await self._call(self.backend.reset, key, frames, proprio)
 
-    async def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
-        """Next frames (N, H, W, 3) uint8 of a group given its next proprio states (N, 8)."""
-        return await self._submit(key, np.asarray(next_proprio, dtype=np.float32))
+    async def step(
+        self, key: str, next_proprio: np.ndarray, active: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Next frames (N, H, W, 3) uint8 of a group given its next proprio states (N, 8);
+        ``active`` (N,) bool: the environments still running (None: all); ended ones keep
+        their last frame and cost no model compute."""
+        p = np.asarray(next_proprio, dtype=np.float32)
+        if active is None:
+            return await self._submit(key, p)
+        return await self._submit(key, p, np.asarray(active, dtype=bool))

@@ -41,7 +41,7 @@ def _imagined():
     init = InitialState("e", 0, task, obs.instruction, obs.image[None], obs.proprio)
     sim, refl = FakeWorldSimulator(env.camera), FakeReflector()
     group = ImaginedGroup(
-        LocalSimulatorClient(sim), LocalReflectorClient(refl), init, N, key="g", eta=0.6
+        LocalSimulatorClient(sim), LocalReflectorClient(refl), [init], N, keys=["g"], eta=0.6
     )
     return group, obs.instruction, lambda: sim._start == {} and refl._first == {}
 

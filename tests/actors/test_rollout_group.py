@@ -43,7 +43,7 @@ def _setup():
 
 def rollout_group(policy, sim, refl, init, *, key, group_size, eta, **kw):
     """One imagined group through the acting loop, as a rollout worker runs it."""
-    group = ImaginedGroup(sim, refl, init, group_size, key=key, eta=eta)
+    group = ImaginedGroup(sim, refl, [init], group_size, keys=[key], eta=eta)
     return act_in_chunks(policy, group, **kw)
 
 

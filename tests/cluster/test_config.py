@@ -59,6 +59,11 @@ def test_impossible_value(tmp_path):
         ConfigError, match=r"post_train.world must be one of \['imagined', 'real'\], got 'dream'"
     ):
         load_config(p)
+    p = write(tmp_path, "cluster:\n  placement: shared\n")
+    with pytest.raises(
+        ConfigError, match=r"cluster.placement must be one of services, colocated, got 'shared'"
+    ):
+        load_config(p)
     p = write(tmp_path, "cluster:\n  learners: 0\n")
     with pytest.raises(ConfigError, match=r"'cluster'.*learners must be >= 1"):
         load_config(p)

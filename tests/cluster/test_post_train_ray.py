@@ -124,6 +124,18 @@ def test_two_workers_two_iterations(ray_cluster, assets):
         )
 
 
+def test_colocated_placement_runs_without_service_replicas(ray_cluster, assets):
+    from cluster.driver import post_train
+
+    cfg = make_cfg(assets, "colocated", 1)
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, placement="colocated"))
+    summary = post_train(cfg, progress=False)
+    (record,) = [json.loads(x) for x in (assets / "runs" / "colocated" / "metrics.jsonl").open()]
+    assert summary["version"] == 1 and record["rollout/episodes"] == 2 * 4
+    assert record["step/world_model_call_ms"] > 0 and record["learner/optimizer_steps"] > 0
+    assert not any(k.startswith(("sim/", "reflector/")) for k in record)  # no replica ran
+
+
 def test_real_env_world_runs_the_same_loop_without_services(ray_cluster, assets):
     """post_train.world = real: rollouts in the real env with its success as the reward; no
     simulator, reflector or episode data needed, and versions advance as in imagination."""

@@ -39,6 +39,12 @@ def test_bf16_autocast_sampling_is_close_to_fp32(model):
     torch.testing.assert_close(_sample(model), plain, atol=0, rtol=0)
 
 
+def test_channels_last_sampling_equals_the_plain_layout(model):
+    plain = _sample(model)
+    model.use_fast_path(channels_last=True)
+    torch.testing.assert_close(_sample(model), plain, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_compiled_sampling_equals_eager_and_the_state_dict_is_plain(model):
     plain = _sample(model)
