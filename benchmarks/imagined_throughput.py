@@ -14,10 +14,12 @@ and reflector calls as the workers waited on them, and the rest of the acting lo
 
 Usage: python benchmarks/imagined_throughput.py [--latency-ms 50] [--workers 1 2 4 8]
        [--group-sizes 2 4 8 16] [--steps 8] [--world-model fake|CKPT|preset:demo]
-       [--service-gpus 0.5] [--bf16] [--compile]
+       [--service-gpus 0.5] [--bf16] [--compile] [--placement services|colocated]
 ``preset:NAME`` times a randomly initialized world model of that preset (32 px presets only:
 the benchmark's episodes are 32 px); ``--service-gpus`` places each service replica on that
-share of a GPU, ``--bf16`` / ``--compile`` turn on the services' fast path (``cluster.simulator``).
+share of a GPU, ``--bf16`` / ``--compile`` turn on the services' fast path (``cluster.simulator``);
+``--placement colocated`` gives every rollout worker its own copies instead of replicas
+(``cluster.placement``; with the fake's fixed latency it shows the orchestration left per step).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def measure(
     service_gpus: float = 0.0,
     bf16: bool = False,
     compile: bool = False,
+    placement: str = "services",
 ) -> dict:
     import ray
 
@@ -106,25 +109,21 @@ def measure(
     rc = ReplicaConfig(
         num_cpus=0, num_gpus=service_gpus, max_batch_size=256, max_wait_ms=max_wait_ms
     )
-    sims = start_replicas(
-        SimulatorService,
-        rc,
-        SimulatorFactory(
-            world_model,
-            store.camera().to_dict(),
-            service_gpus,
-            fake_latency_ms=latency_ms,
-            bf16=bf16,
-            compile=compile,
-        ),
-        name=f"bench-sim-{time.time_ns()}",
+    sim_f = SimulatorFactory(
+        world_model,
+        store.camera().to_dict(),
+        service_gpus,
+        fake_latency_ms=latency_ms,
+        bf16=bf16,
+        compile=compile,
     )
-    refls = start_replicas(
-        ReflectorService,
-        rc,
-        ReflectorFactory("fake", service_gpus, fake_latency_ms=latency_ms),
-        name=f"bench-refl-{time.time_ns()}",
-    )
+    refl_f = ReflectorFactory("fake", service_gpus, fake_latency_ms=latency_ms)
+    if placement == "colocated":  # every worker holds its own models: no replica
+        sims, refls, world_of = [], [], (sim_f, refl_f)
+    else:
+        sims = start_replicas(SimulatorService, rc, sim_f, name=f"bench-sim-{time.time_ns()}")
+        refls = start_replicas(ReflectorService, rc, refl_f, name=f"bench-refl-{time.time_ns()}")
+        world_of = (sims, refls)
     rollout = RolloutConfig(
         group_size=group_size, max_policy_steps=steps // 8 or 1, execute_steps=8, eta=0.999
     )
@@ -132,7 +131,7 @@ def measure(
         start_actor(
             RolloutWorker,
             PolicyFactory(policy),
-            world=ImaginedWorld(sims, refls, eta=rollout.eta),
+            world=ImaginedWorld(*world_of, eta=rollout.eta),
             rollout=rollout,
             worker_index=i,
             num_gpus=0,
@@ -154,15 +153,15 @@ def measure(
         steps_done += sum(g.env_steps for groups in outs for g in groups)
         timings += [g.rollout.timings for groups in outs for g in groups]
     dt = time.perf_counter() - t0
-    stats = ray.get(sims[0].stats.remote())
+    stats = ray.get(sims[0].stats.remote()) if sims else {}
     for a in [*ws, *sims, *refls]:
         ray.kill(a)
     per_group_steps = steps_done / (workers * repeats * group_size)
     return {
         "env_steps_per_s": steps_done / dt,
         "seconds_per_group_step": dt / (repeats * per_group_steps),
-        "sim_mean_batch_size": stats["mean_batch_size"],
-        "sim_mean_call_ms": stats["mean_compute_ms"],
+        "sim_mean_batch_size": stats.get("mean_batch_size", group_size),
+        "sim_mean_call_ms": stats.get("mean_compute_ms"),
         **step_breakdown(timings, steps_done),  # the same step/*_ms as a post-training run's
     }
 
@@ -197,6 +196,12 @@ def main() -> None:
         "--world-model", default="fake", help="'fake', a simulator checkpoint, or preset:NAME"
     )
     ap.add_argument("--service-gpus", type=float, default=0.0, help="GPU share per replica")
+    ap.add_argument(
+        "--placement",
+        choices=("services", "colocated"),
+        default="services",
+        help="the models as shared replicas, or a copy in every rollout worker",
+    )
     ap.add_argument("--bf16", action="store_true", help="world model in bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
     ap.add_argument(
@@ -216,7 +221,12 @@ def main() -> None:
         world_model = args.world_model
         if world_model.startswith("preset:"):
             world_model = random_world_model(world_model.split(":", 1)[1], Path(tmp) / "wm")
-        fast = dict(service_gpus=args.service_gpus, bf16=args.bf16, compile=args.compile)
+        fast = dict(
+            service_gpus=args.service_gpus,
+            bf16=args.bf16,
+            compile=args.compile,
+            placement=args.placement,
+        )
         out: dict = {
             "latency_ms": args.latency_ms,
             "max_wait_ms": wait,

@@ -190,6 +190,11 @@ class PostTrainConfig:
         coevolve_simulator_s: training seconds of each refinement.
         coevolve_data: episode stores mixed into every refinement besides the new episodes
             (e.g. the world model's own training data, against forgetting).
+        overlap: roll out iteration k + 1 while the learner updates on iteration k's batch
+            (one step off the policy: those rollouts act with the weights before the update,
+            and the PPO ratio corrects for it; ``learner.max_staleness`` must allow 1). Not
+            before a co-evolution round (its next rollouts need the refined world model); a
+            resume rolls the prefetched round out again with the checkpoint's weights.
     """
 
     policy: str = ""
@@ -209,6 +214,7 @@ class PostTrainConfig:
     coevolve_episodes_per_task: int = 5
     coevolve_simulator_s: float = 120.0
     coevolve_data: list[str] = field(default_factory=list)
+    overlap: bool = False
 
     def __post_init__(self) -> None:
         require(
@@ -342,6 +348,11 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         check_loggers(self.loggers)
+        require(
+            not self.post_train.overlap or self.learner.max_staleness >= 1,
+            "post_train.overlap rolls out one version behind the learner: set "
+            f"learner.max_staleness >= 1 (it is {self.learner.max_staleness}) or overlap: false",
+        )
 
 
 def load_config(

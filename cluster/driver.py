@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,6 +334,26 @@ class PostTrainRun:
             return {"learner/optimizer_steps": 0.0, "learner/kept_trajectories": 0.0}
         return self.learners.update(*r.batches, groups=r.groups)
 
+    def video_due(self, it: int) -> bool:
+        """Iteration ``it`` (from 0) saves a video of its first group."""
+        every = self.cfg.post_train.video_every
+        return every > 0 and (it + 1) % every == 0
+
+    def coevolve_due(self, it: int) -> bool:
+        """A co-evolution round follows iteration ``it`` (never after the last)."""
+        pt = self.cfg.post_train
+        return (
+            bool(pt.coevolve_every) and (it + 1) % pt.coevolve_every == 0 and it + 1 < pt.iterations
+        )
+
+    def sampling_state(self) -> dict[str, int]:
+        """Where the stream of starts stands (a run checkpoint resumes from it)."""
+        return {
+            "sampler_cursor": self.world.sampler.cursor,
+            "next_group": self.next_group,
+            "episodes": self.episodes,
+        }
+
     def metrics_of(self, it: int, r: RolloutRound, rollout_s: float) -> dict[str, float]:
         s = r.summaries
         rewards = np.concatenate([x["rewards"] for x in s])
@@ -406,6 +427,8 @@ class PostTrainRun:
             resumed_at=int(self.driver_state["iteration"]) if self.resume else None,
         )
         start = 0
+        # post_train.overlap: the learner's update waits in this thread while rollouts go on
+        overlap_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner-update")
         try:
             roles = [f"{cc.rollout_workers} rollout workers", "the learner"] + [
                 f"{s.replicas.replicas} {s.prefix} replica(s)" for s in self.world.replicated
@@ -459,30 +482,44 @@ class PostTrainRun:
                 initial=start,
                 total=pt.iterations,
             )
+            prefetched: tuple[RolloutRound, float, dict[str, Any]] | None = None
             for it in bar:
                 t_it = time.perf_counter()
-                video = pt.video_every > 0 and (it + 1) % pt.video_every == 0
                 before = self.service_stats()
-                with self.timers("rollout"):
-                    r = self.roll_out(it, video=video)
-                rollout_s = time.perf_counter() - t_it
-                with self.timers("update"):
-                    metrics = self.update(r)
+                if prefetched is None:
+                    with self.timers("rollout"):
+                        r = self.roll_out(it, video=self.video_due(it))
+                    rollout_s = time.perf_counter() - t_it
+                    rolled = self.metrics_of(it, r, rollout_s)
+                else:  # rolled out during the last iteration's update
+                    r, rollout_s, rolled = prefetched
+                mark = self.sampling_state()  # what a checkpoint of this iteration resumes at
+                prefetched = None
+                if pt.overlap and it + 1 < pt.iterations and not self.coevolve_due(it):
+                    # the learner trains on r while the workers roll out iteration it + 1 with
+                    # the weights r came from (one version behind when it is trained on)
+                    update = overlap_pool.submit(self.update, r)
+                    t_next = time.perf_counter()
+                    with self.timers("rollout_ahead"):
+                        nxt = self.roll_out(it + 1, video=self.video_due(it + 1))
+                    ahead_s = time.perf_counter() - t_next
+                    prefetched = (nxt, ahead_s, self.metrics_of(it + 1, nxt, ahead_s))
+                    with self.timers("update"):  # what of the update the rollouts did not hide
+                        metrics = update.result()
+                else:
+                    with self.timers("update"):
+                        metrics = self.update(r)
                 with self.timers("broadcast"):
                     version = self.sync_weights(self.learners.publish())
-                metrics.update(self.metrics_of(it, r, rollout_s))
+                metrics.update(rolled)
                 metrics.update(_service_delta(before, self.service_stats()))
                 if pt.eval_every and (it + 1) % pt.eval_every == 0:
                     with self.timers("evaluate"):
                         metrics.update(learning_curve_point(self.evaluator, cfg, self.log_line))
-                if (
-                    pt.coevolve_every
-                    and (it + 1) % pt.coevolve_every == 0
-                    and it + 1 < pt.iterations
-                ):
+                if self.coevolve_due(it):
                     with self.timers("coevolve"):
                         metrics.update(coevolution_round(self, it))
-                if video and r.frames is not None:
+                if self.video_due(it) and r.frames is not None:
                     save_group_video(
                         r.frames,
                         self.run_dir / "videos" / f"{pt.world}_iter_{it + 1:04d}.gif",
@@ -513,11 +550,9 @@ class PostTrainRun:
                             it + 1,
                             ray.get(learner.checkpoint_state.remote()),
                             {
-                                "sampler_cursor": self.world.sampler.cursor,
+                                **mark,
                                 "version": version,
                                 "seed": cfg.seed,
-                                "next_group": self.next_group,
-                                "episodes": self.episodes,
                                 "simulator": self.sim_path,
                                 "coevolve_rounds": self.coevolve_rounds,
                             },
@@ -552,6 +587,7 @@ class PostTrainRun:
             _write_json(self.run_dir / "summary.json", summary)
             return summary
         finally:
+            overlap_pool.shutdown(wait=True)
             logger.close()
             self.stop_roles()
 

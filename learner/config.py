@@ -38,6 +38,10 @@ class LearnerConfig:
             higher sampled success is a narrower scale).
         clip_per_group: clip the gradient norm of the LoRA and the head parameters each to
             ``max_grad_norm`` (RIPT-VLA) instead of one global norm over both.
+        max_staleness: trajectories acted by a policy more than this many published versions
+            behind the learner's are dropped, never trained on (counted in
+            ``learner/stale_dropped``); overlapped rollouts (``post_train.overlap``) are one
+            version behind.
 
     How many learner workers share the work (data parallelism) is placement, set in the
     cluster section (``cluster.learners``); the update is the same for any number of them. The
@@ -61,10 +65,12 @@ class LearnerConfig:
     advantage: str = "rloo"
     train_scale_head: bool = False
     clip_per_group: bool = True
+    max_staleness: int = 1
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
         require(self.lr_lora >= 0, f"lr_lora must be >= 0, got {self.lr_lora}")
+        require(self.max_staleness >= 0, f"max_staleness must be >= 0, got {self.max_staleness}")
         require(self.lr_heads >= 0, f"lr_heads must be >= 0, got {self.lr_heads}")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         require(

@@ -218,11 +218,14 @@ class Learner:
                 means over the applied optimizer steps (NaN when none was applied);
                 ``skipped_updates`` and ``optimizer_steps`` in this call;
                 ``kept_trajectories``, ``dropped_constant_groups``, ``reward_mean``,
-                ``advantage_abs_mean`` (over kept trajectories) and ``staleness`` (mean of
-                version - policy_version).
+                ``advantage_abs_mean`` (over kept trajectories), ``staleness`` (mean of
+                version - policy_version) and ``stale_dropped`` (trajectories beyond
+                ``max_staleness``, not trained on).
         """
         batch = batch.to(self.device)
         advantages, keep = self.advantages(batch, groups)  # (B,), (B,)
+        stale = (self.version - batch.policy_version) > self.config.max_staleness  # (B,)
+        keep = keep & ~stale
         mask = termination_mask(batch.done)  # (B, T)
         kept = keep.nonzero().flatten()  # (K,)
         probe = kept[: self.config.micro_batch_size]
@@ -269,6 +272,7 @@ class Learner:
                     advantages[kept].abs().mean().item() if len(kept) else 0.0
                 ),
                 "learner/staleness": (self.version - batch.policy_version).float().mean().item(),
+                "learner/stale_dropped": float(stale.sum().item()),
             }
         )
         return metrics

@@ -257,6 +257,39 @@ def test_resume_continues_from_checkpoint(ray_cluster, assets):
     assert state["sampler_cursor"] == 4  # 2 workers x 1 group x 2 iterations
 
 
+def test_overlap_rolls_out_one_version_behind_and_checkpoints_before_the_prefetch(
+    ray_cluster, assets
+):
+    from cluster.driver import post_train
+
+    cfg = make_cfg(assets, "overlap", 3)
+    cfg = dataclasses.replace(cfg, post_train=dataclasses.replace(cfg.post_train, overlap=True))
+    summary = post_train(cfg, progress=False)
+    run = assets / "runs" / "overlap"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # iteration 2's rollouts ran during iteration 1's update (with v0), iteration 3's during
+    # iteration 2's (with v1); the last iteration rolls out nothing ahead
+    assert [r["rollout/behaviour_version"] for r in records] == [0, 0, 1]
+    assert [r["learner/staleness"] for r in records] == [0, 1, 1]
+    assert [r["broadcast/version"] for r in records] == [1, 2, 3] and summary["version"] == 3
+    assert all(r["learner/stale_dropped"] == 0 for r in records)
+    assert "timers/rollout_ahead_s" in records[0] and "timers/rollout_ahead_s" not in records[2]
+    assert [r["rollout/episodes"] for r in records] == [8, 16, 24]
+    # a checkpoint resumes at the starts after its own iteration's, not after the prefetch
+    state = json.loads((run / "checkpoints" / "iter_000001" / "driver_state.json").read_text())
+    assert state["sampler_cursor"] == 2 and state["next_group"] == 2
+
+
+def test_overlap_needs_a_staleness_bound_of_one(assets):
+    cfg = make_cfg(assets, "x", 1)
+    with pytest.raises(ValueError, match="learner.max_staleness >= 1"):
+        dataclasses.replace(
+            cfg,
+            post_train=dataclasses.replace(cfg.post_train, overlap=True),
+            learner=dataclasses.replace(cfg.learner, max_staleness=0),
+        )
+
+
 def test_too_many_gpus_is_one_clear_error(ray_cluster, assets):
     from cluster.driver import post_train
 

@@ -291,7 +291,23 @@ def test_publish_bumps_version_and_copies_weights() -> None:
     assert not torch.equal(weights["heads.weight"], policy.heads.weight)
     assert learner.publish()[0] == 2
     batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    learner.config = config(max_staleness=2)
     assert learner.update(batch)["learner/staleness"] == 2.0
+
+
+def test_trajectories_beyond_the_staleness_bound_are_dropped_and_counted() -> None:
+    policy = LinearLaplacePolicy()
+    learner = Learner(policy, config(max_staleness=1))
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)  # acted by version 0
+    learner.publish()  # version 1: one behind is within the bound, and trains
+    m = learner.update(batch)
+    assert m["learner/stale_dropped"] == 0.0 and m["learner/optimizer_steps"] > 0
+    learner.publish()  # version 2: two behind, dropped whole, no step
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    m = learner.update(batch)
+    assert m["learner/stale_dropped"] == 4.0 and m["learner/kept_trajectories"] == 0.0
+    assert m["learner/optimizer_steps"] == 0.0
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in before.items())
 
 
 def test_bad_param_groups_are_rejected() -> None:
