@@ -25,14 +25,10 @@ class SimulatorClient(Protocol):
         """frames: (N, T0, H, W, 3) uint8 context (last = current); proprio: (N, 8)."""
         ...
 
-    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
-        """next_proprio: (N, 8) -> next frames (N, H, W, 3) uint8."""
-        ...
-
     def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
-        """``step`` of several groups at once (one model call where the backend is local):
-        (key, next_proprio (N, 8), active (N,) bool) each; ended environments (not active)
-        keep their last frame and cost no model compute."""
+        """Next frames (N, H, W, 3) uint8 of several groups at once (one model call where the
+        backend is local): (key, next_proprio (N, 8)[, active (N,) bool]) each; ended
+        environments (not active) keep their last frame and cost no model compute."""
         ...
 
     def release(self, key: str) -> None: ...
@@ -63,9 +59,6 @@ class LocalSimulatorClient:
 
     def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
         self.backend.reset(key, frames, proprio)
-
-    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
-        return self.backend.step_batch([(key, next_proprio)])[0]
 
     def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
         return self.backend.step_batch(requests)
@@ -173,9 +166,6 @@ class RaySimulatorClient(_RayClient):
         import ray
 
         ray.get(self._handle(key).reset.remote(key, ctx, g["proprio"]))
-
-    def step(self, key: str, next_proprio: np.ndarray) -> np.ndarray:
-        return self.step_many([(key, next_proprio)])[0]
 
     def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
         out = self._call_many(

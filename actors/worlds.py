@@ -77,18 +77,16 @@ class ImaginedGroup:
 
     def reset(self) -> dict[str, Any]:
         n = self.per_start
-        frames0 = np.concatenate(
-            [np.repeat(init.frames[None], n, axis=0) for init in self.inits]
-        )  # (G * n, T0, H, W, 3)
-        self.proprio = np.concatenate(
-            [np.repeat(init.proprio[None].astype(np.float32), n, axis=0) for init in self.inits]
-        )
-        self.instructions = [init.instruction for init in self.inits for _ in range(n)]
+        frames = [np.repeat(init.frames[None], n, axis=0) for init in self.inits]  # (n, T0, ...)
+        proprio = [
+            np.repeat(init.proprio[None].astype(np.float32), n, axis=0) for init in self.inits
+        ]
         self._open = True
-        for key, f, p in zip(
-            self.keys, self._split(frames0), self._split(self.proprio), strict=True
-        ):
+        for key, f, p in zip(self.keys, frames, proprio, strict=True):
             self.sim.reset(key, f, p)
+        frames0 = np.concatenate(frames)  # (G * n, T0, H, W, 3)
+        self.proprio = np.concatenate(proprio)
+        self.instructions = [init.instruction for init in self.inits for _ in range(n)]
         # the reflector has nothing per group: every environment of the batch is one of its
         # episodes, all advancing in lockstep, so the batch is one reflector group
         self.reflector.reset(self.keys[0], self.instructions, frames0)

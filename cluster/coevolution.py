@@ -102,8 +102,8 @@ def coevolution_round(run: Any, it: int) -> dict[str, float]:
         log=run.log_line,
     )
     run.use_simulator(str(folder / "simulator" / "checkpoint"))
-    spec = next(s for s in run.world.services if s.prefix == "sim")
     if not run.world.colocated:  # colocated: each worker builds the refined model itself
+        spec = next(s for s in run.world.services if s.prefix == "sim")
         for h in run.handles["sim"]:
             ray.kill(h)
         name = f"{run.cfg.name}-{time.time_ns() % 10**9}-sim-round{k}"

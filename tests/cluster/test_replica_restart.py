@@ -57,12 +57,12 @@ def test_killed_replicas_restart_and_requests_retry(ray_cluster):
     proprio = np.repeat(obs.proprio[None], 3, axis=0)
     sim.reset("g", frames, proprio)
     refl.reset("g", [obs.instruction] * 3, frames)
-    before = sim.step("g", proprio)
+    (before,) = sim.step_many([("g", proprio)])
     r_before = refl.score("g", before)
 
     for h in (sims[0], refls[0]):
         _kill_and_wait_for_restart(ray, h)
-    after = sim.step("g", proprio)  # the replica lost the group: the client re-sends it
+    (after,) = sim.step_many([("g", proprio)])  # the replica lost the group: the client re-sends it
     r_after = refl.score("g", after)
     assert sim.recoveries >= 1 and refl.recoveries >= 1
     np.testing.assert_array_equal(after, before)  # the fake is deterministic given its context
