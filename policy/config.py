@@ -94,7 +94,8 @@ class PolicyConfig:
     Attributes:
         preset: architecture sizes, "tiny" or "oft-7b".
         checkpoint: folder to load ("" = random init; the tiny tokenizer is then built from the
-            task vocabulary).
+            task vocabulary). A loaded policy keeps the checkpoint's own config, except that SFT
+            fits its scale head within this config's log_scale_min / log_scale_max.
         checkpoint_format: "rehearse" (``policy.checkpoint.save_policy``) or "oft" (an
             OpenVLA-OFT folder: HF Prismatic model + action_head/proprio_projector .pt files).
         num_images: 1 (third-person) or 2 (+ wrist image), as OFT's LIBERO setting.

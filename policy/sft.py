@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,21 @@ def nll_loss(policy: Policy, data: ChunkData, idx: torch.Tensor) -> torch.Tensor
     return -_masked_mean(lp, data.mask[idx].to(mu.device))
 
 
+def set_scale_range(policy: Policy, low: float, high: float) -> None:
+    """Give a loaded policy the experiment's clip range of the Laplace log-scale.
+
+    Every other field of a loaded policy's config is the checkpoint's (its architecture); the
+    scale's range is what the SFT's second stage fits the scale head within, so it is the
+    experiment's (``policy.log_scale_min`` / ``log_scale_max``), and the saved checkpoint
+    carries it on to post-training and evaluation.
+    """
+    if (policy.cfg.log_scale_min, policy.cfg.log_scale_max) == (low, high):
+        return
+    policy.cfg = policy.vla.cfg = replace(policy.cfg, log_scale_min=low, log_scale_max=high)
+    policy.vla.scale_head.log_scale_min = low
+    policy.vla.scale_head.log_scale_max = high
+
+
 @torch.no_grad()
 def init_scale_bias(policy: Policy, data: ChunkData, idx: torch.Tensor) -> None:
     """Start the scale fit at the maximum-likelihood constant scale: the last bias of the scale
@@ -333,6 +348,7 @@ def _fine_tune(
     if policy_cfg.checkpoint:
         policy = load_base(policy_cfg)
         policy.normalizer = Normalizer(stats, name=name)
+        set_scale_range(policy, policy_cfg.log_scale_min, policy_cfg.log_scale_max)
     else:
         instructions = sorted(
             {e["instruction"] for e in store.episode_info}

@@ -209,7 +209,8 @@ def test_sft_command_end_to_end(store, tmp_path, capsys):
 
 def test_frozen_vision_keeps_the_starting_towers(store, tmp_path):
     """SFT from a checkpoint with ``freeze_vision``: the vision towers stay bit for bit, the
-    rest of the backbone learns."""
+    rest of the backbone learns; the scale head is fitted within the experiment's clip range
+    (not the starting checkpoint's), and the saved checkpoint carries that range."""
     first = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2)
     run_sft(
         store,
@@ -219,10 +220,10 @@ def test_frozen_vision_keeps_the_starting_towers(store, tmp_path):
         out=tmp_path / "start",
         progress=False,
     )
-    frozen = SFTConfig(steps=3, scale_steps=0, batch_size=4, val_every=3, freeze_vision=True)
+    frozen = SFTConfig(steps=3, scale_steps=2, batch_size=4, val_every=3, freeze_vision=True)
     policy, _ = run_sft(
         store,
-        policy_cfg=PolicyConfig(chunk=4, checkpoint=str(tmp_path / "start")),
+        policy_cfg=PolicyConfig(chunk=4, checkpoint=str(tmp_path / "start"), log_scale_min=-5.0),
         sft_cfg=frozen,
         demos_per_task=2,
         out=tmp_path / "ck",
@@ -234,3 +235,10 @@ def test_frozen_vision_keeps_the_starting_towers(store, tmp_path):
     assert vision and all(torch.equal(now[k], start[k]) for k in vision)
     projector = [k for k in now if k.startswith("vla.projector.")]
     assert any(not torch.equal(now[k], start[k]) for k in projector)
+    saved = load_policy(tmp_path / "ck")
+    assert load_policy(tmp_path / "start").cfg.log_scale_min == -2.0
+    assert saved.cfg.log_scale_min == saved.vla.scale_head.log_scale_min == -5.0
+    head = saved.vla.scale_head
+    with torch.no_grad():
+        head.model.fc2.bias.fill_(-10.0)
+        assert float(head(torch.zeros(1, 4, head.model.fc1.in_features)).min()) == -5.0
