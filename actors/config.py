@@ -70,6 +70,10 @@ class RolloutConfig:
             round, every non-constant group trains).
         max_sampling_rounds: the most rounds an iteration draws before it trains on what it
             has (counted in ``rollout/sampling_rounds``; a warning says when the cap is hit).
+        round_growth: with dynamic sampling, a round after the first draws as many groups as
+            the missing mixed groups need at the share of mixed groups seen so far, at most
+            this many times ``groups_per_worker`` per worker, so what would be several small
+            rounds steps in one batch (1: every round draws ``groups_per_worker``).
     """
 
     group_size: int = 8
@@ -84,6 +88,7 @@ class RolloutConfig:
     scale_factor: float = 1.0
     mixed_groups: int = 0
     max_sampling_rounds: int = 4
+    round_growth: int = 4
 
     def __post_init__(self) -> None:
         require(
@@ -108,3 +113,8 @@ class RolloutConfig:
             self.mixed_groups >= 0, "rollout.mixed_groups must be >= 0 (0: no dynamic sampling)"
         )
         require(self.max_sampling_rounds >= 1, "rollout.max_sampling_rounds must be >= 1")
+        require(
+            self.round_growth >= 1,
+            f"rollout.round_growth must be >= 1 (1: rounds of groups_per_worker), "
+            f"got {self.round_growth}",
+        )

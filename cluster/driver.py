@@ -285,14 +285,15 @@ class PostTrainRun:
             pair = resubmit(self.workers[i])
 
     def roll_out(self, it: int, *, video: bool) -> RolloutRound:
-        """Rounds of ``groups_per_worker`` fresh groups per worker: one round, or (dynamic
-        sampling, ``rollout.mixed_groups`` = K) until K groups with mixed rewards are in or
-        ``rollout.max_sampling_rounds`` rounds ran; then exactly (at most) K groups train."""
+        """Rounds of fresh groups: one round of ``groups_per_worker`` per worker, or (dynamic
+        sampling, ``rollout.mixed_groups`` = K) rounds until K groups with mixed rewards are in
+        or ``rollout.max_sampling_rounds`` rounds ran, a later round as big as the missing
+        groups need (up to ``rollout.round_growth`` times); then exactly (at most) K groups
+        train."""
 
         rc = self.world.rollout
-        g, k = rc.groups_per_worker, rc.mixed_groups
 
-        def run_round(round_no: int) -> list[tuple[Any, dict[str, Any]]]:
+        def run_round(round_no: int, g: int) -> list[tuple[Any, dict[str, Any]]]:
             starts = self.world.sampler.sample(len(self.workers) * g)
             ids = list(range(self.next_group, self.next_group + len(starts)))
             self.next_group += len(starts)
@@ -307,7 +308,15 @@ class PostTrainRun:
             pairs = [submit(i)(w) for i, w in enumerate(self.workers)]
             return [self.await_rollout(i, p, submit(i)) for i, p in enumerate(pairs)]
 
-        c = collect_until_mixed(run_round, k=k, max_rounds=rc.max_sampling_rounds)
+        k = rc.mixed_groups
+        c = collect_until_mixed(
+            run_round,
+            k=k,
+            max_rounds=rc.max_sampling_rounds,
+            workers=len(self.workers),
+            per_worker=rc.groups_per_worker,
+            max_per_worker=rc.round_growth * rc.groups_per_worker,
+        )
         self.episodes += sum(len(s["rewards"]) for s in c.summaries)
         if k and c.mixed < k and not self.capped_warned:
             self.capped_warned = True
