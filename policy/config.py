@@ -230,6 +230,12 @@ class SFTConfig:
             LLM needs about 0.5 to learn to read its instruction, see ``sft.DecisionSampler``).
         switch_fraction: share drawn from the steps where the gripper command changes sign
             (grasp, release: the instruction decides the next phase); 0 = none.
+        instruction_weight: weight of an auxiliary loss of the L1 stage: which of the demos'
+            instructions a sample has, read from the mean of the action positions' hidden
+            states through a fixed random linear readout (``sft.InstructionProbe``). It makes
+            every word of the instruction shape what the action head reads; 5-demo policies
+            otherwise learned to read the block word and not the target (docs/RESULTS.md).
+            0 = off.
         seed: seed of initialization, splits and batches.
     """
 
@@ -246,10 +252,15 @@ class SFTConfig:
     augment_shift: int = 2
     start_fraction: float = 0.0
     switch_fraction: float = 0.0
+    instruction_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, f"sft.steps must be >= 1, got {self.steps}")
+        require(
+            self.instruction_weight >= 0,
+            f"sft.instruction_weight must be >= 0 (0: off), got {self.instruction_weight}",
+        )
         require(self.scale_steps >= 0, f"sft.scale_steps must be >= 0, got {self.scale_steps}")
         require(self.batch_size >= 1, f"sft.batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0 and self.scale_lr > 0, "sft.lr and sft.scale_lr must be > 0")

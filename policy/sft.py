@@ -215,12 +215,52 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum() / m.sum().clamp_min(1)
 
 
+class InstructionProbe:
+    """Which instruction a sample has, read from the action positions' hidden states.
+
+    A fixed random linear readout (not trained, not saved): logits = scale * mean_t(h_t) W with
+    W ~ N(0, 1 / D) over the demos' distinct instructions. Its cross-entropy, added to the L1
+    loss, makes the hidden states the action head reads tell every instruction apart, the
+    target word included.
+    """
+
+    def __init__(self, instructions: Sequence[str], *, seed: int, scale: float = 10.0):
+        self.names = sorted(set(instructions))
+        self.seed = seed
+        self.scale = scale
+        self._index = {s: i for i, s in enumerate(self.names)}
+        self._readout: torch.Tensor | None = None  # (D, I), drawn at the first call
+
+    def loss(self, hidden: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
+        """Cross-entropy of the instructions (B) from hidden states (B, K, D)."""
+        if self._readout is None:
+            width = hidden.shape[-1]
+            gen = torch.Generator().manual_seed(self.seed)
+            self._readout = torch.randn(width, len(self.names), generator=gen) / width**0.5
+        labels = torch.tensor([self._index[s] for s in instructions], device=hidden.device)
+        logits = self.scale * hidden.mean(dim=1) @ self._readout.to(hidden)  # (B, I)
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+
 def l1_loss(
-    policy: Policy, data: ChunkData, idx: torch.Tensor, *, shift: int = 0, generator=None
+    policy: Policy,
+    data: ChunkData,
+    idx: torch.Tensor,
+    *,
+    shift: int = 0,
+    generator=None,
+    probe: InstructionProbe | None = None,
+    probe_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Masked L1 between mu and the normalized target chunks of samples ``idx``."""
-    mu, _ = policy(data.batch(idx, shift=shift, generator=generator))
-    return _masked_mean((mu - data.chunks[idx].to(mu)).abs(), data.mask[idx].to(mu.device))
+    """Masked L1 between mu and the normalized target chunks of samples ``idx``, plus
+    ``probe_weight`` times the probe's instruction cross-entropy when a probe is given."""
+    batch = data.batch(idx, shift=shift, generator=generator)
+    hidden = policy.vla.action_hidden(*policy.prepare(batch))  # (B, chunk * A, D)
+    mu = policy.vla.action_head(group_action_hidden(hidden, policy.cfg.action_dim))
+    loss = _masked_mean((mu - data.chunks[idx].to(mu)).abs(), data.mask[idx].to(mu.device))
+    if probe is not None and probe_weight:
+        loss = loss + probe_weight * probe.loss(hidden, batch["instruction"])
+    return loss
 
 
 def nll_loss(policy: Policy, data: ChunkData, idx: torch.Tensor) -> torch.Tensor:
@@ -393,9 +433,22 @@ def _fine_tune(
         start_fraction=sft_cfg.start_fraction,
         switch_fraction=sft_cfg.switch_fraction,
     )
+    probe = (
+        InstructionProbe(train.instructions, seed=sft_cfg.seed)
+        if sft_cfg.instruction_weight
+        else None
+    )
     for step in bar:
         idx = draw(gen)
-        loss = l1_loss(policy, train, idx, shift=sft_cfg.augment_shift, generator=gen)
+        loss = l1_loss(
+            policy,
+            train,
+            idx,
+            shift=sft_cfg.augment_shift,
+            generator=gen,
+            probe=probe,
+            probe_weight=sft_cfg.instruction_weight,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

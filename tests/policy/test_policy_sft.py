@@ -16,7 +16,15 @@ from envs.tabletop_expert import expert_action
 from policy.checkpoint import load_policy
 from policy.config import PolicyConfig, SFTConfig
 from policy.normalization import Normalizer, statistics_from_store
-from policy.sft import DecisionSampler, chunk_targets, decision_steps, make_data, run_sft
+from policy.sft import (
+    DecisionSampler,
+    InstructionProbe,
+    chunk_targets,
+    decision_steps,
+    l1_loss,
+    make_data,
+    run_sft,
+)
 from trajectories.episode import Episode
 from trajectories.store import EpisodeStore, write_episodes
 
@@ -110,6 +118,51 @@ def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
     assert {id(p) for p in policy.parameters() if p.requires_grad} == {
         id(p) for g in policy.param_groups().values() for p in g
     }
+
+
+def test_instruction_probe_adds_its_cross_entropy_and_is_not_saved(store, tmp_path):
+    """sft.instruction_weight: the L1 stage's loss is L1 + w * the probe's cross-entropy of the
+    sample's instruction (a plain computation of it below), its gradient reaches the LLM's LoRA, and
+    the checkpoint holds the same weights as one trained without the probe."""
+    cfg = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2, instruction_weight=0.5)
+    policy, _ = run_sft(
+        store,
+        policy_cfg=PolicyConfig(chunk=4),
+        sft_cfg=cfg,
+        demos_per_task=2,
+        out=tmp_path / "probe",
+        progress=False,
+    )
+    ids = store.episode_ids[: 2 * TASKS]
+    data = make_data(store, ids, policy.normalizer, chunk=4, wrist=False)
+    probe = InstructionProbe(data.instructions, seed=0)
+    idx = torch.arange(0, len(data), max(1, len(data) // 6))
+    plain = l1_loss(policy, data, idx)
+    with_probe = l1_loss(policy, data, idx, probe=probe, probe_weight=0.5)
+    hidden = policy.vla.action_hidden(*policy.prepare(data.batch(idx)))  # (B, K, D)
+    w = probe._readout
+    logits = 10.0 * hidden.mean(dim=1) @ w
+    labels = [probe.names.index(data.instructions[i]) for i in idx.tolist()]
+    ce = -torch.stack([logits[b].log_softmax(-1)[y] for b, y in enumerate(labels)]).mean()
+    torch.testing.assert_close(with_probe, plain + 0.5 * ce)
+    assert w.shape == (hidden.shape[-1], len(set(data.instructions)))
+    policy.zero_grad()
+    (with_probe - plain).backward()
+    lora = policy.param_groups()["lora"]  # what still trains after SFT
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    plain_ck = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2)
+    run_sft(
+        store,
+        policy_cfg=PolicyConfig(chunk=4),
+        sft_cfg=plain_ck,
+        demos_per_task=2,
+        out=tmp_path / "plain",
+        progress=False,
+    )
+    keys = {k: v.shape for k, v in load_policy(tmp_path / "probe").state_dict().items()}
+    assert keys == {k: v.shape for k, v in load_policy(tmp_path / "plain").state_dict().items()}
+    with pytest.raises(ValueError, match="sft.instruction_weight"):
+        SFTConfig(instruction_weight=-1.0)
 
 
 def test_decision_steps_are_the_first_step_and_gripper_switches():
