@@ -68,6 +68,20 @@ def store(tmp_path_factory):
     return _demo_store(tmp_path_factory.mktemp("demos") / "store")
 
 
+def _sft(store, out, policy_cfg: PolicyConfig | None = None, **settings):
+    """A few steps of SFT of the tiny policy on 2 demos per task (``settings`` override the
+    tests' short schedule)."""
+    sft = {"steps": 2, "scale_steps": 0, "batch_size": 4, "val_every": 2, **settings}
+    return run_sft(
+        store,
+        policy_cfg=policy_cfg or PolicyConfig(chunk=4),
+        sft_cfg=SFTConfig(**sft),
+        demos_per_task=2,
+        out=out,
+        progress=False,
+    )
+
+
 def test_chunk_targets_mask_the_end():
     actions = np.arange(12, dtype=np.float32).reshape(4, 3)
     chunks, mask = chunk_targets(actions, 3)
@@ -122,17 +136,9 @@ def test_sft_loss_decreases_and_checkpoint_loads(store, tmp_path):
 
 def test_instruction_probe_adds_its_cross_entropy_and_is_not_saved(store, tmp_path):
     """sft.instruction_weight: the L1 stage's loss is L1 + w * the probe's cross-entropy of the
-    sample's instruction (a plain computation of it below), its gradient reaches the LLM's LoRA, and
-    the checkpoint holds the same weights as one trained without the probe."""
-    cfg = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2, instruction_weight=0.5)
-    policy, _ = run_sft(
-        store,
-        policy_cfg=PolicyConfig(chunk=4),
-        sft_cfg=cfg,
-        demos_per_task=2,
-        out=tmp_path / "probe",
-        progress=False,
-    )
+    sample's instruction (a plain computation of it below), its gradient reaches the LoRA
+    weights, and the checkpoint holds the same weights as one trained without the probe."""
+    policy, _ = _sft(store, tmp_path / "probe", instruction_weight=0.5)
     ids = store.episode_ids[: 2 * TASKS]
     data = make_data(store, ids, policy.normalizer, chunk=4, wrist=False)
     probe = InstructionProbe(data.instructions, seed=0)
@@ -150,15 +156,7 @@ def test_instruction_probe_adds_its_cross_entropy_and_is_not_saved(store, tmp_pa
     (with_probe - plain).backward()
     lora = policy.param_groups()["lora"]  # what still trains after SFT
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
-    plain_ck = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2)
-    run_sft(
-        store,
-        policy_cfg=PolicyConfig(chunk=4),
-        sft_cfg=plain_ck,
-        demos_per_task=2,
-        out=tmp_path / "plain",
-        progress=False,
-    )
+    _sft(store, tmp_path / "plain")
     keys = {k: v.shape for k, v in load_policy(tmp_path / "probe").state_dict().items()}
     assert keys == {k: v.shape for k, v in load_policy(tmp_path / "plain").state_dict().items()}
     with pytest.raises(ValueError, match="sft.instruction_weight"):
@@ -264,23 +262,15 @@ def test_frozen_vision_keeps_the_starting_towers(store, tmp_path):
     """SFT from a checkpoint with ``freeze_vision``: the vision towers stay bit for bit, the
     rest of the backbone learns; the scale head is fitted within the experiment's clip range
     (not the starting checkpoint's), and the saved checkpoint carries that range."""
-    first = SFTConfig(steps=2, scale_steps=0, batch_size=4, val_every=2)
-    run_sft(
+    _sft(store, tmp_path / "start")
+    policy, _ = _sft(
         store,
-        policy_cfg=PolicyConfig(chunk=4),
-        sft_cfg=first,
-        demos_per_task=2,
-        out=tmp_path / "start",
-        progress=False,
-    )
-    frozen = SFTConfig(steps=3, scale_steps=2, batch_size=4, val_every=3, freeze_vision=True)
-    policy, _ = run_sft(
-        store,
-        policy_cfg=PolicyConfig(chunk=4, checkpoint=str(tmp_path / "start"), log_scale_min=-5.0),
-        sft_cfg=frozen,
-        demos_per_task=2,
-        out=tmp_path / "ck",
-        progress=False,
+        tmp_path / "ck",
+        PolicyConfig(chunk=4, checkpoint=str(tmp_path / "start"), log_scale_min=-5.0),
+        steps=3,
+        scale_steps=2,
+        val_every=3,
+        freeze_vision=True,
     )
     start = load_policy(tmp_path / "start").state_dict()
     now = policy.state_dict()
