@@ -82,14 +82,8 @@ def run(args: argparse.Namespace, growth: int, run_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    ours, rest = (
-        (argv[: argv.index("--")], argv[argv.index("--") + 1 :])
-        if "--" in argv
-        else (
-            argv,
-            [],
-        )
-    )
+    split = argv.index("--") if "--" in argv else len(argv)
+    ours, rest = argv[:split], argv[split + 1 :]  # rest: the post-train arguments
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="experiment YAML")
     p.add_argument("--policy", required=True, help="SFT policy checkpoint")

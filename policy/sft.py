@@ -256,7 +256,7 @@ def l1_loss(
     ``probe_weight`` times the probe's instruction cross-entropy when a probe is given."""
     batch = data.batch(idx, shift=shift, generator=generator)
     hidden = policy.vla.action_hidden(*policy.prepare(batch))  # (B, chunk * A, D)
-    mu = policy.vla.action_head(group_action_hidden(hidden, policy.cfg.action_dim))
+    mu, _ = policy.vla.heads(hidden)  # (B, chunk, A)
     loss = _masked_mean((mu - data.chunks[idx].to(mu)).abs(), data.mask[idx].to(mu.device))
     if probe is not None and probe_weight:
         loss = loss + probe_weight * probe.loss(hidden, batch["instruction"])
