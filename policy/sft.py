@@ -422,11 +422,9 @@ def _fine_tune(
             and not (sft_cfg.freeze_vision and n.startswith("vla.vision."))
         )
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=sft_cfg.steps, eta_min=sft_cfg.lr * 0.1
-    )
-    bar = tqdm(range(sft_cfg.steps), desc="sft l1", disable=not progress)
+    total = sft_cfg.cycles * sft_cfg.steps
+    metrics["lr"] = []
+    bar = tqdm(range(total), desc="sft l1", disable=not progress)
     draw = DecisionSampler(
         train,
         sft_cfg.batch_size,
@@ -439,6 +437,12 @@ def _fine_tune(
         else None
     )
     for step in bar:
+        if step % sft_cfg.steps == 0:  # a cycle starts: a fresh optimizer and cosine
+            opt = torch.optim.AdamW(params, lr=sft_cfg.lr, weight_decay=sft_cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=sft_cfg.steps, eta_min=sft_cfg.lr * 0.1
+            )
+        metrics["lr"].append(sched.get_last_lr()[0])
         idx = draw(gen)
         loss = l1_loss(
             policy,
@@ -456,7 +460,7 @@ def _fine_tune(
         sched.step()
         metrics["l1"].append(loss.item())
         trackers.log(step + 1, {"sft/l1": metrics["l1"][-1]})
-        if val is not None and ((step + 1) % sft_cfg.val_every == 0 or step + 1 == sft_cfg.steps):
+        if val is not None and ((step + 1) % sft_cfg.val_every == 0 or step + 1 == total):
             policy.eval()
             v = evaluate_loss(policy, val, batch_size=EVAL_BATCH)
             policy.train()
@@ -484,7 +488,7 @@ def _fine_tune(
         loss.backward()
         opt.step()
         metrics["nll"].append(loss.item())
-        trackers.log(sft_cfg.steps + i + 1, {"sft/nll": metrics["nll"][-1]})
+        trackers.log(total + i + 1, {"sft/nll": metrics["nll"][-1]})
     if sft_cfg.scale_steps:
         with torch.no_grad():
             metrics["nll_after"] = float(nll_loss(policy, train, probe))

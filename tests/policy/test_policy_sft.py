@@ -195,6 +195,17 @@ def test_decision_sampler_draws_its_shares(store):
     assert int(uniform.max()) < len(data) and len(set(uniform.tolist())) > len(data) // 2
 
 
+def test_cycles_restart_the_learning_rate(store, tmp_path):
+    _, metrics = _sft(store, tmp_path / "ck", steps=3, cycles=2, lr=1e-3, val_every=100)
+    lr = metrics["lr"]  # the learning rate of each L1 step
+    assert len(lr) == len(metrics["l1"]) == 6
+    assert lr[0] == lr[3] == 1e-3 and lr[1] < lr[0] and lr[2] < lr[1]  # two cosines
+    assert lr[3:] == lr[:3]
+    assert [s for s, _ in metrics["val_l1"]] == [6]  # validated once, at the last step
+    with pytest.raises(ValueError, match="sft.cycles must be >= 1"):
+        SFTConfig(cycles=0)
+
+
 def test_too_few_demos_is_a_clear_error(store, tmp_path):
     with pytest.raises(ValueError, match="has 3 expert demos.*asks for 9"):
         run_sft(
