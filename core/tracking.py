@@ -120,8 +120,15 @@ class Trackers:
             self._tb.close()
             self._tb = None
         if self._wandb is not None:
+            import wandb
+
             self._wandb.finish()
             self._wandb = None
+            # finish() can return before W&B's service process has written the run's last
+            # records to the offline file; teardown waits for that service to exit. Only when
+            # no other run of this process still needs it.
+            if wandb.run is None:
+                wandb.teardown()
 
     def __enter__(self) -> Trackers:
         return self
