@@ -42,6 +42,13 @@ class LearnerConfig:
             behind the learner's are dropped, never trained on (counted in
             ``learner/stale_dropped``); overlapped rollouts (``post_train.overlap``) are one
             version behind.
+        gradient_signal: before each update, also compute the policy gradient of the kept
+            trajectories in two halves, their initial-state groups alternating between them,
+            and report how much of the batch gradient is signal rather than sampling noise:
+            ``learner/grad_half_cosine`` (the halves' cosine) and ``learner/grad_signal_share``
+            (h1 . h2 / |(h1 + h2) / 2|^2, an estimate of |E g|^2 / E|g|^2 for the whole batch;
+            near 0 or below when the batch's gradient is noise). One more forward and
+            backward pass over the batch; off by default.
 
     How many learner workers share the work (data parallelism) is placement, set in the
     cluster section (``cluster.learners``); the update is the same for any number of them. The
@@ -66,6 +73,7 @@ class LearnerConfig:
     train_scale_head: bool = False
     clip_per_group: bool = True
     max_staleness: int = 1
+    gradient_signal: bool = False
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list

@@ -220,7 +220,9 @@ class Learner:
                 ``kept_trajectories``, ``dropped_constant_groups``, ``reward_mean``,
                 ``advantage_abs_mean`` (over kept trajectories), ``staleness`` (mean of
                 version - policy_version) and ``stale_dropped`` (trajectories beyond
-                ``max_staleness``, not trained on).
+                ``max_staleness``, not trained on); with ``config.gradient_signal``
+                also ``grad_half_cosine`` and ``grad_signal_share``, measured before the
+                first step.
         """
         batch = batch.to(self.device)
         advantages, keep = self.advantages(batch, groups)  # (B,), (B,)
@@ -236,6 +238,7 @@ class Learner:
                 {k: v[b_idx, t_idx] for k, v in sub.obs.items()},
                 sub.actions[b_idx, t_idx],
             )
+        signal = self._gradient_signal(batch, mask, advantages, kept)
         mb = self.config.minibatch_size
         num_steps = self.config.ppo_epochs * math.ceil(len(kept) / mb)
         sums = dict.fromkeys((*_STAT_KEYS, "grad_norm"), 0.0)
@@ -273,9 +276,51 @@ class Learner:
                 ),
                 "learner/staleness": (self.version - batch.policy_version).float().mean().item(),
                 "learner/stale_dropped": float(stale.sum().item()),
+                **signal,
             }
         )
         return metrics
+
+    def _gradient_signal(
+        self,
+        batch: TrajectoryBatch,
+        mask: torch.Tensor,
+        advantages: torch.Tensor,
+        kept: torch.Tensor,
+    ) -> dict[str, float]:
+        """Gradient of the kept trajectories' loss in two halves of their groups (the sorted
+        group ids alternate between the halves, so no initial state is in both) at the
+        current weights; ``config.gradient_signal`` explains the two metrics. Empty when
+        the option is off, NaN when fewer than two groups are kept. The weights and the
+        optimizer are untouched."""
+        if not self.config.gradient_signal:
+            return {}
+        gids = batch.group_ids[kept]  # (K,)
+        groups = torch.unique(gids)  # sorted
+        if len(groups) < 2:
+            return {"learner/grad_half_cosine": math.nan, "learner/grad_signal_share": math.nan}
+        first = torch.isin(gids, groups[0::2])  # (K,)
+        rank, world = data_parallel_rank()
+        halves = []
+        for idx in (kept[first], kept[~first]):
+            self.optimizer.zero_grad(set_to_none=True)
+            local = idx[rank::world]
+            for start in range(0, len(local), self.config.micro_batch_size):
+                micro = local[start : start + self.config.micro_batch_size]
+                loss, _ = self._micro_loss(batch.index(micro), mask[micro], advantages[micro])
+                (loss * (len(micro) / len(idx))).backward()
+            halves.append(torch.cat([g.reshape(-1).double() for g in self._grads()]))
+        self.optimizer.zero_grad(set_to_none=True)
+        if world > 1:
+            all_reduce_sum(halves)
+        h1, h2 = halves  # (P,) each: the per-trajectory mean gradient of one half
+        dot = float(h1 @ h2)
+        norms = float(h1.norm() * h2.norm())
+        mean_sq = float(((h1 + h2) / 2).square().sum())
+        return {
+            "learner/grad_half_cosine": dot / norms if norms > 0 else math.nan,
+            "learner/grad_signal_share": dot / mean_sq if mean_sq > 0 else math.nan,
+        }
 
     def _optimizer_step(
         self,

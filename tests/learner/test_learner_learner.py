@@ -461,3 +461,56 @@ def test_a_policy_broken_by_finite_weights_is_never_published() -> None:
     learner.update(batch)  # training goes on from the restored weights
     _, weights = learner.publish()
     assert learner.rolled_back == 1 and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def _plain_half_gradient(policy, batch, advantages, rows) -> torch.Tensor:
+    """Mean over the rows of -A_n * (mean over valid executed actions of d log p), by hand."""
+    total = None
+    for n in rows:
+        valid = ~torch.cumsum(batch.done[n].long(), 0).roll(1, 0).bool()
+        valid[0] = True  # steps up to and including the first done
+        loc, log_scale = policy.dist(batch.obs["state"][n][valid])  # (T', C, A)
+        lp = laplace_log_density(batch.actions[n][valid], loc, log_scale).sum(-1)  # (T', C)
+        loss = -advantages[n] * lp.mean()
+        grads = torch.autograd.grad(loss, list(policy.parameters()))
+        flat = torch.cat([g.reshape(-1) for g in grads]) / len(rows)
+        total = flat if total is None else total + flat
+    return total
+
+
+def test_gradient_signal_measures_the_halves_of_the_groups_against_a_plain_loop() -> None:
+    policy = LinearLaplacePolicy()
+    rewards = [0.9, 0.1, 0.2, 0.7, 0.5, 0.0, 1.0, 0.3, 0.4, 0.8, 0.6, 0.0]
+    batch = make_batch(policy, rewards, group_size=2, horizon=4)  # 6 groups
+    learner = Learner(policy, config(micro_batch_size=2, minibatch_size=12, gradient_signal=True))
+    advantages, _ = learner.advantages(batch)
+    groups = batch.group_ids
+    h1 = _plain_half_gradient(policy, batch, advantages, (groups % 2 == 0).nonzero().flatten())
+    h2 = _plain_half_gradient(policy, batch, advantages, (groups % 2 == 1).nonzero().flatten())
+    metrics = learner.update(batch)
+    cosine = float(h1 @ h2 / (h1.norm() * h2.norm()))
+    share = float(h1 @ h2 / ((h1 + h2) / 2).square().sum())
+    assert metrics["learner/grad_half_cosine"] == pytest.approx(cosine, rel=1e-4)
+    assert metrics["learner/grad_signal_share"] == pytest.approx(share, rel=1e-4)
+
+
+def test_gradient_signal_is_one_for_identical_halves_and_leaves_the_update_alone() -> None:
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.3, 0.9], group_size=2)
+    for field in ("obs", "actions", "old_log_probs", "rewards", "done"):  # group 1 = group 0
+        value = getattr(batch, field)
+        for v in value.values() if isinstance(value, dict) else [value]:
+            v[2:] = v[:2]
+    twin = copy.deepcopy(policy)
+    measured = Learner(policy, config(ppo_epochs=2, gradient_signal=True))
+    plain = Learner(twin, config(ppo_epochs=2))
+    m_measured, m_plain = measured.update(batch), plain.update(batch)
+    assert m_measured["learner/grad_half_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert m_measured["learner/grad_signal_share"] == pytest.approx(1.0, abs=1e-6)
+    assert "learner/grad_half_cosine" not in m_plain
+    for k, v in twin.state_dict().items():  # the extra pass changes neither weights nor steps
+        torch.testing.assert_close(policy.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    one_group = make_batch(policy, [1.0, 0.0], group_size=2)
+    m_one = measured.update(one_group)
+    assert math.isnan(m_one["learner/grad_half_cosine"])
+    assert math.isnan(m_one["learner/grad_signal_share"])
