@@ -300,18 +300,12 @@ class Learner:
         if len(groups) < 2:
             return {"learner/grad_half_cosine": math.nan, "learner/grad_signal_share": math.nan}
         first = torch.isin(gids, groups[0::2])  # (K,)
-        rank, world = data_parallel_rank()
         halves = []
         for idx in (kept[first], kept[~first]):
-            self.optimizer.zero_grad(set_to_none=True)
-            local = idx[rank::world]
-            for start in range(0, len(local), self.config.micro_batch_size):
-                micro = local[start : start + self.config.micro_batch_size]
-                loss, _ = self._micro_loss(batch.index(micro), mask[micro], advantages[micro])
-                (loss * (len(micro) / len(idx))).backward()
+            self._accumulate_gradients(batch, mask, advantages, idx)
             halves.append(torch.cat([g.reshape(-1).double() for g in self._grads()]))
         self.optimizer.zero_grad(set_to_none=True)
-        if world > 1:
+        if data_parallel_rank()[1] > 1:
             all_reduce_sum(halves)
         h1, h2 = halves  # (P,) each: the per-trajectory mean gradient of one half
         dot = float(h1 @ h2)
@@ -321,6 +315,34 @@ class Learner:
             "learner/grad_half_cosine": dot / norms if norms > 0 else math.nan,
             "learner/grad_signal_share": dot / mean_sq if mean_sq > 0 else math.nan,
         }
+
+    def _accumulate_gradients(
+        self,
+        batch: TrajectoryBatch,
+        mask: torch.Tensor,
+        advantages: torch.Tensor,
+        idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """Zero the gradients, then backward this worker's share ``idx[rank::world]`` of the
+        trajectories ``idx`` in micro-batches, each loss weighted by its share of ``idx``'s
+        trajectories (so the gradients summed over workers are those of the per-trajectory
+        mean over ``idx``). Returns this worker's stats (``_STAT_KEYS``: the loss, and the
+        per-step stats weighted by each micro-batch's share of the valid steps)."""
+        rank, world = data_parallel_rank()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = torch.zeros(len(_STAT_KEYS), device=self.device)  # (loss, stats...)
+        num_steps = mask[idx].sum()  # valid steps in all of idx
+        local = idx[rank::world]  # this worker's share
+        for start in range(0, len(local), self.config.micro_batch_size):
+            micro = local[start : start + self.config.micro_batch_size]  # (M,)
+            traj_share = len(micro) / len(idx)
+            step_share = mask[micro].sum() / num_steps
+            loss, stats = self._micro_loss(batch.index(micro), mask[micro], advantages[micro])
+            (loss * traj_share).backward()
+            stats = {k: v * step_share for k, v in stats.items()}
+            stats["loss"] = loss.detach() * traj_share
+            totals += torch.stack([stats[k].float() for k in _STAT_KEYS])
+        return totals
 
     def _optimizer_step(
         self,
@@ -340,21 +362,8 @@ class Learner:
         those of one worker doing all of it, so every worker clips, checks and steps alike.
         Returns the step's stats, or None when the step was skipped (non-finite).
         """
-        rank, world = data_parallel_rank()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals = torch.zeros(len(_STAT_KEYS), device=self.device)  # (loss, stats...)
-        num_steps = mask[idx].sum()  # valid steps in the whole minibatch
-        local = idx[rank::world]  # this worker's share of the minibatch
-        for start in range(0, len(local), self.config.micro_batch_size):
-            micro = local[start : start + self.config.micro_batch_size]  # (M,)
-            traj_share = len(micro) / len(idx)
-            step_share = mask[micro].sum() / num_steps
-            loss, stats = self._micro_loss(batch.index(micro), mask[micro], advantages[micro])
-            (loss * traj_share).backward()
-            stats = {k: v * step_share for k, v in stats.items()}
-            stats["loss"] = loss.detach() * traj_share
-            totals += torch.stack([stats[k].float() for k in _STAT_KEYS])
-        if world > 1:
+        totals = self._accumulate_gradients(batch, mask, advantages, idx)
+        if data_parallel_rank()[1] > 1:
             all_reduce_sum([totals, *self._grads()])
         grad_norm = self._clip_gradients()
         values = dict(zip(_STAT_KEYS, totals.tolist(), strict=True))
