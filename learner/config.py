@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from core.configlib import require
 from learner.loop import ADVANTAGES, RATIO_UNITS
 
+SCALE_GRADIENTS = ("none", "trunk", "all")  # how the Laplace scale enters the update
+
 
 @dataclass
 class LearnerConfig:
@@ -33,9 +35,14 @@ class LearnerConfig:
             Clipping, masking and the per-trajectory mean all work on these units.
         advantage: "rloo" (R_n minus the mean of the other rollouts of its group, LOOP) or
             "grpo" (group mean and standard deviation, RLinf / SimpleVLA-RL).
-        train_scale_head: train the Laplace scale head with the heads; False freezes it
-            (RIPT-VLA freezes it in every OpenVLA-OFT config: trained, the easiest way to a
-            higher sampled success is a narrower scale).
+        scale_gradient: how the Laplace scale b enters the update. "none": the loss treats b as
+            a constant (the scale head frozen, and no gradient through b into the shared trunk);
+            "trunk": the scale head frozen, but the gradient through b reaches the LoRA trunk
+            that feeds it (how the learner worked until session 17); "all": the scale head
+            trained with the heads. RIPT-VLA freezes the head in every OpenVLA-OFT config: the
+            easiest way to a higher sampled success is a narrower scale, and through the trunk
+            the gradient still takes it (at 2x sampling width, 97% of a batch gradient's
+            energy pointed there; docs/RESULTS.md, session 17).
         clip_per_group: clip the gradient norm of the LoRA and the head parameters each to
             ``max_grad_norm`` (RIPT-VLA) instead of one global norm over both.
         max_staleness: trajectories acted by a policy more than this many published versions
@@ -70,7 +77,7 @@ class LearnerConfig:
     constant_reward_atol: float = 1e-6
     ratio: str = "action"
     advantage: str = "rloo"
-    train_scale_head: bool = False
+    scale_gradient: str = "none"
     clip_per_group: bool = True
     max_staleness: int = 1
     gradient_signal: bool = False
@@ -106,6 +113,11 @@ class LearnerConfig:
         require(
             self.ratio in RATIO_UNITS,
             f"learner.ratio must be one of {list(RATIO_UNITS)}, got {self.ratio!r}",
+        )
+        require(
+            self.scale_gradient in SCALE_GRADIENTS,
+            f"learner.scale_gradient must be one of {list(SCALE_GRADIENTS)}, "
+            f"got {self.scale_gradient!r}",
         )
         require(
             self.advantage in ADVANTAGES,

@@ -71,13 +71,14 @@ class TrainablePolicy(Protocol):
     log-densities (N, chunk, A) and the Laplace log_scale (broadcastable to (N, chunk, A)) for
     the entropy metric. It must be deterministic (dropout off) so that the first PPO ratio is
     exactly 1. ``trainable_state_dict`` returns the trainable weights (LoRA + heads) by name,
-    ``load_trainable_state_dict`` copies such weights back in place.
+    ``load_trainable_state_dict`` copies such weights back in place. With ``scale_gradient``
+    False the log-densities must carry no gradient through the scale (b a constant in them).
     """
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
 
     def log_density(
-        self, obs: dict[str, torch.Tensor], actions: torch.Tensor
+        self, obs: dict[str, torch.Tensor], actions: torch.Tensor, *, scale_gradient: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
@@ -103,7 +104,7 @@ class Learner:
         self.config = config
         groups = dict(policy.param_groups())
         scale_head = list(groups.pop("scale_head", []))
-        if config.train_scale_head:
+        if config.scale_gradient == "all":
             groups["heads"] = [*groups.get("heads", []), *scale_head]
         else:  # frozen: out of the optimizer and without gradients, so bit for bit unchanged
             for p in scale_head:
@@ -426,7 +427,9 @@ class Learner:
         b_idx, t_idx = mask.nonzero(as_tuple=True)  # (N,), (N,) valid steps
         obs = {k: v[b_idx, t_idx] for k, v in batch.obs.items()}  # (N, ...)
         actions = batch.actions[b_idx, t_idx]  # (N, chunk, A)
-        density, log_scale = self.policy.log_density(obs, actions)
+        density, log_scale = self.policy.log_density(
+            obs, actions, scale_gradient=self.config.scale_gradient != "none"
+        )
         if density.shape != actions.shape:
             raise ValueError(
                 f"policy.log_density returned shape {tuple(density.shape)} for action chunks "

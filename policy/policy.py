@@ -266,7 +266,7 @@ class Policy(nn.Module):
         return actions, laplace_log_density(actions, mu, log_scale), mu, log_scale
 
     def log_density(
-        self, batch: dict[str, Any], actions: torch.Tensor
+        self, batch: dict[str, Any], actions: torch.Tensor, *, scale_gradient: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension log-densities of normalized action chunks (what the learner's PPO
         ratios are built from, at the granularity it is set to).
@@ -274,11 +274,14 @@ class Policy(nn.Module):
         Args:
             batch: observations, see ``forward``.
             actions: (B, chunk, A) normalized action chunks.
+            scale_gradient: False: the log-densities treat the Laplace scale as a constant (no
+                gradient through it into the scale head or the trunk that feeds it).
         Returns:
             log_density (B, chunk, A) and the Laplace log_scale (B, chunk, A) (entropy).
         """
         mu, log_scale = self(batch)
-        return laplace_log_density(actions.to(mu), mu, log_scale), log_scale
+        b = log_scale if scale_gradient else log_scale.detach()
+        return laplace_log_density(actions.to(mu), mu, b), log_scale
 
     def log_prob(self, batch: dict[str, Any], actions: torch.Tensor) -> torch.Tensor:
         """Log-prob (B,) of normalized action chunks (B, chunk, A), summed over chunk and A."""

@@ -31,10 +31,11 @@ class LinearLaplacePolicy(nn.Module):
         out = out.reshape(*state.shape[:-1], CHUNK, ACTION_DIM, 2)
         return out[..., 0], out[..., 1].clamp(-2.0, 0.5)  # loc, log_scale (..., CHUNK, A)
 
-    def log_density(self, obs, actions):
+    def log_density(self, obs, actions, *, scale_gradient=True):
         self.calls.append(actions.shape[0])
         loc, log_scale = self.dist(obs["state"])
-        return laplace_log_density(actions, loc, log_scale), log_scale
+        b = log_scale if scale_gradient else log_scale.detach()
+        return laplace_log_density(actions, loc, b), log_scale
 
     def param_groups(self):
         return {"lora": list(self.lora.parameters()), "heads": list(self.heads.parameters())}
@@ -79,7 +80,10 @@ def make_batch(
 
 
 def config(**kw) -> LearnerConfig:
-    base = dict(minibatch_size=4, micro_batch_size=4, lr_lora=1e-2, lr_heads=1e-3)
+    # the fake's scale is an output of its heads layer, trained with it ("all")
+    base = dict(
+        minibatch_size=4, micro_batch_size=4, lr_lora=1e-2, lr_heads=1e-3, scale_gradient="all"
+    )
     base.update(kw)
     return LearnerConfig(**base)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from learner import Learner, LearnerConfig, TrajectoryBatch
+from learner.loop import termination_mask
 from policy.checkpoint import build_policy
 from policy.config import PolicyConfig
 from policy.normalization import compute_statistics
@@ -81,11 +82,13 @@ def test_learner_trains_the_real_policy_and_publishes_loadable_weights() -> None
     assert version == 1
 
 
-@pytest.mark.parametrize("ratio", ["chunk", "action", "dim"])
-def test_frozen_scale_head_stays_bit_for_bit_while_lora_and_action_head_train(ratio) -> None:
+@pytest.mark.parametrize(
+    ("ratio", "scale"), [("chunk", "none"), ("action", "trunk"), ("dim", "none")]
+)
+def test_frozen_scale_head_stays_bit_for_bit_while_lora_and_action_head_train(ratio, scale) -> None:
     policy = tiny_policy()
     batch = rollout_batch(policy)
-    cfg = LearnerConfig(minibatch_size=4, micro_batch_size=2, train_scale_head=False, ratio=ratio,
+    cfg = LearnerConfig(minibatch_size=4, micro_batch_size=2, scale_gradient=scale, ratio=ratio,
         lr_lora=1e-3, lr_heads=1e-3, weight_decay=0.1, clip_per_group=True,
     )  # fmt: skip
     learner = Learner(policy, cfg)
@@ -100,3 +103,29 @@ def test_frozen_scale_head_stays_bit_for_bit_while_lora_and_action_head_train(ra
     # the frozen head is still part of what is published (rollout workers load it unchanged)
     _, weights = learner.publish()
     assert set(scale) <= set(weights)
+
+
+def _first_gradients(policy, batch, scale: str) -> list[torch.Tensor]:
+    """The trainable weights' gradient of the learner's loss on the whole batch."""
+    learner = Learner(
+        policy, LearnerConfig(minibatch_size=4, micro_batch_size=2, scale_gradient=scale)
+    )
+    advantages, keep = learner.advantages(batch, None)
+    learner._accumulate_gradients(
+        batch, termination_mask(batch.done), advantages, keep.nonzero().flatten()
+    )
+    return [p.grad.clone() for p in learner._params]
+
+
+def test_scale_gradient_none_is_the_gradient_of_a_constant_scale() -> None:
+    batch = rollout_batch(tiny_policy())
+    none = _first_gradients(tiny_policy(), batch, "none")
+    trunk = _first_gradients(tiny_policy(), batch, "trunk")
+    # the plain way to a constant scale: the scale head's output detached, gradient through b on
+    constant = tiny_policy()
+    head = constant.vla.scale_head
+    head.register_forward_hook(lambda _module, _inputs, out: out.detach())
+    plain = _first_gradients(constant, batch, "trunk")
+    for a, b in zip(none, plain, strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(none, trunk, strict=True))
