@@ -74,6 +74,12 @@ class RolloutConfig:
             the missing mixed groups need at the share of mixed groups seen so far, at most
             this many times ``groups_per_worker`` per worker, so what would be several small
             rounds steps in one batch (1: every round draws ``groups_per_worker``).
+        mirrored: mirrored (antithetic) sampling in the training rollouts: rollout n + N/2 of
+            every group acts with the negated standard noise of rollout n at every policy step,
+            so each pair's rewards differ only through the noise's sign, and the pair's
+            gradient is a finite difference along its noise (the reward's part that is even in
+            the noise cancels). Needs an even ``group_size`` and ``learner.advantage:
+            rloo_mirrored`` (a rollout's baseline must leave out its mirror image).
     """
 
     group_size: int = 8
@@ -89,6 +95,7 @@ class RolloutConfig:
     mixed_groups: int = 0
     max_sampling_rounds: int = 4
     round_growth: int = 4
+    mirrored: bool = False
 
     def __post_init__(self) -> None:
         require(
@@ -117,4 +124,9 @@ class RolloutConfig:
             self.round_growth >= 1,
             f"rollout.round_growth must be >= 1 (1: rounds of groups_per_worker), "
             f"got {self.round_growth}",
+        )
+        require(
+            not self.mirrored or (self.group_size % 2 == 0 and self.group_size >= 4),
+            f"rollout.mirrored pairs the rollouts of a group: rollout.group_size must be even "
+            f"and >= 4, got {self.group_size}",
         )

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from policy.distribution import laplace_noise
+
 
 @dataclass
 class Step:
@@ -140,6 +142,7 @@ def act_in_chunks(
     deterministic: bool = False,
     generator: torch.Generator | None = None,
     scale_factor: float = 1.0,
+    mirror: int = 0,
     keep_frames: bool = False,
 ) -> Rollout:
     """Run the group until every environment has ended or the horizon is reached.
@@ -153,8 +156,17 @@ def act_in_chunks(
         deterministic: act with the mean action mu (evaluation).
         generator: the sampling noise.
         scale_factor: sampling width multiplier (``Policy.act``).
+        mirror: mirrored (antithetic) sampling: the environments come in consecutive groups
+            of this many (even), and at every policy step the second half of each group acts
+            with the negated standard noise of the first half (``-eps``; 0: independent noise).
+            Each rollout is still a sample of the policy; pairs differ only in the noise's sign.
         keep_frames: also return every frame (videos).
     """
+    if mirror and (mirror % 2 or env.n % mirror):
+        raise ValueError(
+            f"mirrored sampling needs an even group size dividing the {env.n} environments, "
+            f"got {mirror}"
+        )
     try:
         obs = env.reset()
         n = env.n
@@ -167,11 +179,15 @@ def act_in_chunks(
         for t in range(max_policy_steps):
             rows = np.nonzero(active)[0]
             t0 = time.perf_counter()
+            noise = None
+            if mirror and not deterministic:
+                noise = _mirrored_noise(n, mirror, policy.cfg, generator)[torch.from_numpy(rows)]
             a, logp, _mu, _log_scale = policy.act(
                 _rows(obs, rows),
                 deterministic=deterministic,
                 generator=generator,
                 scale_factor=scale_factor,
+                **({} if noise is None else {"noise": noise}),
             )
             a_np = a.float().cpu().numpy()  # (R, chunk, A)
             chunk_a = np.zeros((n, *a_np.shape[1:]), dtype=np.float32)
@@ -223,6 +239,13 @@ def act_in_chunks(
         frames=np.stack(frames, axis=1) if keep_frames else None,
         timings={"policy_s": policy_s, "env_s": env_s, **getattr(env, "timings", {})},
     )
+
+
+def _mirrored_noise(n: int, size: int, cfg: Any, generator: torch.Generator | None) -> torch.Tensor:
+    """(n, chunk, A) standard Laplace noise, the second half of each group of ``size`` rows the
+    negation of its first half."""
+    half = laplace_noise((n // size, size // 2, cfg.chunk, cfg.action_dim), generator=generator)
+    return torch.cat([half, -half], dim=1).flatten(0, 1)
 
 
 def sum_timings(timings: Any) -> dict[str, float]:

@@ -92,6 +92,7 @@ class RolloutWorker:
             deterministic=deterministic,
             generator=self.generator,
             scale_factor=1.0 if deterministic else self.cfg.scale_factor,
+            mirror=n if self.cfg.mirrored else 0,
             keep_frames=keep_frames,
         )
         results = []

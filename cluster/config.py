@@ -353,6 +353,13 @@ class ExperimentConfig:
             "post_train.overlap rolls out one version behind the learner: set "
             f"learner.max_staleness >= 1 (it is {self.learner.max_staleness}) or overlap: false",
         )
+        require(
+            self.rollout.mirrored == (self.learner.advantage == "rloo_mirrored"),
+            "rollout.mirrored and learner.advantage: rloo_mirrored go together (a mirrored "
+            "rollout's baseline must leave out its mirror image, and unmirrored groups have no "
+            f"pairs): got rollout.mirrored={self.rollout.mirrored}, "
+            f"learner.advantage={self.learner.advantage!r}",
+        )
 
 
 def load_config(

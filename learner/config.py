@@ -33,8 +33,10 @@ class LearnerConfig:
             dimensions in one ratio), "action" (one executed action, its A dimensions summed:
             RIPT-VLA) or "dim" (one dimension of an executed action, like a token ratio).
             Clipping, masking and the per-trajectory mean all work on these units.
-        advantage: "rloo" (R_n minus the mean of the other rollouts of its group, LOOP) or
-            "grpo" (group mean and standard deviation, RLinf / SimpleVLA-RL).
+        advantage: "rloo" (R_n minus the mean of the other rollouts of its group, LOOP),
+            "grpo" (group mean and standard deviation, RLinf / SimpleVLA-RL) or
+            "rloo_mirrored" (R_n minus the mean of the rollouts outside n's mirrored pair; the
+            advantage of mirrored rollouts, ``rollout.mirrored``).
         scale_gradient: how the Laplace scale b enters the update. "none": the loss treats b as
             a constant (the scale head frozen, and no gradient through b into the shared trunk);
             "trunk": the scale head frozen, but the gradient through b reaches the LoRA trunk

@@ -60,7 +60,35 @@ def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return centered / (rewards.std(dim=1, keepdim=True) + eps)
 
 
-ADVANTAGES = {"rloo": rloo_advantages, "grpo": grpo_advantages}
+def mirrored_rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO for mirrored groups (``rollout.mirrored``): rollout n and n + N/2 acted with noise of
+    opposite sign, so the partner's reward depends on n's own noise and would bias n's baseline.
+
+    A_n = R_n - mean of the rewards outside n's pair. Both members of a pair share the
+    baseline, so where their score functions are opposite the pair contributes
+    (R_n - R_partner) * score_n: the reward's part that is even in the noise cancels.
+
+    Args:
+        rewards: (G, N) trajectory rewards, N even and >= 4, pairs (n, n + N/2).
+    Returns:
+        (G, N) advantages.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 4 or rewards.shape[1] % 2:
+        raise ValueError(
+            f"mirrored RLOO expects rewards of shape (num_groups, group_size) with an even "
+            f"group_size >= 4 (a pair and at least one other pair), got {tuple(rewards.shape)}"
+        )
+    n = rewards.shape[1]
+    pair = rewards + rewards.roll(n // 2, dims=1)  # (G, N): R_n + R_partner(n)
+    others_mean = (rewards.sum(dim=1, keepdim=True) - pair) / (n - 2)
+    return rewards - others_mean
+
+
+ADVANTAGES = {
+    "rloo": rloo_advantages,
+    "grpo": grpo_advantages,
+    "rloo_mirrored": mirrored_rloo_advantages,
+}
 RATIO_UNITS = ("chunk", "action", "dim")
 
 

@@ -69,9 +69,25 @@ def laplace_sample(
     Returns:
         (..., A) samples.
     """
-    u = torch.rand(loc.shape, generator=generator, device="cpu").to(loc.device) - 0.5
+    eps = laplace_noise(tuple(loc.shape), generator=generator).to(loc.device)
+    return loc + log_scale.exp() * eps
+
+
+def laplace_noise(
+    shape: tuple[int, ...], *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Standard Laplace noise eps ~ Laplace(0, 1) of ``shape`` on the CPU (a ~ Laplace(mu, b) is
+    mu + b * eps), by inverting the CDF of a uniform draw from ``generator``. -eps is as likely
+    as eps: mirrored (antithetic) rollouts use both."""
+    u = torch.rand(shape, generator=generator, device="cpu") - 0.5
     u = u.clamp(-0.5 + 1e-7, 0.5 - 1e-7)
-    return loc - log_scale.exp() * torch.sign(u) * torch.log1p(-2 * u.abs())
+    return -torch.sign(u) * torch.log1p(-2 * u.abs())
 
 
-__all__ = ["laplace_log_prob", "laplace_log_density", "laplace_entropy", "laplace_sample"]
+__all__ = [
+    "laplace_log_prob",
+    "laplace_log_density",
+    "laplace_entropy",
+    "laplace_noise",
+    "laplace_sample",
+]

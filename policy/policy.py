@@ -245,13 +245,16 @@ class Policy(nn.Module):
         *,
         generator: torch.Generator | None = None,
         scale_factor: float = 1.0,
+        noise: torch.Tensor | None = None,
     ):
         """Sample an action chunk a ~ Laplace(mu, scale_factor * b) (mu if deterministic).
 
         ``scale_factor`` widens the exploration (RIPT-VLA samples at 2-5x b); the returned
         log-densities are those of the policy's own Laplace(mu, b) whatever the factor, as the
         learner computes them, so a PPO ratio compares the policy before and after an update at
-        the same width (RIPT-VLA's convention).
+        the same width (RIPT-VLA's convention). ``noise``: standard Laplace noise eps (B, chunk,
+        A) to use instead of drawing from ``generator`` (a = mu + scale_factor * b * eps;
+        mirrored rollouts pass -eps of their partner's).
 
         Returns:
             actions (B, chunk, A) normalized, log_density (B, chunk, A) per action dimension
@@ -262,7 +265,12 @@ class Policy(nn.Module):
             actions = mu
         else:
             wide = log_scale + math.log(scale_factor) if scale_factor != 1.0 else log_scale
-            actions = laplace_sample(mu, wide, generator=generator)
+            if noise is None:
+                actions = laplace_sample(mu, wide, generator=generator)
+            elif noise.shape != mu.shape:
+                raise ValueError(f"noise must be {tuple(mu.shape)}, got {tuple(noise.shape)}")
+            else:
+                actions = mu + wide.exp() * noise.to(mu)
         return actions, laplace_log_density(actions, mu, log_scale), mu, log_scale
 
     def log_density(

@@ -59,12 +59,12 @@ class ExpertPolicy:
         return actions.numpy()
 
 
-def _worker(policy, *, envs, group_size, max_policy_steps, execute_steps):
+def _worker(policy, *, envs, group_size, max_policy_steps, execute_steps, **kw):
     """A rollout worker in the real world over the given envs (its pool)."""
     world = RealWorld(lambda: None)
     world.pool.envs = envs
     cfg = RolloutConfig(
-        group_size=group_size, max_policy_steps=max_policy_steps, execute_steps=execute_steps
+        group_size=group_size, max_policy_steps=max_policy_steps, execute_steps=execute_steps, **kw
     )
     return RolloutWorker(lambda: policy, world=world, rollout=cfg, worker_index=0)
 
@@ -166,3 +166,21 @@ def test_near_misses_are_failures_that_held_the_tasks_object():
     assert (s["failures"], s["near_misses"], s["near_miss_share"]) == (2, 1, 0.5)
     del records[0]["grasped_target"]  # an env that does not report grasps: no claim
     assert "near_miss_share" not in summarize(records)
+
+
+def test_mirrored_worker_pairs_opposite_noise():
+    """``rollout.mirrored``: in every group the worker runs, rollout n + N/2 starts with the
+    mirror image of rollout n's first chunk around the shared mu; unmirrored groups do not."""
+    envs = [make_env(ENV) for _ in range(8)]
+    task = envs[0].task_names[0]
+    policy = _policy(envs[0].instruction(task))
+    for mirrored in (True, False):
+        worker = _worker(
+            policy, envs=envs, group_size=4, max_policy_steps=1, execute_steps=1, mirrored=mirrored
+        )
+        worker.generator.manual_seed(0)
+        starts = RealStartSampler([task], seed=1).sample(2)
+        for group in worker.run_groups(starts, [0, 1]):
+            a = group.rollout.actions[:, 0]  # (4, chunk, A): one start, the same first frame
+            sums = a[:2] + a[2:]  # 2 mu where mirrored
+            assert np.allclose(sums[0], sums[1], atol=1e-5) == mirrored

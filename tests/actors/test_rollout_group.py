@@ -4,6 +4,7 @@ the acting loop over an ``ImaginedGroup``."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from actors.clients import LocalReflectorClient, LocalSimulatorClient
@@ -94,6 +95,26 @@ def test_group_shapes_masks_and_release():
         group_ids=torch.full((n,), 5),
         policy_version=torch.full((n,), 7),
     )
+
+
+def test_mirrored_rollouts_act_with_opposite_noise():
+    """With ``mirror`` = the group size, rollout n + N/2 acts with the negated standard noise of
+    rollout n: at the first step, where every rollout of a start sees the same frame, their
+    actions are mirror images around the same mu, with equal log-densities."""
+    policy, sim, refl, init, _, _ = _setup()
+    kw = dict(max_policy_steps=2, execute_steps=2, eta=0.99)
+    res = rollout_group(
+        policy, sim, refl, init, key="m", group_size=4, mirror=4, generator=torch.Generator(), **kw
+    )
+    first = {"image": res.images[:1, 0], "proprio": res.proprio[:1, 0]}
+    mu = policy.act({**first, "instruction": [init.instruction]}, deterministic=True)[0][0].numpy()
+    a, lp = res.actions[:, 0], res.old_log_probs[:, 0]  # (4, chunk, A)
+    for n in range(2):
+        np.testing.assert_allclose(a[n] + a[n + 2], 2 * mu, atol=1e-5)
+        np.testing.assert_allclose(lp[n], lp[n + 2], atol=1e-4)
+    assert not np.allclose(a[0], a[1])  # the pairs themselves differ
+    with pytest.raises(ValueError, match="even group size"):
+        rollout_group(policy, sim, refl, init, key="m3", group_size=3, mirror=3, **kw)
 
 
 def test_reflector_termination_stops_early():

@@ -67,6 +67,13 @@ def test_impossible_value(tmp_path):
     p = write(tmp_path, "cluster:\n  learners: 0\n")
     with pytest.raises(ConfigError, match=r"'cluster'.*learners must be >= 1"):
         load_config(p)
+    p = write(tmp_path, "rollout:\n  mirrored: true\n  group_size: 6\n")
+    with pytest.raises(ConfigError, match=r"rollout.mirrored and learner.advantage: rloo_mirrored"):
+        load_config(p)
+    p = write(tmp_path, "rollout:\n  mirrored: true\n  group_size: 5\n")
+    with pytest.raises(ConfigError, match=r"rollout.group_size must be even and >= 4, got 5"):
+        load_config(p, ["learner.advantage=rloo_mirrored"])
+    assert load_config(p, ["rollout.group_size=6", "learner.advantage=rloo_mirrored"])
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

@@ -9,6 +9,7 @@ import torch
 
 from learner.loop import (
     grpo_advantages,
+    mirrored_rloo_advantages,
     nonconstant_group_mask,
     ppo_clip_loss,
     ratio_log_probs,
@@ -163,6 +164,22 @@ def test_grpo_advantages_match_loop() -> None:
     assert torch.all(adv[2] == 0)  # all-equal group: zero advantage
     with pytest.raises(ValueError, match="group_size >= 2"):
         grpo_advantages(torch.ones(3, 1))
+
+
+def test_mirrored_rloo_advantages_leave_the_pair_out() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.2, 0.9, 0.4, 0.4, 0.1, 0.7]])
+    adv = mirrored_rloo_advantages(rewards)
+    half = rewards.shape[1] // 2
+    for gi, row in enumerate(rewards.tolist()):
+        for n, r in enumerate(row):
+            partner = (n + half) % len(row)
+            others = [x for m, x in enumerate(row) if m not in (n, partner)]
+            assert adv[gi, n].item() == pytest.approx(r - sum(others) / len(others), abs=1e-6)
+    assert torch.all(mirrored_rloo_advantages(torch.full((1, 4), 0.3)) == 0)
+    with pytest.raises(ValueError, match="even group_size >= 4"):
+        mirrored_rloo_advantages(torch.ones(2, 5))
+    with pytest.raises(ValueError, match="even group_size >= 4"):
+        mirrored_rloo_advantages(torch.ones(2, 2))
 
 
 @pytest.mark.parametrize("unit", ["chunk", "action", "dim"])

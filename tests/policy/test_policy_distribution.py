@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from policy.distribution import laplace_entropy, laplace_log_prob, laplace_sample
+from policy.distribution import laplace_entropy, laplace_log_prob, laplace_noise, laplace_sample
 
 
 def test_laplace_log_prob_matches_loop_and_broadcasts() -> None:
@@ -44,3 +44,7 @@ def test_laplace_sample_is_seeded_and_has_the_laplace_spread() -> None:
     # E|a - mu| = b for a Laplace: the mean absolute deviation recovers the scale
     mad = (a - loc).abs().mean(0)
     torch.testing.assert_close(mad, log_scale[0].exp(), rtol=0.05, atol=0.0)
+    # mu + b * eps with the standard noise of the same draw: the same numbers bit for bit
+    eps = laplace_noise((20000, 2), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, loc + log_scale.exp() * eps)
+    assert (eps.abs().mean(0) - 1).abs().max() < 0.05
