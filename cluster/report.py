@@ -49,10 +49,12 @@ def _imagined_lines(ev: dict[str, Any], rewards: list[Any]) -> list[str]:
     """The imagined side of the comparison: the same fixed starts before and after LOOP."""
     lines = []
     if rewards:
+        half = max(1, len(rewards) // 2)
         lines.append(
             f"Training rollouts (sampled actions, different starts each iteration): mean reward "
-            f"{rewards[0]:.3f} in the first iteration, {rewards[-1]:.3f} in the last "
-            f"({len(rewards)} iterations)."
+            f"{sum(rewards[:half]) / half:.3f} over the first {half} iterations, "
+            f"{sum(rewards[-half:]) / half:.3f} over the last {half} "
+            f"(per iteration {min(rewards):.3f}-{max(rewards):.3f})."
         )
     if "before" in ev and "after" in ev:
         b, a = ev["before"], ev["after"]
