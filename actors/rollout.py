@@ -148,8 +148,10 @@ def act_in_chunks(
     """Run the group until every environment has ended or the horizon is reached.
 
     Args:
-        policy: ``act(batch, deterministic, generator=, scale_factor=) -> (actions,
-            log_density, mu, log_scale)`` and ``to_env_actions``; see ``policy.policy.Policy``.
+        policy: ``act(batch, deterministic, generator=, scale_factor=[, noise=]) -> (actions,
+            log_density, mu, log_scale)`` and ``to_env_actions``; see ``policy.policy.Policy``
+            (``noise`` only with ``mirror``, which also reads ``policy.cfg.chunk`` and
+            ``.action_dim``).
         env: the group; it is reset here and closed at the end (also on errors).
         max_policy_steps: the horizon in policy steps (action chunks).
         execute_steps: actions of each chunk executed before the policy acts again.

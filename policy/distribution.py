@@ -57,8 +57,10 @@ def laplace_sample(
     log_scale: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Draw a ~ Laplace(loc, exp(log_scale)) by inverting the CDF of a uniform draw.
+    """Draw a ~ Laplace(loc, exp(log_scale)) = loc + exp(log_scale) * eps, eps the standard
+    noise of ``laplace_noise``.
 
     The uniform numbers come from ``generator`` on the CPU (then move to ``loc``'s device), so
     a seeded generator gives the same actions on any device.
@@ -66,11 +68,16 @@ def laplace_sample(
     Args:
         loc: (..., A) location mu.
         log_scale: (..., A) log scale, same shape.
+        noise: the standard noise eps itself, shaped like ``loc`` (None: drawn from
+            ``generator``); mirrored rollouts pass the negation of their partner's.
     Returns:
         (..., A) samples.
     """
-    eps = laplace_noise(tuple(loc.shape), generator=generator).to(loc.device)
-    return loc + log_scale.exp() * eps
+    if noise is None:
+        noise = laplace_noise(tuple(loc.shape), generator=generator)
+    elif noise.shape != loc.shape:
+        raise ValueError(f"noise must be {tuple(loc.shape)}, got {tuple(noise.shape)}")
+    return loc + log_scale.exp() * noise.to(loc.device)
 
 
 def laplace_noise(

@@ -265,12 +265,7 @@ class Policy(nn.Module):
             actions = mu
         else:
             wide = log_scale + math.log(scale_factor) if scale_factor != 1.0 else log_scale
-            if noise is None:
-                actions = laplace_sample(mu, wide, generator=generator)
-            elif noise.shape != mu.shape:
-                raise ValueError(f"noise must be {tuple(mu.shape)}, got {tuple(noise.shape)}")
-            else:
-                actions = mu + wide.exp() * noise.to(mu)
+            actions = laplace_sample(mu, wide, generator=generator, noise=noise)
         return actions, laplace_log_density(actions, mu, log_scale), mu, log_scale
 
     def log_density(
