@@ -107,8 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reflector", required=True)
     ap.add_argument("--data", required=True, help="episode store whose frames start rollouts")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds per placement")
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of " + ", ".join(VARIANTS) + " (e.g. colocated alone, to "
+        "time one checkout against another)",
+    )
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     args = ap.parse_args(argv)
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown or not variants:
+        ap.error(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
@@ -127,14 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     init_ray(num_cpus=cfg.cluster.num_cpus or os.cpu_count())
     roles = {}
-    for p in ("services", "colocated"):
+    needed = {"colocated" if v == "colocated" else "services" for v in variants}
+    for p in sorted(needed):
         workers, actors, setup = start(cfg, p, f"bench-{p}-{time.time_ns() % 10**8}")
         ray.get([w.ping.remote() for w in workers])
         one_round(workers, setup, 0)  # warm-up: models built, first calls
         roles[p] = (workers, actors, setup)
-    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(args.rounds):
-        for v in VARIANTS:
+        for v in variants:
             workers, _, setup = roles["colocated" if v == "colocated" else "services"]
             rounds[v].append(
                 one_round(workers, setup, r + 1, per_group=v == "services_one_group_per_call")
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "group_size": cfg.rollout.group_size,
         "max_policy_steps": cfg.rollout.max_policy_steps,
     }
-    for v in VARIANTS:
+    for v in variants:
         rates = [x["env_steps_per_s"] for x in rounds[v]]
         out[v] = {"env_steps_per_s": rates, "median": statistics.median(rates), "rounds": rounds[v]}
     for a, b in (
@@ -158,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         ("services", "services_one_group_per_call"),
         ("colocated", "services"),
     ):
+        if a not in rounds or b not in rounds:
+            continue
         ratios = [
             x["env_steps_per_s"] / y["env_steps_per_s"]
             for x, y in zip(rounds[a], rounds[b], strict=True)

@@ -2,9 +2,14 @@
 
 Prints one JSON object: for every (batch, steps) the median wall time of ``WorldModel.predict``
 per call and per frame, and for every step count the ratio per-frame(batch max) /
-per-frame(batch 1) (the batching target is <= 0.25 for the tiny config on CPU).
+per-frame(batch 1) (the batching target is <= 0.25 for the tiny config on CPU). With
+``--against-eager`` a second copy of the model without bf16 / compile / trace runs in turn with
+the fast one (call by call, so a noisy machine slows both alike) and each result gains the
+eager time and the ratio eager / fast.
 
     .venv/bin/python benchmarks/simulator_sampling.py --preset tiny --threads 2
+    .venv/bin/python benchmarks/simulator_sampling.py --checkpoint C --batches 16 --steps 1 \
+        --threads 1 --channels-last --trace --against-eager --repeats 30
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--bf16", action="store_true", help="U-Net passes in bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net")
+    p.add_argument("--trace", action="store_true", help="the U-Net as a frozen TorchScript graph")
+    p.add_argument("--channels-last", action="store_true", help="U-Net weights channels-last")
+    p.add_argument("--against-eager", action="store_true", help="time an eager copy in turn")
     args = p.parse_args(argv)
 
     import torch
@@ -47,17 +55,25 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.checkpoint:
-        # cost only: step counts a checkpoint trained at its sampler's timesteps alone
-        # (train.timesteps = "sampler") would refuse are timed all the same
-        found = read_config(args.checkpoint)
-        timing = found.replace(train=dataclasses.replace(found.train, timesteps="all"))
-        model = load_world_model(args.checkpoint, cfg=timing)
-    else:
-        model = WorldModel(SimulatorConfig.preset(args.preset))
-    model = model.to(args.device).eval()
-    model.use_fast_path(bf16=args.bf16, compile=args.compile)  # cluster.simulator.bf16 / .compile
+
+    def build() -> WorldModel:
+        torch.manual_seed(0)
+        if args.checkpoint:
+            # cost only: step counts a checkpoint trained at its sampler's timesteps alone
+            # (train.timesteps = "sampler") would refuse are timed all the same
+            found = read_config(args.checkpoint)
+            timing = found.replace(train=dataclasses.replace(found.train, timesteps="all"))
+            return load_world_model(args.checkpoint, cfg=timing).to(args.device).eval()
+        return WorldModel(SimulatorConfig.preset(args.preset)).to(args.device).eval()
+
+    model = build()  # cluster.simulator.bf16 / .compile / .trace
+    model.use_fast_path(
+        bf16=args.bf16, compile=args.compile, trace=args.trace, channels_last=args.channels_last
+    )
+    models = {"fast": model}
+    if args.against_eager:
+        models["eager"] = build()
+        models["eager"].use_fast_path(channels_last=args.channels_last)
     cfg = model.cfg
     s = cfg.image_size
     results = []
@@ -66,32 +82,38 @@ def main(argv: list[str] | None = None) -> int:
         amap = torch.rand(batch, 3, s, s, device=args.device)
         feats = model.encode_reference(hist[:, : cfg.num_reference_frames])
         for steps in args.steps:
-            model.predict(hist, amap, feats, steps=steps, sampler=args.sampler)  # warm-up
-            times = []
+            for _ in range(2):  # warm-up: a compiled or traced U-Net builds and optimizes
+                for m in models.values():
+                    m.predict(hist, amap, feats, steps=steps, sampler=args.sampler)
+            times: dict[str, list[float]] = {k: [] for k in models}
             for r in range(args.repeats):
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                model.predict(
-                    hist,
-                    amap,
-                    feats,
-                    steps=steps,
-                    sampler=args.sampler,
-                    generator=torch.Generator(device=args.device).manual_seed(r),
-                )
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-            med = statistics.median(times)
-            results.append(
-                {
-                    "batch": batch,
-                    "steps": steps,
-                    "ms_per_call": round(1e3 * med, 2),
-                    "ms_per_frame": round(1e3 * med / batch, 3),
-                }
-            )
+                for name, m in models.items():
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    m.predict(
+                        hist,
+                        amap,
+                        feats,
+                        steps=steps,
+                        sampler=args.sampler,
+                        generator=torch.Generator(device=args.device).manual_seed(r),
+                    )
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    times[name].append(time.perf_counter() - t0)
+            med = statistics.median(times["fast"])
+            row = {
+                "batch": batch,
+                "steps": steps,
+                "ms_per_call": round(1e3 * med, 2),
+                "ms_per_frame": round(1e3 * med / batch, 3),
+            }
+            if "eager" in times:
+                eager = statistics.median(times["eager"])
+                row["eager_ms_per_call"] = round(1e3 * eager, 2)
+                row["eager_over_fast"] = round(eager / med, 3)
+            results.append(row)
     per = {(r["batch"], r["steps"]): r["ms_per_frame"] for r in results}
     b_max = max(args.batches)
     ratios = {
@@ -108,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "bf16": args.bf16,
         "compile": args.compile,
+        "trace": args.trace,
+        "channels_last": args.channels_last,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "results": results,

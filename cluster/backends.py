@@ -45,6 +45,7 @@ class SimulatorFactory:
     fake_latency_ms: float = 0.0
     bf16: bool = False
     compile: bool = False
+    trace: bool = False
 
     def __post_init__(self) -> None:
         if self.path != "fake":
@@ -61,7 +62,9 @@ class SimulatorFactory:
         from simulator_service.keyed import KeyedWorldSimulator
 
         model = load_world_model(self.path).to(device_for(self.num_gpus))
-        model.use_fast_path(bf16=self.bf16, compile=self.compile, channels_last=True)
+        model.use_fast_path(
+            bf16=self.bf16, compile=self.compile, trace=self.trace, channels_last=True
+        )
         return KeyedWorldSimulator(model, camera, seed=self.seed)
 
 

@@ -40,6 +40,10 @@ class ReplicaConfig:
             AVX512-BF16, bf16 convolutions are ~36x slower than fp32).
         compile: ``torch.compile`` the world model's U-Net for sampling (simulator only; the
             first calls compile, seconds to minutes).
+        trace: run the world model's U-Net as a frozen TorchScript graph, traced at its first
+            call in well under a second (simulator only; a CPU path: 1.2-1.3x per sampling
+            call of the demo's world model on one core, docs/RESULTS.md; not with bf16 or
+            compile).
     """
 
     replicas: int = 1
@@ -50,8 +54,13 @@ class ReplicaConfig:
     max_restarts: int = 3
     bf16: bool = False
     compile: bool = False
+    trace: bool = False
 
     def __post_init__(self) -> None:
+        require(
+            not (self.trace and (self.bf16 or self.compile)),
+            "trace is the fp32 CPU path of the U-Net: not with bf16 or compile",
+        )
         require(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}")
         require(self.num_gpus >= 0 and self.num_cpus >= 0, "num_gpus and num_cpus must be >= 0")
         require(self.max_batch_size >= 1, "max_batch_size must be >= 1")
@@ -89,7 +98,7 @@ class ClusterConfig:
             in one model call each, with no Ray call per step (one machine, or a worker per
             GPU). The same seeds give the same trajectories in either.
         simulator / reflector: the replicated model services (``placement: services``; their
-            ``bf16`` / ``compile`` apply to the colocated copies too).
+            ``bf16`` / ``compile`` / ``trace`` apply to the colocated copies too).
     """
 
     address: str | None = None
@@ -123,6 +132,10 @@ class ClusterConfig:
             not self.reflector.compile,
             "cluster.reflector.compile is not supported (the reflector's LLM grows a key/value "
             "cache every step); use cluster.reflector.bf16",
+        )
+        require(
+            not self.reflector.trace,
+            "cluster.reflector.trace is not supported (only the world model's U-Net is traced)",
         )
 
     def gpus_needed(self, *, services: bool = True) -> float:

@@ -93,6 +93,7 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
         fake_latency_ms=pt.fake_latency_ms,
         bf16=cc.simulator.bf16,
         compile=cc.simulator.compile,
+        trace=cc.simulator.trace,
     )
     refl_f = ReflectorFactory(
         pt.reflector,

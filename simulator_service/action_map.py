@@ -41,14 +41,21 @@ def gripper_opening(proprio: np.ndarray, max_opening: float) -> np.ndarray:
     return np.clip(gap / max_opening, 0.0, 1.0)
 
 
-def _segment_distance(px: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance of pixel centers px (H, W, 2) to segments a->b (N, 2) -> (N, H, W)."""
-    ab = (b - a)[:, None, None, :]  # (N, 1, 1, 2)
-    ap = px[None] - a[:, None, None, :]  # (N, H, W, 2)
-    denom = np.maximum((ab * ab).sum(-1), 1e-12)
-    t = np.clip((ap * ab).sum(-1) / denom, 0.0, 1.0)
-    closest = ab * t[..., None]
-    return np.linalg.norm(ap - closest, axis=-1)
+def _segment_distance(pu: np.ndarray, pv: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of pixel centers to segments a -> b.
+
+    Args:
+        pu: (1, 1, W) pixel columns; pv: (1, H, 1) pixel rows (float32).
+        a, b: (N, 2) segment ends as (u, v).
+    Returns:
+        (N, H, W) float32.
+    """
+    au, av = a[:, 0, None, None], a[:, 1, None, None]  # (N, 1, 1)
+    abu, abv = b[:, 0, None, None] - au, b[:, 1, None, None] - av
+    apu, apv = pu - au, pv - av  # (N, 1, W), (N, H, 1)
+    t = np.clip((apu * abu + apv * abv) / np.maximum(abu * abu + abv * abv, 1e-12), 0.0, 1.0)
+    du, dv = apu - abu * t, apv - abv * t  # (N, H, W)
+    return np.sqrt(du * du + dv * dv)
 
 
 def render_action_maps(
@@ -59,6 +66,10 @@ def render_action_maps(
     size: int,
 ) -> np.ndarray:
     """Draw the action maps of a batch of next proprio states.
+
+    The pose is projected in float64; the per-pixel coverage is float32 on separate row and
+    column grids (the world model serves one batch per imagined step, so this runs as often
+    as the U-Net).
 
     Args:
         proprio: (B, 8) next proprio states (EE pos 3, axis-angle 3, finger positions 2).
@@ -87,26 +98,25 @@ def render_action_maps(
     pts = np.concatenate([pos[:, None, :], ends], axis=1)  # (B, 4, 3)
     uv, depth = camera.project(pts)  # (B, 4, 2), (B, 4)
     uv = uv * np.array([scale_u, scale_v]) + 0.5 * np.array([scale_u - 1, scale_v - 1])
+    uv = uv.astype(np.float32)
     visible = depth[:, 0] > 0  # (B,)
 
-    vv, uu = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    px = np.stack([uu, vv], axis=-1).astype(np.float64)  # (H, W, 2) as (u, v)
+    grid = np.arange(size, dtype=np.float32)
+    pu, pv = grid[None, None, :], grid[None, :, None]  # pixel centers: u = column, v = row
     out = np.zeros((b, size, size, 3), dtype=np.float32)
     if cfg.axis_length > 0:
-        a = np.repeat(uv[:, :1], 3, axis=1).reshape(-1, 2)  # (B*3, 2)
-        dist = _segment_distance(px, a, uv[:, 1:].reshape(-1, 2))  # (B*3, H, W)
-        cover = np.clip(half_width + 0.5 - dist, 0.0, 1.0).reshape(b, 3, size, size)
-        cover = cover * (depth[:, 1:] > 0)[:, :, None, None]
         for i in range(3):
-            alpha = cover[:, i, :, :, None].astype(np.float32)  # (B, H, W, 1)
+            dist = _segment_distance(pu, pv, uv[:, 0], uv[:, 1 + i])  # (B, H, W)
+            cover = np.clip(half_width + 0.5 - dist, 0.0, 1.0)
+            alpha = (cover * (depth[:, 1 + i] > 0)[:, None, None])[..., None]  # (B, H, W, 1)
             out = out * (1 - alpha) + AXIS_COLORS[i] * alpha
-    d = np.linalg.norm(px[None] - uv[:, None, None, 0, :], axis=-1)  # (B, H, W)
-    alpha = np.clip(radius + 0.5 - d, 0.0, 1.0).astype(np.float32)[..., None]
+    du, dv = pu - uv[:, 0, 0, None, None], pv - uv[:, 0, 1, None, None]
+    alpha = np.clip(radius + 0.5 - np.sqrt(du * du + dv * dv), 0.0, 1.0)[..., None]
     o = gripper_opening(proprio, cfg.gripper_max_opening).astype(np.float32)[:, None]
     color = (o * OPEN_COLOR + (1 - o) * CLOSED_COLOR)[:, None, None, :]  # (B, 1, 1, 3)
     out = out * (1 - alpha) + color * alpha
     out[~visible] = 0.0
-    return out.astype(np.float32)
+    return out.astype(np.float32, copy=False)
 
 
 __all__ = ["render_action_maps", "axis_angle_to_matrix", "gripper_opening"]

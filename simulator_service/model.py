@@ -117,19 +117,35 @@ class WorldModel(nn.Module):
         )
         self.sample_bf16 = False  # serving options: ``use_fast_path``
         self._compiled: dict[str, Any] = {}  # a dict: a compiled U-Net is no submodule
+        self._samplers: dict[tuple[str, int], Any] = {}  # ``predict``'s, per (sampler, steps)
 
     def use_fast_path(
-        self, *, bf16: bool = False, compile: bool = False, channels_last: bool = False
+        self,
+        *,
+        bf16: bool = False,
+        compile: bool = False,
+        trace: bool = False,
+        channels_last: bool = False,
     ) -> None:
-        """How ``predict`` runs the U-Net (``cluster.simulator.bf16`` / ``.compile``): in bf16
-        autocast (the scheduler's arithmetic stays fp32), through ``torch.compile``, and with
-        its weights in channels-last memory layout (the served models: ~15-20% faster
-        convolutions on CPU at batch 16, the same values up to float rounding). Only sampling
-        changes; the checkpoint sees the plain module."""
+        """How ``predict`` runs the U-Net (``cluster.simulator.bf16`` / ``.compile`` /
+        ``.trace``): in bf16 autocast (the scheduler's arithmetic stays fp32), through
+        ``torch.compile``, as a frozen TorchScript graph (``simulator_service.traced``; a
+        served model's weights must not change afterwards), and with its weights in
+        channels-last memory layout (the served models: ~15-20% faster convolutions on CPU at
+        batch 16, the same values up to float rounding). Only sampling changes; the checkpoint
+        sees the plain module."""
+        if compile and trace:
+            raise ValueError("the U-Net is either compiled or traced, not both")
         self.sample_bf16 = bf16
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
-        self._compiled = {"unet": torch.compile(self.unet)} if compile else {}
+        self._compiled = {}
+        if compile:
+            self._compiled["unet"] = torch.compile(self.unet)
+        elif trace:
+            from simulator_service.traced import TracedUNet
+
+            self._compiled["unet"] = TracedUNet(self.unet)
 
     # ---- spaces -------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -293,6 +309,18 @@ class WorldModel(nn.Module):
         sched.set_timesteps(steps)
         return sched
 
+    def _sampler(self, sampler: str | None, steps: int | None):
+        """The scheduler ``predict`` uses: built once per (sampler, steps) (building one costs
+        ~5 ms, as much as a tenth of a served 16-frame call), its timesteps set again at each
+        use, which also clears a multistep solver's history."""
+        key = (sampler or self.cfg.sampler, steps or self.cfg.sample_steps)
+        sched = self._samplers.get(key)
+        if sched is None:
+            sched = self._samplers[key] = self.make_sampler(*key)
+        else:
+            sched.set_timesteps(key[1])
+        return sched
+
     @torch.no_grad()
     def noise_shape(self, b: int) -> tuple[int, int, int, int]:
         """Shape of the initial noise of ``b`` sampled frames (pixel or latent space)."""
@@ -333,7 +361,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"action_map batch {len(action_map)} != history batch {b}")
         hist = self.to_space(history.flatten(0, 1)).unflatten(0, (b, k))
         tokens = self.projector(conditioning, b)
-        sched = self.make_sampler(sampler, steps)
+        sched = self._sampler(sampler, steps)
         if self.trained_timesteps is not None and not torch.equal(
             sched.timesteps, self.trained_timesteps
         ):

@@ -74,6 +74,11 @@ def test_impossible_value(tmp_path):
     with pytest.raises(ConfigError, match=r"rollout.group_size must be even and >= 4, got 5"):
         load_config(p, ["learner.advantage=rloo_mirrored"])
     assert load_config(p, ["rollout.group_size=6", "learner.advantage=rloo_mirrored"])
+    p = write(tmp_path, "cluster:\n  simulator:\n    trace: true\n    bf16: true\n")
+    with pytest.raises(ConfigError, match=r"'cluster.simulator'.*trace.*not with bf16 or compile"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"cluster.reflector.trace is not supported"):
+        load_config(None, ["cluster.reflector.trace=true"])
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

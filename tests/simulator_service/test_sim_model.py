@@ -46,6 +46,39 @@ def test_sampler_step_counts(model, sampler, steps):
     assert len(calls) == steps
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++"])
+def test_reused_scheduler_samples_like_a_fresh_one(model, sampler):
+    # predict keeps one scheduler per (sampler, steps): a multistep solver's history must not
+    # leak from one call into the next, nor another step count's settings
+    hist, amap, ref = inputs()
+    feats = model.encode_reference(ref)
+    noise = torch.randn(model.noise_shape(2), generator=torch.Generator().manual_seed(5))
+    first = model.predict(hist, amap, feats, steps=4, sampler=sampler, noise=noise)
+    model.predict(hist, amap, feats, steps=2, sampler=sampler, noise=noise)
+    again = model.predict(hist, amap, feats, steps=4, sampler=sampler, noise=noise)
+    model._samplers.clear()
+    fresh = model.predict(hist, amap, feats, steps=4, sampler=sampler, noise=noise)
+    assert torch.equal(first, again) and torch.equal(first, fresh)
+
+
+def test_traced_unet_samples_like_the_eager_one(model):
+    traced = WorldModel(SimulatorConfig.preset("tiny")).eval()
+    traced.load_state_dict(model.state_dict())
+    traced.use_fast_path(trace=True)
+    # batch sizes and step counts (timesteps) other than the first call's, and a batch past
+    # diffusers' 64-frame branch (a second graph)
+    for b, steps in ((3, 1), (5, 4), (1, 2), (64, 1)):
+        hist, amap, ref = inputs(b=b, seed=b)
+        feats = model.encode_reference(ref)
+        noise = torch.randn(model.noise_shape(b), generator=torch.Generator().manual_seed(b))
+        want = model.predict(hist, amap, feats, steps=steps, noise=noise)
+        got = traced.predict(hist, amap, feats, steps=steps, noise=noise)
+        assert (got - want).abs().max() < 1e-5
+    assert sorted(traced._compiled["unet"]._graphs) == [False, True]
+    with pytest.raises(ValueError, match="compiled or traced"):
+        traced.use_fast_path(trace=True, compile=True)
+
+
 def test_bad_frames_are_named(model):
     hist, amap, ref = inputs()
     feats = model.encode_reference(ref)
