@@ -99,6 +99,11 @@ def one_round(
     }
 
 
+def _placement(variant: str) -> str:
+    """The placement a variant runs in (both services variants share one)."""
+    return "colocated" if variant == "colocated" else "services"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/demo.yaml")
@@ -137,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     init_ray(num_cpus=cfg.cluster.num_cpus or os.cpu_count())
     roles = {}
-    needed = {"colocated" if v == "colocated" else "services" for v in variants}
-    for p in sorted(needed):
+    for p in sorted({_placement(v) for v in variants}):
         workers, actors, setup = start(cfg, p, f"bench-{p}-{time.time_ns() % 10**8}")
         ray.get([w.ping.remote() for w in workers])
         one_round(workers, setup, 0)  # warm-up: models built, first calls
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for v in variants:
-            workers, _, setup = roles["colocated" if v == "colocated" else "services"]
+            workers, _, setup = roles[_placement(v)]
             rounds[v].append(
                 one_round(workers, setup, r + 1, per_group=v == "services_one_group_per_call")
             )
