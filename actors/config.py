@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from core.configlib import require
 
+REAL_REWARDS = ("success", "progress")  # what a real group rewards (``post_train.real_reward``)
+
 
 @dataclass
 class CollectConfig:

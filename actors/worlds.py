@@ -3,10 +3,11 @@
 ``ImaginedGroup``: N copies of each of some real starts rolled forward in imagination in one
 batch: the next proprio state by kinematics (no network), the next frame from the world
 simulator, the reward R from the reflector, ended when R > eta. ``RealGroup``: real envs, each
-reset to its own start (task, seed); reward 1.0 at the env's success, ended at success (or,
-with a reflector, at R > eta), or at the step limit. The world model is an environment like
-the real one: the training rollouts of both worlds, the oracle and the evaluations are one
-loop (``actors.rollout.act_in_chunks``) over these groups.
+reset to its own start (task, seed); reward 1.0 at the env's success (or, with the progress
+reward, ``PROGRESS_WEIGHT`` x the best task progress reached so far until then), ended at
+success (or, with a reflector, at R > eta), or at the step limit. The world model is an
+environment like the real one: the training rollouts of both worlds, the oracle and the
+evaluations are one loop (``actors.rollout.act_in_chunks``) over these groups.
 
 A world (``ImaginedWorld``, ``RealWorld``) turns starts into one group for a rollout worker; it
 is built by the driver and sent to the worker, and makes its clients or envs in the worker's
@@ -29,11 +30,14 @@ from actors.clients import (
     ReflectorClient,
     SimulatorClient,
 )
+from actors.config import REAL_REWARDS
 from actors.rollout import Step
 from actors.starts import EvalJob
 from envs.base import observation_batch
 from envs.kinematics import next_proprio
 from trajectories.initial_states import InitialState
+
+PROGRESS_WEIGHT = 0.5  # a failure's progress reward stays <= this, below every success's 1.0
 
 
 class ImaginedGroup:
@@ -133,6 +137,9 @@ class RealGroup:
         reflector: a reflector client, or None.
         eta: the reflector's threshold.
         key: the group's name at the reflector.
+        reward: "success" (1.0 at the task achieved, else 0.0) or "progress" (1.0 at success,
+            else ``PROGRESS_WEIGHT`` x the best ``progress`` of the env's step info so far: a
+            dense version of the same goal, for the oracle; the env must report it).
     Attributes (after a run): ``success`` (N,) bool, the task achieved at the last step;
         ``ended_by`` N strings: "success", "reflector", "limit", or "" (the loop's horizon);
         ``grasped`` (N,) bool, the task's own object held at some step, or None where the env
@@ -148,11 +155,15 @@ class RealGroup:
         reflector: ReflectorClient | None = None,
         eta: float = 0.5,
         key: str = "eval",
+        reward: str = "success",
     ):
         if len(envs) != len(starts):
             raise ValueError(f"{len(starts)} starts for {len(envs)} envs")
+        if reward not in REAL_REWARDS:
+            raise ValueError(f"real reward must be one of {list(REAL_REWARDS)}, got {reward!r}")
         self.envs, self.starts, self.n = envs, starts, len(envs)
         self.limit, self.reflector, self.eta, self.key = limit, reflector, eta, key
+        self.reward = reward
         self._open = False
 
     def reset(self) -> dict[str, Any]:
@@ -163,6 +174,7 @@ class RealGroup:
         self.success = np.zeros(self.n, dtype=bool)
         self.ended_by = [""] * self.n
         self.grasped: np.ndarray | None = None
+        self.progress = np.zeros(self.n)  # (N,) best task progress so far (progress reward)
         if self.reflector is not None:
             frames = np.stack([o.image for o in self.obs])[:, None]
             self.reflector.reset(self.key, [o.instruction for o in self.obs], frames)
@@ -180,6 +192,13 @@ class RealGroup:
                 if self.grasped is None:
                     self.grasped = np.zeros(self.n, dtype=bool)
                 self.grasped[i] |= bool(res.info["grasped_target"])
+            if self.reward == "progress":
+                if "progress" not in res.info:
+                    raise ValueError(
+                        f"post_train.real_reward: progress needs an env that reports its task "
+                        f"progress; {type(self.envs[i]).__name__} does not (use success)"
+                    )
+                self.progress[i] = max(self.progress[i], float(res.info["progress"]))
             if self.reflector is None and res.success:
                 done[i], self.ended_by[i] = True, "success"
             elif self.limit is not None and self.steps[i] >= self.limit:
@@ -190,9 +209,10 @@ class RealGroup:
             r = np.asarray(self.reflector.score(self.key, frames))
             for i in np.nonzero(active & ~done & (r > self.eta))[0]:
                 done[i], self.ended_by[i] = True, "reflector"
-        return Step(
-            obs=observation_batch(self.obs), reward=self.success.astype(np.float64), done=done
-        )
+        reward = self.success.astype(np.float64)
+        if self.reward == "progress":
+            reward = np.where(self.success, 1.0, PROGRESS_WEIGHT * self.progress)
+        return Step(obs=observation_batch(self.obs), reward=reward, done=done)
 
     def close(self) -> None:
         if self._open:
@@ -282,16 +302,19 @@ class ImaginedWorld:
 
 class RealWorld:
     """Real-env groups from real starts (``EvalJob``): the oracle's training groups, rewarded by
-    the env's own success.
+    the env's own success (or its dense task progress).
 
     Args:
         env_factory: builds one real env (the world keeps a pool of them).
+        reward: what the groups reward, one of ``REAL_REWARDS`` (``RealGroup``).
     """
 
     recoveries = 0
 
-    def __init__(self, env_factory: Callable[[], Any]):
-        self.env_factory = env_factory
+    def __init__(self, env_factory: Callable[[], Any], *, reward: str = "success"):
+        if reward not in REAL_REWARDS:
+            raise ValueError(f"real reward must be one of {list(REAL_REWARDS)}, got {reward!r}")
+        self.env_factory, self.reward = env_factory, reward
         self._pool: EnvPool | None = None
 
     @property
@@ -303,13 +326,13 @@ class RealWorld:
     def group(self, starts: list[EvalJob], n: int, keys: list[str]) -> RealGroup:
         """One batch of ``n`` real envs per start."""
         jobs = [s for s in starts for _ in range(n)]
-        return RealGroup(self.pool.take(len(jobs)), jobs, key=keys[0])
+        return RealGroup(self.pool.take(len(jobs)), jobs, key=keys[0], reward=self.reward)
 
     def describe(self, start: EvalJob) -> tuple[str, str]:
         return start.task, self.pool.take(1)[0].instruction(start.task)
 
     def succeeded(self, rewards: np.ndarray) -> np.ndarray:
-        """(N,) bool: the env's own success (reward 1.0)."""
+        """(N,) bool: the env's own success (reward 1.0; a failure's is <= ``PROGRESS_WEIGHT``)."""
         return rewards > 0.5
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from actors.config import CollectConfig, RolloutConfig
+from actors.config import REAL_REWARDS, CollectConfig, RolloutConfig
 from core.configlib import (
     ConfigError,
     apply_overrides,
@@ -188,6 +188,10 @@ class PostTrainConfig:
             success as the reward, same groups, horizon and update (RIPT-VLA's setting): the
             oracle that tells what imagination costs. A real run needs neither ``simulator``,
             ``reflector`` nor ``data`` and skips the imagined evaluation.
+        real_reward: the reward of ``world: real``. "success": 1 at the env's success, else 0.
+            "progress": 1 at success, else half the best task progress the episode reached
+            (reach the right object, grasp it, carry it; ``envs.tabletop_tasks.task_progress``;
+            the tabletop env only): the same goal with a signal in the failures too.
         eval_every: the learning curve: every this many iterations (and before the first),
             real-env success of the current policy with the mean action and sampled, on
             ``eval_episodes_per_task`` fixed starts per task of its own (never the final
@@ -221,6 +225,7 @@ class PostTrainConfig:
     fake_latency_ms: float = 0.0
     imagined_eval_states: int = 0
     world: str = "imagined"
+    real_reward: str = "success"
     eval_every: int = 0
     eval_episodes_per_task: int = 4
     coevolve_every: int = 0
@@ -233,6 +238,15 @@ class PostTrainConfig:
         require(
             self.world in WORLDS,
             f"post_train.world must be one of {list(WORLDS)}, got {self.world!r}",
+        )
+        require(
+            self.real_reward in REAL_REWARDS,
+            f"post_train.real_reward must be one of {list(REAL_REWARDS)}, got {self.real_reward!r}",
+        )
+        require(
+            self.real_reward == "success" or self.world == "real",
+            "post_train.real_reward is the reward of post_train.world: real (in imagination the "
+            "reflector gives the reward)",
         )
         require(self.imagined_eval_states >= 0, "post_train.imagined_eval_states must be >= 0")
         require(self.iterations >= 1, f"post_train.iterations must be >= 1, got {self.iterations}")

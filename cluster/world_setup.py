@@ -170,5 +170,5 @@ def real_setup(cfg: ExperimentConfig) -> WorldSetup:
         sampler=RealStartSampler(task_names(cfg.env), seed=cfg.seed),
         services=[],
         eval_starts=[],
-        make_world=lambda _handles: RealWorld(env_f),
+        make_world=lambda _handles: RealWorld(env_f, reward=cfg.post_train.real_reward),
     )

@@ -41,6 +41,7 @@ from envs.tabletop_tasks import (
     sample_home_layout,
     sample_layout,
     support_top,
+    task_progress,
 )
 
 DEFAULT_MAX_STEPS = 80  # expert episodes take 17-47 steps (mean ~32)
@@ -155,6 +156,7 @@ class TabletopEnv:
             self._holding: str | None = None
             self._offset = np.zeros(3)
             self._step = 0
+        self._start = self.object_positions()  # task_progress measures from here
         self._static_dirty = True
         return self._observe()
 
@@ -163,7 +165,9 @@ class TabletopEnv:
 
         Returns:
             ``StepResult(obs, success, done, info)``; info holds "objects" (name -> (3,) center),
-            "ee_pos" (3,), "holding" (block name or None), "step" and "task".
+            "ee_pos" (3,), "holding" (block name or None), "grasped_target" (the task's own
+            block held), "progress" (``task_progress`` in [0, 1], measured from the reset's
+            object positions), "step" and "task".
         Raises:
             ValueError: if the action is not a finite array of shape (7,).
         """
@@ -199,6 +203,9 @@ class TabletopEnv:
             "ee_pos": s[:3].copy(),
             "holding": self._holding,
             "grasped_target": self._holding == TASKS[self._task].block,  # the task's own block
+            "progress": task_progress(
+                TASKS[self._task], self._positions, self._holding, s[:3], self._start
+            ),
             "step": self._step,
             "task": self._task,
         }

@@ -35,6 +35,7 @@ MAX_HOME_JITTER = 0.04
 GRASP_XY_TOL = 0.02  # |EE - block center| in x and y for a grasp
 GRASP_Z_BELOW = 0.015  # the fingertips may be this far below the block center ...
 GRASP_Z_ABOVE = 0.01  # ... and must be at least this far below the block top
+REACH_SCALE = 0.2  # task_progress: fingertips this far from the block (or farther) reach 0
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,40 @@ def is_success(task: TaskSpec, positions: dict[str, np.ndarray], holding: str | 
     return bool(over and resting)
 
 
+def task_progress(
+    task: TaskSpec,
+    positions: dict[str, np.ndarray],
+    holding: str | None,
+    ee_pos: np.ndarray,
+    start: dict[str, np.ndarray],
+) -> float:
+    """How far toward the task a state is, in [0, 1]: the mean of three stages.
+
+    reach: 1 - |fingertips - block center| / ``REACH_SCALE`` (1 while holding the block);
+    grasp: 1 while the task's own block is held; move: for place / stack the share of the
+    block's start distance (x, y) to its target that is covered, for lift its bottom's height
+    over ``LIFT_HEIGHT``. A success has progress 1, but progress 1 is not yet a success (the
+    block must still be released onto its target). The wrong block earns nothing past reach.
+
+    Args:
+        task: the episode's task.
+        positions: name -> (3,) object centers now.
+        holding: the held block, if any.
+        ee_pos: (3,) fingertip position.
+        start: name -> (3,) object centers at the episode's start.
+    """
+    b = positions[task.block]
+    held = holding == task.block
+    reach = 1.0 if held else max(0.0, 1.0 - float(np.linalg.norm(ee_pos - b)) / REACH_SCALE)
+    if task.kind == "lift":
+        move = (b[2] - OBJECTS[task.block].half[2]) / LIFT_HEIGHT
+    else:
+        assert task.target is not None
+        t0 = np.linalg.norm(start[task.block][:2] - start[task.target][:2])
+        move = 1.0 - np.linalg.norm(b[:2] - positions[task.target][:2]) / max(t0, 1e-6)
+    return (reach + float(held) + float(np.clip(move, 0.0, 1.0))) / 3.0
+
+
 __all__ = [
     "OBJECTS",
     "BLOCKS",
@@ -220,5 +255,6 @@ __all__ = [
     "support_top",
     "block_in_grasp",
     "is_success",
+    "task_progress",
     "footprint_overlaps",
 ]

@@ -45,23 +45,18 @@ def run(args: argparse.Namespace) -> int:
     from cluster.config import load_config
     from cluster.driver import post_train
 
-    cfg = load_config(args.config, args.set)
-    pt = cfg.post_train
-    changes = {
-        k: v
-        for k, v in {
-            "policy": args.policy,
-            "simulator": args.simulator,
-            "reflector": args.reflector,
-            "data": args.data,
-            "iterations": args.iterations,
-            "run_dir": args.run_dir,
-            "world": args.world,
-        }.items()
-        if v is not None
+    flags = {
+        "policy": args.policy,
+        "simulator": args.simulator,
+        "reflector": args.reflector,
+        "data": args.data,
+        "iterations": args.iterations,
+        "run_dir": args.run_dir,
+        "world": args.world,
     }
-    if changes:
-        cfg = dataclasses.replace(cfg, post_train=dataclasses.replace(pt, **changes))
+    # the flags are overrides after --set, validated with them (JSON values are YAML)
+    flag_sets = [f"post_train.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    cfg = load_config(args.config, [*(args.set or []), *flag_sets])
     if args.address:
         cfg = dataclasses.replace(
             cfg, cluster=dataclasses.replace(cfg.cluster, address=args.address)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from actors.config import RolloutConfig
@@ -184,3 +185,51 @@ def test_mirrored_worker_pairs_opposite_noise():
             a = group.rollout.actions[:, 0]  # (4, chunk, A): one start, the same first frame
             sums = a[:2] + a[2:]  # 2 mu where mirrored
             assert np.allclose(sums[0], sums[1], atol=1e-5) == mirrored
+
+
+def test_progress_reward_is_best_progress_below_every_success():
+    """``reward="progress"``: a failure's reward is PROGRESS_WEIGHT x the best task progress
+    reached so far (it does not fall when the arm moves away again), a success's is 1.0, and
+    the world's success test still separates them; an env without progress is refused."""
+    from actors.starts import EvalJob
+    from actors.worlds import PROGRESS_WEIGHT, RealGroup
+
+    cfg = EnvConfig(image_size=32, layout="homes", max_steps=200)
+    jobs = [EvalJob("place_red_on_blue", 7), EvalJob("place_red_on_blue", 7)]
+    envs = [make_env(cfg) for _ in jobs]
+    group = RealGroup(envs, jobs, reward="progress")
+    group.reset()
+    back = np.zeros(7)
+    back[2] = 1.0  # the second env only rises, away from the block
+    best, rewards, success = 0.0, [], False
+    for _ in range(200):
+        res = group.step(np.stack([expert_action(envs[0]), back]), np.array([not success, True]))
+        if not success:
+            best = max(best, group.progress[0])
+            rewards.append(res.reward[0])
+        success = bool(group.success[0])
+    assert success and rewards[-1] == 1.0
+    fails = np.array(rewards[:-1])
+    assert 0.0 < fails.max() <= PROGRESS_WEIGHT and np.all(np.diff(fails) >= 0)
+    assert res.reward[1] == PROGRESS_WEIGHT * group.progress[1] < 0.1
+    world = RealWorld(lambda: None, reward="progress")
+    assert world.succeeded(np.array([1.0, PROGRESS_WEIGHT, 0.0])).tolist() == [True, False, False]
+
+    class Bare:  # an env whose step info has no "progress" (like LIBERO's)
+        def __init__(self, env):
+            self.env = env
+
+        def reset(self, task, seed=None):
+            return self.env.reset(task, seed=seed)
+
+        def step(self, action):
+            res = self.env.step(action)
+            res.info.pop("progress")
+            return res
+
+    bare = RealGroup([Bare(envs[0])], jobs[:1], reward="progress")
+    bare.reset()
+    with pytest.raises(ValueError, match="real_reward: progress"):
+        bare.step(back[None], np.array([True]))
+    with pytest.raises(ValueError, match="real reward must be one of"):
+        RealWorld(lambda: None, reward="dense")

@@ -32,6 +32,10 @@ TABLE = [
     ("evaluate --policy nope --config nope.yaml", "config file nope.yaml does not exist"),
     ("post-train --world real --policy nope --run-dir OUT", "policy checkpoint nope"),
     ("post-train --world real --set learner.lr_lora=inf --run-dir OUT", "learner.lr_lora"),
+    (  # the flags are validated together with --set: this one needs the flag's world
+        "post-train --world real --set post_train.real_reward=progress --policy nope --run-dir OUT",
+        "policy checkpoint nope",
+    ),
     ("import-libero --hdf5 nope.hdf5 --out OUT", "LIBERO demo file nope.hdf5"),
     ("demo --quick --set rollout.group_size=0 --run-dir OUT", "rollout.group_size must be >= 2"),
     ("config show --set bogus.key=1", "unknown key 'bogus'"),

@@ -59,6 +59,13 @@ def test_impossible_value(tmp_path):
         ConfigError, match=r"post_train.world must be one of \['imagined', 'real'\], got 'dream'"
     ):
         load_config(p)
+    p = write(tmp_path, "post_train:\n  world: real\n  real_reward: dense\n")
+    with pytest.raises(ConfigError, match=r"post_train.real_reward must be one of"):
+        load_config(p)
+    p = write(tmp_path, "post_train:\n  real_reward: progress\n")
+    with pytest.raises(ConfigError, match=r"real_reward is the reward of post_train.world: real"):
+        load_config(p)
+    assert load_config(p, ["post_train.world=real"]).post_train.real_reward == "progress"
     p = write(tmp_path, "cluster:\n  placement: shared\n")
     with pytest.raises(
         ConfigError, match=r"cluster.placement must be one of services, colocated, got 'shared'"

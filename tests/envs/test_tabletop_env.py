@@ -237,3 +237,43 @@ def test_homes_layout_keeps_objects_near_their_homes_and_the_expert_solves_it():
                 break
         assert result.success, task
     assert env.meta()["layout"] == "homes"
+
+
+def test_task_progress_stages():
+    """``task_progress``: reach rises as the fingertips near the task's block; grasping it adds
+    a third; carrying it over its plate the last third (progress 1 before the release makes it a
+    success); the wrong block earns nothing past reach; lift counts the height; a restored
+    state measures from where it was restored."""
+    from envs.tabletop_tasks import REACH_SCALE, task_progress
+
+    env = TabletopEnv(EnvConfig(image_size=16))
+    env.reset("place_red_on_blue", seed=4)
+    pos = env.object_positions()
+    red, plate = pos["red_block"], pos["blue_plate"]
+    far = _move_to(env, red + [0, 0, REACH_SCALE + 0.01], -1.0).info["progress"]
+    near = _move_to(env, red + [0, 0, 0.06], -1.0).info["progress"]
+    assert far == 0.0 and near == pytest.approx((1 - 0.06 / REACH_SCALE) / 3)
+    held = _grasp(env, "red_block").info["progress"]
+    assert held == pytest.approx(2 / 3)
+    offset = red - env.proprio[:3]
+    half_way = (red[:2] + plate[:2]) / 2 - offset[:2]
+    r = _move_to(env, [half_way[0], half_way[1], 0.15], 1.0)
+    assert r.info["progress"] == pytest.approx(2 / 3 + 0.5 / 3)
+    r = _move_to(env, [plate[0] - offset[0], plate[1] - offset[1], 0.15], 1.0)
+    assert r.info["progress"] == pytest.approx(1.0) and not r.success
+    assert task_progress(TASKS["place_red_on_blue"], pos, None, red, pos) == pytest.approx(1 / 3)
+    assert task_progress(TASKS["place_red_on_blue"], pos, "yellow_block", red, pos) == (
+        pytest.approx(1 / 3)
+    )
+
+    env.reset("lift_yellow", seed=1)
+    _grasp(env, "yellow_block")
+    for _ in range(3):
+        r = env.step(np.array([0, 0, 1.0, 0, 0, 0, 1.0]))
+    y = r.info["objects"]["yellow_block"]
+    assert r.info["progress"] == pytest.approx(2 / 3 + (y[2] - BLOCK_SIZE / 2) / LIFT_HEIGHT / 3)
+
+    state = env.get_state()  # restored while holding: the start is the restored layout
+    env.reset("lift_yellow", init_state=state)
+    r = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+    assert r.info["progress"] > 2 / 3
