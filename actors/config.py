@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from core.configlib import require
 
 REAL_REWARDS = ("success", "progress")  # what a real group rewards (``post_train.real_reward``)
+EXPLORE = ("every_step", "one_step")  # where training rollouts sample (``rollout.explore``)
 
 
 @dataclass
@@ -82,6 +83,14 @@ class RolloutConfig:
             gradient is a finite difference along its noise (the reward's part that is even in
             the noise cancels). Needs an even ``group_size`` and ``learner.advantage:
             rloo_mirrored`` (a rollout's baseline must leave out its mirror image).
+        explore: where training rollouts sample. "every_step": every policy step samples from
+            the policy (LOOP). "one_step": each group draws one policy step k (uniform below
+            ``max_policy_steps``); its rollouts act with the mean action at every other step
+            and sample only at step k. In a deterministic env the group's rollouts share their
+            state at k and differ only by that chunk's noise, so the RLOO group estimates how
+            the mean action's own reward changes there (the policy the evaluation runs), and
+            the learner trains on step k alone. A group whose episode ends before k has no
+            sample (and equal rewards: the learner skips it).
     """
 
     group_size: int = 8
@@ -98,6 +107,7 @@ class RolloutConfig:
     max_sampling_rounds: int = 4
     round_growth: int = 4
     mirrored: bool = False
+    explore: str = "every_step"
 
     def __post_init__(self) -> None:
         require(
@@ -116,6 +126,10 @@ class RolloutConfig:
         require(
             self.eval_max_steps is None or self.eval_max_steps >= 1,
             "rollout.eval_max_steps must be >= 1, or null for the env's own limit",
+        )
+        require(
+            self.explore in EXPLORE,
+            f"rollout.explore must be one of {list(EXPLORE)}, got {self.explore!r}",
         )
         require(self.scale_factor > 0, f"rollout.scale_factor must be > 0, got {self.scale_factor}")
         require(

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from policy.distribution import laplace_noise
+from policy.distribution import laplace_log_density, laplace_noise
 
 
 @dataclass
@@ -71,7 +71,8 @@ class Rollout:
         actions: (N, T, chunk, A) normalized action chunks taken.
         old_log_probs: (N, T, chunk, A) log-densities of those actions under the acting
             policy, per action dimension.
-        executed: (N, T, chunk) bool, the actions that ran in the environment.
+        executed: (N, T, chunk) bool, the sampled actions that ran in the environment (what the
+            learner trains on; with ``explore_at`` the mean-action steps are not marked).
         done: (N, T) bool, exactly one True per row: the step where the rollout ended.
         rewards: (N,) the reward of each rollout's last step.
         steps: (N,) env steps each rollout took.
@@ -143,6 +144,7 @@ def act_in_chunks(
     generator: torch.Generator | None = None,
     scale_factor: float = 1.0,
     mirror: int = 0,
+    explore_at: np.ndarray | None = None,
     keep_frames: bool = False,
 ) -> Rollout:
     """Run the group until every environment has ended or the horizon is reached.
@@ -162,6 +164,9 @@ def act_in_chunks(
             of this many (even), and at every policy step the second half of each group acts
             with the negated standard noise of the first half (``-eps``; 0: independent noise).
             Each rollout is still a sample of the policy; pairs differ only in the noise's sign.
+        explore_at: (N,) the one policy step at which each environment samples; at every
+            other step it acts with the mean action, and those actions are not marked
+            ``executed`` (the learner trains on sampled actions only). None: every step samples.
         keep_frames: also return every frame (videos).
     """
     if mirror and (mirror % 2 or env.n % mirror):
@@ -184,13 +189,17 @@ def act_in_chunks(
             noise = None
             if mirror and not deterministic:
                 noise = _mirrored_noise(n, mirror, policy.cfg, generator)[torch.from_numpy(rows)]
-            a, logp, _mu, _log_scale = policy.act(
+            a, logp, mu, log_scale = policy.act(
                 _rows(obs, rows),
                 deterministic=deterministic,
                 generator=generator,
                 scale_factor=scale_factor,
                 **({} if noise is None else {"noise": noise}),
             )
+            if explore_at is not None and not deterministic:
+                sampled = torch.from_numpy(explore_at[rows] == t)  # (R,)
+                a = torch.where(sampled[:, None, None], a, mu)
+                logp = laplace_log_density(a, mu, log_scale)
             a_np = a.float().cpu().numpy()  # (R, chunk, A)
             chunk_a = np.zeros((n, *a_np.shape[1:]), dtype=np.float32)
             chunk_lp = np.zeros((n, *a_np.shape[1:]), dtype=np.float32)
@@ -204,8 +213,9 @@ def act_in_chunks(
             logps.append(chunk_lp)
             done_now = np.zeros(n, dtype=bool)
             ran = np.zeros((n, a_np.shape[1]), dtype=bool)  # (N, chunk)
+            learn = active if explore_at is None or deterministic else active & (explore_at == t)
             for k in range(min(execute_steps, a_np.shape[1])):
-                ran[:, k] = active
+                ran[:, k] = learn & active
                 steps += active
                 t0 = time.perf_counter()
                 step = env.step(env_a[:, k], active.copy())

@@ -83,6 +83,11 @@ class RolloutWorker:
         for gid in group_ids:
             keys.append(f"w{self.index}-g{gid}-{self._groups_run}")
             self._groups_run += 1
+        explore_at = None
+        if self.cfg.explore == "one_step" and not deterministic:
+            # one policy step per group, shared by its rollouts (they reach it in one state)
+            k = torch.randint(self.cfg.max_policy_steps, (len(starts),), generator=self.generator)
+            explore_at = np.repeat(k.numpy(), n)  # (G * N,)
         # every group of this call steps together: one policy batch, one batched model call
         rollout = act_in_chunks(
             self.policy,
@@ -93,6 +98,7 @@ class RolloutWorker:
             generator=self.generator,
             scale_factor=1.0 if deterministic else self.cfg.scale_factor,
             mirror=n if self.cfg.mirrored else 0,
+            explore_at=explore_at,
             keep_frames=keep_frames,
         )
         results = []

@@ -229,7 +229,9 @@ class Learner:
         advantages, keep = self.advantages(batch, groups)  # (B,), (B,)
         stale = (self.version - batch.policy_version) > self.config.max_staleness  # (B,)
         keep = keep & ~stale
-        mask = termination_mask(batch.done)  # (B, T)
+        # the steps to score: valid (up to termination) and with a sampled action that ran (a
+        # rollout that explores at one step only, ``rollout.explore: one_step``, has one)
+        mask = termination_mask(batch.done) & batch.executed.bool().any(dim=-1)  # (B, T)
         kept = keep.nonzero().flatten()  # (K,)
         probe = kept[: self.config.micro_batch_size]
         b_idx, t_idx = mask[probe].nonzero(as_tuple=True)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from actors.config import RolloutConfig
+from actors.rollout import to_trajectory_batch
 from actors.rollout_worker import RolloutWorker
 from actors.starts import EVAL_SEED_OFFSET, REAL_START_SEED_OFFSET, RealStartSampler
 from actors.worlds import RealWorld
@@ -233,3 +234,51 @@ def test_progress_reward_is_best_progress_below_every_success():
         bare.step(back[None], np.array([True]))
     with pytest.raises(ValueError, match="real reward must be one of"):
         RealWorld(lambda: None, reward="dense")
+
+
+def test_one_step_exploration_samples_one_shared_step_per_group():
+    """``rollout.explore: one_step``: each group samples at one policy step k of its own; its
+    rollouts act with the mean action elsewhere (identical until k in the deterministic env),
+    only step k's actions are marked executed, and the recorded log-probs are the policy's;
+    the learner scores step k alone and moves the policy."""
+    from learner.config import LearnerConfig
+    from learner.learner import Learner
+
+    envs = [make_env(ENV) for _ in range(12)]
+    task = envs[0].task_names[0]
+    policy = _policy(envs[0].instruction(task))
+    worker = _worker(
+        policy, envs=envs, group_size=3, max_policy_steps=5, execute_steps=2, explore="one_step"
+    )
+    worker.generator.manual_seed(3)
+    groups = worker.run_groups(RealStartSampler([task], seed=1).sample(4), [0, 1, 2, 3])
+    ks = []
+    for group in groups:
+        res = group.rollout
+        sampled = res.executed.any(axis=-1)  # (N, T)
+        (k,) = np.unique(sampled.argmax(axis=1))  # one step, shared by the group
+        assert sampled.sum(axis=1).tolist() == [1, 1, 1] and res.executed[:, k, :2].all()
+        ks.append(int(k))
+        for t in range(res.actions.shape[1]):  # identical rows before k, apart at k
+            same = np.allclose(res.actions[0, t], res.actions[1, t])
+            assert same == (t != k) or t > k
+        obs = {
+            "image": res.images[:, k],
+            "proprio": res.proprio[:, k],
+            "instruction": [group.instruction] * 3,
+        }
+        lp = policy.log_prob(obs, torch.from_numpy(res.actions[:, k]))
+        np.testing.assert_allclose(
+            lp.detach().numpy(), res.old_log_probs[:, k].sum(axis=(-2, -1)), rtol=1e-4, atol=1e-3
+        )
+    assert len(set(ks)) > 1  # groups draw their own step
+    batch = to_trajectory_batch(groups, policy)
+    batch.rewards[:] = torch.tensor([1.0, 0.0, 0.0] * 4)
+    learner = Learner(policy, LearnerConfig(minibatch_size=12, micro_batch_size=12))
+    before = {k: v.clone() for k, v in policy.trainable_state_dict().items()}
+    stats = learner.update(batch)
+    assert np.isfinite(stats["learner/loss"]) and stats["learner/kept_trajectories"] == 12
+    moved = [k for k, v in policy.trainable_state_dict().items() if not torch.equal(v, before[k])]
+    assert moved
+    with pytest.raises(ValueError, match="rollout.explore must be one of"):
+        RolloutConfig(explore="sometimes")
