@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.configlib import require
-from learner.loop import ADVANTAGES, RATIO_UNITS
+from learner.loop import ADVANTAGES, OBJECTIVES, RATIO_UNITS
 
 SCALE_GRADIENTS = ("none", "trunk", "all")  # how the Laplace scale enters the update
 
@@ -51,6 +51,13 @@ class LearnerConfig:
             behind the learner's are dropped, never trained on (counted in
             ``learner/stale_dropped``); overlapped rollouts (``post_train.overlap``) are one
             version behind.
+        objective: what an update minimizes. "ppo": LOOP's PPO-clip surrogate on the
+            advantages. "filtered_l1": the mean action regressed (L1, as SFT's first stage)
+            toward the sampled actions of the trajectories with a positive advantage in the
+            groups kept, nothing for the others (filtered self-imitation; with
+            ``rollout.explore: one_step`` it imitates the chunks that turned a group's shared
+            state into a better outcome). ``ratio``, ``clip_eps`` and ``scale_gradient`` do not
+            enter it (the ratio statistics are still reported).
         gradient_signal: before each update, also compute the policy gradient of the kept
             trajectories in two halves, their initial-state groups alternating between them,
             and report how much of the batch gradient is signal rather than sampling noise:
@@ -82,6 +89,7 @@ class LearnerConfig:
     scale_gradient: str = "none"
     clip_per_group: bool = True
     max_staleness: int = 1
+    objective: str = "ppo"
     gradient_signal: bool = False
 
     def __post_init__(self) -> None:
@@ -120,6 +128,10 @@ class LearnerConfig:
             self.scale_gradient in SCALE_GRADIENTS,
             f"learner.scale_gradient must be one of {list(SCALE_GRADIENTS)}, "
             f"got {self.scale_gradient!r}",
+        )
+        require(
+            self.objective in OBJECTIVES,
+            f"learner.objective must be one of {list(OBJECTIVES)}, got {self.objective!r}",
         )
         require(
             self.advantage in ADVANTAGES,

@@ -4,7 +4,9 @@ Plain PyTorch, no Ray: a Ray actor wraps this class elsewhere. One ``update`` ca
 of trajectories grouped by initial state, computes RLOO (or GRPO) advantages per group, trains
 on the groups the rollout stage selected (dynamic sampling) or on every group whose rewards are
 not all equal, and runs PPO epochs over minibatches of trajectories with gradient accumulation
-and clipping; one PPO ratio covers a chunk, an action or a dimension (``learner.ratio``). An
+and clipping; one PPO ratio covers a chunk, an action or a dimension (``learner.ratio``); or,
+with ``learner.objective: filtered_l1``, regresses the mean action toward the actions of the
+trajectories with a positive advantage (filtered self-imitation) in the same loop. An
 optimizer step whose loss or gradients are not finite is never applied, and one that would
 leave a weight non-finite is undone; both are counted in ``learner/skipped_updates``.
 ``publish`` hands out the trainable weights with a new version number for rollout workers.
@@ -23,12 +25,13 @@ from learner.batch import TrajectoryBatch
 from learner.config import LearnerConfig
 from learner.loop import (
     ADVANTAGES,
+    filtered_l1_loss,
     nonconstant_group_mask,
     ppo_clip_loss,
     ratio_log_probs,
     termination_mask,
 )
-from policy.distribution import laplace_entropy
+from policy.distribution import laplace_entropy, laplace_log_density
 
 PARAM_GROUPS = ("lora", "heads")  # optimizer groups; the policy's "scale_head" joins "heads"
 _STAT_KEYS = ("loss", "approx_kl", "clip_frac", "ratio_mean", "entropy")
@@ -69,13 +72,17 @@ class TrainablePolicy(Protocol):
     actions)`` scores N action chunks: ``obs`` is the batch's obs dict with leading dim N
     instead of (B, T), ``actions`` is (N, chunk, A); it returns the per-dimension
     log-densities (N, chunk, A) and the Laplace log_scale (broadcastable to (N, chunk, A)) for
-    the entropy metric. It must be deterministic (dropout off) so that the first PPO ratio is
-    exactly 1. ``trainable_state_dict`` returns the trainable weights (LoRA + heads) by name,
-    ``load_trainable_state_dict`` copies such weights back in place. With ``scale_gradient``
-    False the log-densities must carry no gradient through the scale (b a constant in them).
+    the entropy metric; ``policy(obs)`` returns the Laplace mean and log_scale (N, chunk, A)
+    (the ``filtered_l1`` objective regresses the mean). It must be deterministic (dropout
+    off) so that the first PPO ratio is exactly 1. ``trainable_state_dict`` returns the
+    trainable weights (LoRA + heads) by name, ``load_trainable_state_dict`` copies such weights
+    back in place. With ``scale_gradient`` False the log-densities must carry no gradient
+    through the scale (b a constant in them).
     """
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+
+    def __call__(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def log_density(
         self, obs: dict[str, torch.Tensor], actions: torch.Tensor, *, scale_gradient: bool = True
@@ -429,9 +436,14 @@ class Learner:
         b_idx, t_idx = mask.nonzero(as_tuple=True)  # (N,), (N,) valid steps
         obs = {k: v[b_idx, t_idx] for k, v in batch.obs.items()}  # (N, ...)
         actions = batch.actions[b_idx, t_idx]  # (N, chunk, A)
-        density, log_scale = self.policy.log_density(
-            obs, actions, scale_gradient=self.config.scale_gradient != "none"
-        )
+        mu_n = None
+        if self.config.objective == "filtered_l1":  # regress mu; densities for the statistics
+            mu_n, log_scale = self.policy(obs)  # (N, chunk, A) each
+            density = laplace_log_density(actions.to(mu_n), mu_n, log_scale).detach()
+        else:
+            density, log_scale = self.policy.log_density(
+                obs, actions, scale_gradient=self.config.scale_gradient != "none"
+            )
         if density.shape != actions.shape:
             raise ValueError(
                 f"policy.log_density returned shape {tuple(density.shape)} for action chunks "
@@ -445,6 +457,14 @@ class Learner:
         loss, stats = ppo_clip_loss(
             log_probs, old, advantages.float(), unit_mask, self.config.clip_eps
         )
+        if mu_n is not None:
+            mu = torch.zeros(batch.actions.shape, dtype=torch.float32, device=density.device)
+            mu = mu.index_put((b_idx, t_idx), mu_n.float())  # (B, T, chunk, A)
+            acted = batch.executed.bool() & mask.bool()[..., None]  # (B, T, chunk)
+            units = acted[..., None].expand(mu.shape).flatten(1)  # (B, T * chunk * A)
+            loss = filtered_l1_loss(
+                mu.flatten(1), batch.actions.float().flatten(1), advantages.float(), units
+            )
         log_scale = log_scale.detach().float().expand(actions.shape)  # (N, chunk, A)
         stats["entropy"] = laplace_entropy(log_scale).sum(dim=-1).mean()
         return loss, stats

@@ -90,6 +90,7 @@ ADVANTAGES = {
     "rloo_mirrored": mirrored_rloo_advantages,
 }
 RATIO_UNITS = ("chunk", "action", "dim")
+OBJECTIVES = ("ppo", "filtered_l1")  # what the learner minimizes (``learner.objective``)
 
 
 def ratio_log_probs(
@@ -221,9 +222,41 @@ def ppo_clip_loss(
     return loss, stats
 
 
+def filtered_l1_loss(
+    mu: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Regression of the mean action toward the actions of better-than-baseline rollouts.
+
+    Per trajectory with a positive advantage, the mean of |mu - a| over its masked action
+    dimensions; the loss is the mean over those trajectories (0 if none). Trajectories with
+    A <= 0 contribute nothing: the policy imitates what its own search found better, as the
+    L1 stage of SFT imitates demos, and is never pushed away from a failure.
+
+    Args:
+        mu: (B, U) the policy's mean per unit (an action dimension of a step), with gradient.
+        actions: (B, U) the actions taken.
+        advantages: (B,) one advantage per trajectory.
+        mask: (B, U) bool, the units to regress (sampled and executed, before termination).
+    """
+    if mu.shape != actions.shape or mu.shape != mask.shape or advantages.shape != mu.shape[:1]:
+        raise ValueError(
+            f"filtered_l1_loss: mu {tuple(mu.shape)}, actions {tuple(actions.shape)} and mask "
+            f"{tuple(mask.shape)} must share one (B, U) shape, advantages (B,), got "
+            f"{tuple(advantages.shape)}"
+        )
+    valid = mask.bool() & (advantages > 0)[:, None]  # (B, U)
+    err = torch.where(valid, (mu - actions.detach()).abs(), torch.zeros_like(mu))  # (B, U)
+    length = valid.sum(dim=-1)  # (B,)
+    used = length > 0
+    per_traj = err.sum(dim=-1) / length.clamp_min(1)  # (B,)
+    return (per_traj * used).sum() / used.sum().clamp_min(1)
+
+
 __all__ = [
     "ADVANTAGES",
+    "filtered_l1_loss",
     "RATIO_UNITS",
+    "OBJECTIVES",
     "grpo_advantages",
     "ratio_log_probs",
     "rloo_advantages",

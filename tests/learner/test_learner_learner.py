@@ -31,6 +31,9 @@ class LinearLaplacePolicy(nn.Module):
         out = out.reshape(*state.shape[:-1], CHUNK, ACTION_DIM, 2)
         return out[..., 0], out[..., 1].clamp(-2.0, 0.5)  # loc, log_scale (..., CHUNK, A)
 
+    def forward(self, obs):
+        return self.dist(obs["state"])
+
     def log_density(self, obs, actions, *, scale_gradient=True):
         self.calls.append(actions.shape[0])
         loc, log_scale = self.dist(obs["state"])
@@ -111,6 +114,34 @@ def test_positive_advantage_raises_log_prob_of_its_actions() -> None:
         metrics["learner/kept_trajectories"] == 4
         and metrics["learner/dropped_constant_groups"] == 0
     )
+
+
+def test_filtered_l1_objective_moves_the_mean_toward_positive_trajectories_only() -> None:
+    """``objective: filtered_l1``: the mean action nears the actions of the trajectories with a
+    positive advantage (their valid steps); the first step's loss is the plain masked mean."""
+    from learner.loop import filtered_l1_loss
+
+    policy = LinearLaplacePolicy()
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    with torch.no_grad():
+        loc0, _ = policy.dist(batch.obs["state"])
+    valid = ~torch.tensor([[False, False, True], [False, False, False]] * 2)  # (B, T)
+    units = valid[:, :, None, None].expand(loc0.shape).flatten(1)
+    expected = filtered_l1_loss(
+        loc0.flatten(1), batch.actions.flatten(1), torch.tensor([1.0, -1.0, -1.0, 1.0]), units
+    )
+    learner = Learner(policy, config(objective="filtered_l1", ppo_epochs=1, minibatch_size=4))
+    metrics = learner.update(batch)
+    assert math.isclose(metrics["learner/loss"], float(expected), rel_tol=1e-5)
+    for _ in range(20):
+        learner.update(batch)
+    with torch.no_grad():
+        loc, _ = policy.dist(batch.obs["state"])
+    err0 = ((loc0 - batch.actions).abs() * valid[..., None, None]).sum(dim=(1, 2, 3))
+    err = ((loc - batch.actions).abs() * valid[..., None, None]).sum(dim=(1, 2, 3))
+    assert err[0] < 0.9 * err0[0] and err[3] < 0.9 * err0[3]
+    with pytest.raises(ValueError, match="learner.objective must be one of"):
+        LearnerConfig(objective="bc")
 
 
 def test_first_step_ratio_is_one_and_only_valid_steps_are_scored() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from learner.loop import (
+    filtered_l1_loss,
     grpo_advantages,
     mirrored_rloo_advantages,
     nonconstant_group_mask,
@@ -235,3 +236,25 @@ def test_ratio_units_give_the_plain_per_unit_ppo_loss(unit) -> None:
     assert lp.shape == (b, t * units_per_step)
     with pytest.raises(ValueError, match="unknown PPO ratio unit"):
         ratio_log_probs(new, step_mask, executed, "token")
+
+
+def test_filtered_l1_loss_matches_loop() -> None:
+    """Per trajectory with A > 0 the mean |mu - a| over its masked units, then the mean over
+    those trajectories; others (A <= 0, or no unit) never count, nor do masked NaNs."""
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(5, 6, generator=g)
+    actions = torch.randn(5, 6, generator=g)
+    mask = torch.rand(5, 6, generator=g) > 0.4
+    mask[3] = False  # a positive trajectory without units
+    adv = torch.tensor([0.5, -0.2, 1.0, 2.0, 0.0])
+    actions[~mask] = float("nan")
+    per = []
+    for b in range(5):
+        units = [abs(float(mu[b, u] - actions[b, u])) for u in range(6) if mask[b, u]]
+        if adv[b] > 0 and units:
+            per.append(sum(units) / len(units))
+    got = filtered_l1_loss(mu, actions, adv, mask)
+    assert math.isclose(float(got), sum(per) / len(per), rel_tol=1e-6)
+    assert float(filtered_l1_loss(mu, actions, -adv.abs(), mask)) == 0.0
+    with pytest.raises(ValueError, match="filtered_l1_loss"):
+        filtered_l1_loss(mu, actions[:, :3], adv, mask)
