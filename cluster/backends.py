@@ -19,10 +19,12 @@ def _check_folder(path: str, what: str, key: str) -> None:
 
 @dataclass
 class PolicyFactory:
-    """Loads the policy checkpoint folder on the actor's device."""
+    """Loads the policy checkpoint folder on the actor's device; ``train_projector`` adds the
+    projector to its trainable part (``post_train.train_projector``)."""
 
     path: str
     num_gpus: float = 0.0
+    train_projector: bool = False
 
     def __post_init__(self) -> None:
         _check_folder(self.path, "policy", "policy")
@@ -31,7 +33,11 @@ class PolicyFactory:
         from cluster.placement import device_for
         from policy.checkpoint import load_policy
 
-        return load_policy(self.path, device=device_for(self.num_gpus))
+        policy = load_policy(self.path, device=device_for(self.num_gpus))
+        if self.train_projector:
+            policy.cfg.train_projector = True
+            policy.freeze_to_trainable()
+        return policy
 
 
 @dataclass

@@ -192,6 +192,9 @@ class PostTrainConfig:
             "progress": 1 at success, else half the best task progress the episode reached
             (reach the right object, grasp it, carry it; ``envs.tabletop_tasks.task_progress``;
             the tabletop env only): the same goal with a signal in the failures too.
+        train_projector: post-train the projector (vision features -> LLM tokens) too: it
+            joins the trainable part (the learner's head group, published and checkpointed);
+            the start checkpoint's own ``policy.train_projector`` counts as well.
         eval_every: the learning curve: every this many iterations (and before the first),
             real-env success of the current policy with the mean action and sampled, on
             ``eval_episodes_per_task`` fixed starts per task of its own (never the final
@@ -226,6 +229,7 @@ class PostTrainConfig:
     imagined_eval_states: int = 0
     world: str = "imagined"
     real_reward: str = "success"
+    train_projector: bool = False
     eval_every: int = 0
     eval_episodes_per_task: int = 4
     coevolve_every: int = 0

@@ -116,8 +116,8 @@ class PostTrainRun:
                 'is "fake"'
             )
         cc = self.cfg.cluster
-        self.policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus)
-        self.policy_l = PolicyFactory(pt.policy, cc.learner_gpus)
+        self.policy_w = PolicyFactory(pt.policy, cc.rollout_worker_gpus, pt.train_projector)
+        self.policy_l = PolicyFactory(pt.policy, cc.learner_gpus, pt.train_projector)
         self.world = imagined_setup(self.cfg) if pt.world == "imagined" else real_setup(self.cfg)
         self.sim_path = pt.simulator
         self.learner_state, self.driver_state = (
@@ -192,6 +192,7 @@ class PostTrainRun:
             num_cpus=cc.learner_cpus,
             seed=cfg.seed,
             name=f"{tag}-learner",
+            anchor_split=(cfg.sft.val_fraction, cfg.sft.seed),
         )
         world = self.world_of_workers = self.world.make_world(self.handles)
         self.workers = [

@@ -39,6 +39,7 @@ class LearnerGroup:
         num_gpus / num_cpus: resources per worker.
         seed: minibatch shuffling seed.
         name: actor name prefix.
+        anchor_split: (val_fraction, seed) of the SFT's demo split (``LearnerWorker``).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class LearnerGroup:
         num_cpus: float,
         seed: int,
         name: str,
+        anchor_split: tuple[float, int] = (0.2, 0),
     ):
         import ray
 
@@ -60,6 +62,7 @@ class LearnerGroup:
                 policy_factory,
                 config,
                 seed=seed,
+                anchor_split=anchor_split,
                 num_gpus=num_gpus,
                 num_cpus=num_cpus,
                 name=f"{name}-{rank}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.configlib import require
 from learner.loop import ADVANTAGES, OBJECTIVES, RATIO_UNITS
@@ -58,6 +58,17 @@ class LearnerConfig:
             ``rollout.explore: one_step`` it imitates the chunks that turned a group's shared
             state into a better outcome). ``ratio``, ``clip_eps`` and ``scale_gradient`` do not
             enter it (the ratio statistics are still reported).
+        anchor_weight: weight of a supervised anchor added to every optimizer step: the L1
+            loss of the mean action on a minibatch of the SFT's own training demos
+            (``anchor_data``), as SFT's first stage computes it (0: none). It keeps the
+            policy near what the demos taught while it imitates its own search
+            (``objective: filtered_l1``): without it, that imitation gained nothing
+            measurable (docs/RESULTS.md, session 20).
+        anchor_data: episode stores of the demos (the SFT's ``--data``).
+        anchor_demos_per_task: expert demos per task the SFT trained on; the anchor uses the
+            same training split (``policy.sft.split_demos`` with ``sft.val_fraction`` and
+            ``sft.seed``).
+        anchor_batch_size: demo samples per anchor minibatch.
         gradient_signal: before each update, also compute the policy gradient of the kept
             trajectories in two halves, their initial-state groups alternating between them,
             and report how much of the batch gradient is signal rather than sampling noise:
@@ -90,6 +101,10 @@ class LearnerConfig:
     clip_per_group: bool = True
     max_staleness: int = 1
     objective: str = "ppo"
+    anchor_weight: float = 0.0
+    anchor_data: list[str] = field(default_factory=list)
+    anchor_demos_per_task: int = 5
+    anchor_batch_size: int = 16
     gradient_signal: bool = False
 
     def __post_init__(self) -> None:
@@ -129,6 +144,14 @@ class LearnerConfig:
             f"learner.scale_gradient must be one of {list(SCALE_GRADIENTS)}, "
             f"got {self.scale_gradient!r}",
         )
+        require(self.anchor_weight >= 0, f"anchor_weight must be >= 0, got {self.anchor_weight}")
+        require(
+            self.anchor_weight == 0 or bool(self.anchor_data),
+            "learner.anchor_weight needs learner.anchor_data: the episode stores of the SFT's "
+            "demos",
+        )
+        require(self.anchor_demos_per_task >= 1, "learner.anchor_demos_per_task must be >= 1")
+        require(self.anchor_batch_size >= 1, "learner.anchor_batch_size must be >= 1")
         require(
             self.objective in OBJECTIVES,
             f"learner.objective must be one of {list(OBJECTIVES)}, got {self.objective!r}",

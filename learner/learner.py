@@ -99,6 +99,9 @@ class Learner:
     Args:
         policy: the policy to train, see ``TrainablePolicy``.
         config: the learner config.
+        anchor: a supervised loss of the policy on a random minibatch drawn with the generator
+            it is given (the SFT's L1 on its demos), added times ``config.anchor_weight`` to
+            every optimizer step; needed when that weight is > 0.
         seed: seed of the minibatch shuffling.
     Attributes:
         version: weights version of the last ``publish`` (0 before the first).
@@ -106,9 +109,21 @@ class Learner:
         optimizer_steps: optimizer steps applied, in total.
     """
 
-    def __init__(self, policy: TrainablePolicy, config: LearnerConfig, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        policy: TrainablePolicy,
+        config: LearnerConfig,
+        *,
+        seed: int = 0,
+        anchor: Callable[[torch.Generator], torch.Tensor] | None = None,
+    ) -> None:
         self.policy = policy
         self.config = config
+        if config.anchor_weight > 0 and anchor is None:
+            raise ValueError("learner.anchor_weight > 0 needs an anchor loss (the SFT's demos)")
+        self.anchor = anchor if config.anchor_weight > 0 else None
+        self._anchor_gen = torch.Generator().manual_seed(seed + 1)
+        self._anchor_losses: list[float] = []
         groups = dict(policy.param_groups())
         scale_head = list(groups.pop("scale_head", []))
         if config.scale_gradient == "all":
@@ -270,6 +285,9 @@ class Learner:
         self.skipped_updates += skipped
         self.optimizer_steps += applied
         metrics = {f"learner/{k}": (v / applied if applied else math.nan) for k, v in sums.items()}
+        if self.anchor is not None:
+            losses, self._anchor_losses = self._anchor_losses, []
+            metrics["learner/anchor_l1"] = sum(losses) / len(losses) if losses else math.nan
         num_groups = len(torch.unique(batch.group_ids))
         metrics.update(
             {
@@ -373,6 +391,10 @@ class Learner:
         Returns the step's stats, or None when the step was skipped (non-finite).
         """
         totals = self._accumulate_gradients(batch, mask, advantages, idx)
+        if self.anchor is not None and data_parallel_rank()[0] == 0:  # once per step
+            anchor = self.anchor(self._anchor_gen)
+            (self.config.anchor_weight * anchor).backward()
+            self._anchor_losses.append(float(anchor.detach()))
         if data_parallel_rank()[1] > 1:
             all_reduce_sum([totals, *self._grads()])
         grad_norm = self._clip_gradients()
@@ -512,6 +534,7 @@ class Learner:
             "skipped_updates": self.skipped_updates,
             "optimizer_steps": self.optimizer_steps,
             "generator": self._generator.get_state(),
+            **({"anchor_generator": self._anchor_gen.get_state()} if self.anchor else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -544,6 +567,8 @@ class Learner:
         self.skipped_updates = int(state["skipped_updates"])
         self.optimizer_steps = int(state["optimizer_steps"])
         self._generator.set_state(state["generator"])
+        if self.anchor is not None:
+            self._anchor_gen.set_state(state["anchor_generator"])
 
 
 __all__ = ["Learner", "TrainablePolicy", "PARAM_GROUPS", "data_parallel_rank", "all_reduce_sum"]

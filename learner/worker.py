@@ -19,6 +19,42 @@ from learner.config import LearnerConfig
 from learner.learner import Learner
 
 
+def demo_anchor(
+    policy: Any, config: LearnerConfig, split: tuple[float, int]
+) -> Callable[[torch.Generator], torch.Tensor]:
+    """The SFT's L1 loss on a random minibatch of its training demos (``learner.anchor_*``)."""
+    from policy.sft import ChunkData, l1_loss, make_data, split_demos
+    from trajectories.store import EpisodeStore
+
+    parts = []
+    for path in config.anchor_data:
+        store = EpisodeStore(path)
+        ids, _ = split_demos(
+            store,
+            demos_per_task=config.anchor_demos_per_task,
+            val_fraction=split[0],
+            seed=split[1],
+        )
+        wrist = policy.cfg.num_images == 2
+        parts.append(make_data(store, ids, policy.normalizer, chunk=policy.cfg.chunk, wrist=wrist))
+    data = ChunkData(
+        torch.cat([d.images for d in parts]),
+        None if parts[0].wrist is None else torch.cat([d.wrist for d in parts]),  # type: ignore[misc]
+        torch.cat([d.proprio for d in parts]),
+        [s for d in parts for s in d.instructions],
+        torch.cat([d.chunks for d in parts]),
+        torch.cat([d.mask for d in parts]),
+        torch.cat([d.first for d in parts]),
+        torch.cat([d.switch for d in parts]),
+    )
+    size = config.anchor_batch_size
+
+    def loss(generator: torch.Generator) -> torch.Tensor:
+        return l1_loss(policy, data, torch.randint(len(data), (size,), generator=generator))
+
+    return loss
+
+
 class LearnerWorker:
     """Holds the training copy of the policy.
 
@@ -27,6 +63,8 @@ class LearnerWorker:
         config: learner settings.
         seed: seed of the minibatch shuffling.
         pad_id: token id used to pad instruction ids when joining batches.
+        anchor_split: (val_fraction, seed) of the SFT's split of its demos: the anchor
+            (``learner.anchor_weight``) trains on the SFT's training demos only.
     """
 
     def __init__(
@@ -36,10 +74,12 @@ class LearnerWorker:
         *,
         seed: int = 0,
         pad_id: int = 0,
+        anchor_split: tuple[float, int] = (0.2, 0),
     ):
         self.policy = policy_factory()
         self.policy.eval()  # no dropout: log-probs must match the acting copies
-        self.learner = Learner(self.policy, config, seed=seed)
+        anchor = demo_anchor(self.policy, config, anchor_split) if config.anchor_weight else None
+        self.learner = Learner(self.policy, config, seed=seed, anchor=anchor)
         self.pad_id = pad_id
 
     def update(

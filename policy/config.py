@@ -110,6 +110,10 @@ class PolicyConfig:
             LoRA): what RL can adapt beside the heads. The vision adapters live in the
             policy's trainable weights; the stock-peft ``adapter/`` export holds the LLM's.
         train_proprio_projector: include the proprio projector in the trainable part.
+        train_projector: include the projector (vision features -> LLM tokens) in the
+            trainable part, without LoRA on it: what post-training updates, publishes and
+            checkpoints (83,520 weights in the demo's policy; a 9x-demos SFT gained most of its
+            points there, docs/RESULTS.md session 19).
         scale_head_width: hidden width of the Laplace scale head (0 = preset).
         image_size: input image side of the vision towers (0 = preset); camera images are
             resized to it. A tiny policy on 32 px frames gains nothing from 64 px input and
@@ -137,6 +141,7 @@ class PolicyConfig:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     lora_scope: Literal["llm", "vla"] = "llm"
     train_proprio_projector: bool = False
+    train_projector: bool = False
     scale_head_width: int = 0
     image_size: int = 0
     patch_size: int = 0

@@ -90,6 +90,8 @@ class Policy(nn.Module):
     def _is_trainable(self, name: str) -> bool:
         if "lora_" in name or name.startswith(HEAD_MODULES):
             return True
+        if self.cfg.train_projector and name.startswith("vla.projector."):
+            return True
         return self.cfg.train_proprio_projector and name.startswith("vla.proprio_projector.")
 
     def freeze_to_trainable(self) -> None:

@@ -489,3 +489,40 @@ def test_step_breakdown_sums_workers_per_env_step():
     assert out["step/world_model_call_ms"] == pytest.approx(12.0)
     assert out["step/other_ms"] == pytest.approx(3.0)
     assert step_breakdown([], 10) == {} and step_breakdown(real, 0) == {}
+
+
+def test_search_and_distill_recipe_runs_in_the_real_env(ray_cluster, assets):
+    """The oracle with one-step exploration, the filtered-L1 objective, the demo anchor, the
+    projector trainable and the progress reward: the projector and heads move, the anchor is
+    reported, and the run's policy keeps the projector in its trainable part."""
+    from cluster.driver import post_train
+
+    cfg = make_cfg(assets, "distill", 1)
+    cfg = dataclasses.replace(
+        cfg,
+        env=EnvConfig(image_size=32),
+        rollout=dataclasses.replace(cfg.rollout, explore="one_step", scale_factor=2.0),
+        learner=dataclasses.replace(
+            cfg.learner,
+            objective="filtered_l1",
+            anchor_weight=1.0,
+            anchor_data=[str(assets / "demos")],
+            anchor_demos_per_task=2,
+            anchor_batch_size=4,
+        ),
+        post_train=dataclasses.replace(
+            cfg.post_train, world="real", data=[], train_projector=True, real_reward="progress"
+        ),
+    )
+    post_train(cfg, progress=False)
+    run = assets / "runs" / "distill"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["learner/anchor_l1"]) for r in records)
+    before, after = load_policy(assets / "sft"), load_policy(run / "policy")
+    assert after.cfg.train_projector and not before.cfg.train_projector
+    moved = {
+        n.split(".")[1]
+        for n, p in after.state_dict().items()
+        if not torch.equal(p, before.state_dict()[n])
+    }
+    assert {"projector", "action_head"} <= moved and "vision" not in moved

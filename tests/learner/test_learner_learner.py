@@ -144,6 +144,33 @@ def test_filtered_l1_objective_moves_the_mean_toward_positive_trajectories_only(
         LearnerConfig(objective="bc")
 
 
+def test_the_anchor_joins_every_optimizer_step_and_its_resume_state() -> None:
+    """``anchor_weight``: the anchor's loss is added at every optimizer step (its metric is the
+    mean of them), pulls the policy toward its targets, and its generator is resumed."""
+    policy = LinearLaplacePolicy()
+    states = torch.randn(8, OBS_DIM, generator=torch.Generator().manual_seed(1))
+
+    def anchor(g: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(8, (4,), generator=g)
+        return (policy.dist(states[idx])[0] - 2.0).abs().mean()
+
+    with pytest.raises(ConfigError, match="anchor_weight needs learner.anchor_data"):
+        from_dict(LearnerConfig, {"anchor_weight": 1.0})
+    cfg = config(anchor_weight=1.0, anchor_data=["demos"], lr_heads=1e-2)
+    with pytest.raises(ValueError, match="needs an anchor loss"):
+        Learner(policy, cfg)
+    learner = Learner(policy, cfg, anchor=anchor)
+    batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+    first = learner.update(batch)["learner/anchor_l1"]
+    for _ in range(30):
+        last = learner.update(batch)["learner/anchor_l1"]
+    assert last < 0.8 * first
+    state = learner.state_dict()
+    again = Learner(copy.deepcopy(policy), cfg, anchor=anchor, seed=7)
+    again.load_state_dict(state)
+    assert torch.equal(again._anchor_gen.get_state(), learner._anchor_gen.get_state())
+
+
 def test_first_step_ratio_is_one_and_only_valid_steps_are_scored() -> None:
     policy = LinearLaplacePolicy()
     batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)

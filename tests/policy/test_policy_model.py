@@ -147,6 +147,13 @@ def test_gradients_reach_only_the_trainable_part(make_policy, make_batch):
         p is with_proprio.vla.proprio_projector.fc1.weight
         for p in with_proprio.param_groups()["heads"]
     )
+    assert not any(k.startswith("vla.projector.") for k in with_proprio.trainable_state_dict())
+    with_projector = make_policy(train_projector=True)
+    assert any(p is with_projector.vla.projector.fc1.weight for p in with_projector.parameters())
+    assert any(
+        p is with_projector.vla.projector.fc1.weight for p in with_projector.param_groups()["heads"]
+    )
+    assert {k for k in with_projector.trainable_state_dict() if k.startswith("vla.projector.")}
 
 
 def test_trainable_state_round_trip_keeps_parameter_identity(make_policy, make_batch):

@@ -24,6 +24,7 @@ from policy.sft import (
     l1_loss,
     make_data,
     run_sft,
+    split_demos,
 )
 from trajectories.episode import Episode
 from trajectories.store import EpisodeStore, write_episodes
@@ -296,3 +297,27 @@ def test_frozen_vision_keeps_the_starting_towers(store, tmp_path):
     with torch.no_grad():
         head.model.fc2.bias.fill_(-10.0)
         assert float(head(torch.zeros(1, 4, head.model.fc1.in_features)).min()) == -5.0
+
+
+def test_learner_demo_anchor_is_the_sft_l1_on_its_training_demos(store, tmp_path):
+    """``learner.anchor_*``: the learner worker's anchor is SFT's L1 loss on the SFT's own
+    training split of the demos (validation demos never enter it)."""
+    from learner.config import LearnerConfig
+    from learner.worker import LearnerWorker, demo_anchor
+
+    policy, _ = _sft(store, tmp_path / "p")
+    cfg = LearnerConfig(
+        anchor_weight=1.0,
+        anchor_data=[str(store.path)],
+        anchor_demos_per_task=2,
+        anchor_batch_size=4,
+    )
+    loss = demo_anchor(policy, cfg, (0.2, 0))
+    train_ids, val_ids = split_demos(store, demos_per_task=2, val_fraction=0.2, seed=0)
+    assert val_ids and not set(train_ids) & set(val_ids)
+    data = make_data(store, train_ids, policy.normalizer, chunk=4, wrist=False)
+    idx = torch.randint(len(data), (4,), generator=torch.Generator().manual_seed(5))
+    expected = l1_loss(policy, data, idx)
+    assert torch.isclose(loss(torch.Generator().manual_seed(5)), expected)
+    worker = LearnerWorker(lambda: policy, cfg)
+    assert worker.learner.anchor is not None
