@@ -16,8 +16,9 @@ Usage: python benchmarks/imagined_throughput.py [--latency-ms 50] [--workers 1 2
        [--group-sizes 2 4 8 16] [--steps 8] [--world-model fake|CKPT|preset:demo]
        [--service-gpus 0.5] [--bf16] [--compile] [--placement services|colocated]
 ``preset:NAME`` times a randomly initialized world model of that preset (32 px presets only:
-the benchmark's episodes are 32 px); ``--service-gpus`` places each service replica on that
-share of a GPU, ``--bf16`` / ``--compile`` turn on the services' fast path (``cluster.simulator``);
+the benchmark's episodes are 32 px); ``--service-gpus`` places each service replica (colocated:
+each rollout worker, which then holds the models) on that share of a GPU, ``--bf16`` /
+``--compile`` turn on the services' fast path (``cluster.simulator``);
 ``--placement colocated`` gives every rollout worker its own copies instead of replicas
 (``cluster.placement``; with the fake's fixed latency it shows the orchestration left per step).
 """
@@ -134,7 +135,7 @@ def measure(
             world=ImaginedWorld(*world_of, eta=rollout.eta),
             rollout=rollout,
             worker_index=i,
-            num_gpus=0,
+            num_gpus=service_gpus if placement == "colocated" else 0,  # its models' device
             num_cpus=0,
             name=f"bench-w{i}-{time.time_ns()}",
         )
