@@ -8,6 +8,7 @@ from core.configlib import require
 from learner.loop import ADVANTAGES, OBJECTIVES, RATIO_UNITS
 
 SCALE_GRADIENTS = ("none", "trunk", "all")  # how the Laplace scale enters the update
+LR_SCHEDULES = ("constant", "cosine")  # the learning rate across one update's optimizer steps
 
 
 @dataclass
@@ -69,6 +70,13 @@ class LearnerConfig:
             same training split (``policy.sft.split_demos`` with ``sft.val_fraction`` and
             ``sft.seed``).
         anchor_batch_size: demo samples per anchor minibatch.
+        lr_schedule: the learning rates across the optimizer steps of one update call:
+            "constant", or "cosine" from ``lr_lora`` / ``lr_heads`` down to ``lr_min_ratio``
+            times them at its last step (each update one cosine, like an SFT cycle).
+        lr_min_ratio: the cosine's final learning rate as a share of the initial one.
+        reset_optimizer: start every update call with fresh AdamW moments (with ``cosine``,
+            each update is a fresh fine-tuning cycle from the last weights: what session 20's
+            search-and-distill rounds did).
         gradient_signal: before each update, also compute the policy gradient of the kept
             trajectories in two halves, their initial-state groups alternating between them,
             and report how much of the batch gradient is signal rather than sampling noise:
@@ -105,6 +113,9 @@ class LearnerConfig:
     anchor_data: list[str] = field(default_factory=list)
     anchor_demos_per_task: int = 5
     anchor_batch_size: int = 16
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.1
+    reset_optimizer: bool = False
     gradient_signal: bool = False
 
     def __post_init__(self) -> None:
@@ -152,6 +163,14 @@ class LearnerConfig:
         )
         require(self.anchor_demos_per_task >= 1, "learner.anchor_demos_per_task must be >= 1")
         require(self.anchor_batch_size >= 1, "learner.anchor_batch_size must be >= 1")
+        require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"learner.lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
+        require(
+            0 <= self.lr_min_ratio <= 1,
+            f"learner.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}",
+        )
         require(
             self.objective in OBJECTIVES,
             f"learner.objective must be one of {list(OBJECTIVES)}, got {self.objective!r}",

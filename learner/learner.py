@@ -167,14 +167,24 @@ class Learner:
         self.optimizer_steps = 0
         self._generator = torch.Generator().manual_seed(seed)
 
-    def _apply_hyperparameters(self) -> None:
-        """Set each group's AdamW settings from the config (the one place they live)."""
+    def _apply_hyperparameters(self, lr_factor: float = 1.0) -> None:
+        """Set each group's AdamW settings from the config (the one place they live), its
+        learning rate times ``lr_factor`` (``learner.lr_schedule``)."""
         lrs = {"lora": self.config.lr_lora, "heads": self.config.lr_heads}
         for group in self.optimizer.param_groups:
-            group["lr"] = lrs[group["name"]]
+            group["lr"] = lrs[group["name"]] * lr_factor
             group["betas"] = tuple(self.config.betas)
             group["eps"] = self.config.adam_eps
             group["weight_decay"] = self.config.weight_decay
+
+    def _lr_factor(self, step: int, num_steps: int) -> float:
+        """The learning rate's share at optimizer step ``step`` of ``num_steps`` in one update:
+        1 throughout ("constant"), or a cosine from 1 at the first step to ``lr_min_ratio`` at
+        the last ("cosine")."""
+        if self.config.lr_schedule == "constant" or num_steps <= 1:
+            return 1.0
+        r = self.config.lr_min_ratio
+        return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * step / (num_steps - 1)))
 
     def advantages(
         self, batch: TrajectoryBatch, groups: Sequence[int] | None = None
@@ -266,6 +276,8 @@ class Learner:
         signal = self._gradient_signal(batch, mask, advantages, kept)
         mb = self.config.minibatch_size
         num_steps = self.config.ppo_epochs * math.ceil(len(kept) / mb)
+        if self.config.reset_optimizer:  # a fresh cycle: AdamW's moments start again
+            self.optimizer.state.clear()
         sums = dict.fromkeys((*_STAT_KEYS, "grad_norm"), 0.0)
         applied = skipped = 0
         bar = tqdm(total=num_steps, desc="learner", disable=not progress, leave=False)
@@ -273,6 +285,7 @@ class Learner:
             perm = torch.randperm(len(kept), generator=self._generator).to(kept.device)
             for start in range(0, len(kept), mb):
                 idx = kept[perm[start : start + mb]]  # (<= minibatch_size,)
+                self._apply_hyperparameters(self._lr_factor(applied + skipped, num_steps))
                 stats = self._optimizer_step(batch, mask, advantages, idx=idx)
                 bar.update(1)
                 if stats is None:
@@ -282,6 +295,7 @@ class Learner:
                 for k, v in stats.items():
                     sums[k] += v
         bar.close()
+        self._apply_hyperparameters()  # the configured rates between updates (checkpoints)
         self.skipped_updates += skipped
         self.optimizer_steps += applied
         metrics = {f"learner/{k}": (v / applied if applied else math.nan) for k, v in sums.items()}

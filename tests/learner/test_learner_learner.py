@@ -245,6 +245,46 @@ def test_param_groups_get_their_learning_rates() -> None:
     assert head_step == pytest.approx(1e-4, rel=1e-3)
 
 
+def test_cosine_schedule_and_reset_make_every_update_a_fresh_cycle() -> None:
+    """``lr_schedule: cosine`` walks each update's optimizer steps from the configured rates
+    down to ``lr_min_ratio`` of them and restores them after; ``reset_optimizer`` starts each
+    update with empty AdamW moments, while a plain learner carries them over."""
+    seen: list[tuple[float, float, int]] = []  # (lora lr, heads lr, AdamW steps so far)
+
+    def recording(learner: Learner) -> None:
+        step = learner.optimizer.step
+
+        def wrapped(*args, **kwargs):
+            lrs = {g["name"]: g["lr"] for g in learner.optimizer.param_groups}
+            state = learner.optimizer.state.get(policy.lora.weight, {})
+            seen.append((lrs["lora"], lrs["heads"], int(state.get("step", 0))))
+            return step(*args, **kwargs)
+
+        learner.optimizer.step = wrapped
+
+    for reset in (False, True):
+        policy = LinearLaplacePolicy()
+        batch = make_batch(policy, [1.0, 0.0, 0.0, 1.0], group_size=2)
+        cfg = config(ppo_epochs=3, lr_schedule="cosine", lr_min_ratio=0.1, reset_optimizer=reset)
+        learner = Learner(policy, cfg)
+        recording(learner)
+        seen.clear()
+        learner.update(batch)
+        learner.update(batch)
+        factors = [lr / 1e-2 for lr, _, _ in seen]
+        assert factors == pytest.approx([1.0, 0.55, 0.1] * 2)
+        assert [h / 1e-3 for _, h, _ in seen] == pytest.approx(factors)
+        assert [n for *_, n in seen] == ([0, 1, 2] * 2 if reset else [0, 1, 2, 3, 4, 5])
+        assert {g["name"]: g["lr"] for g in learner.optimizer.param_groups} == {
+            "lora": 1e-2,
+            "heads": 1e-3,
+        }
+    with pytest.raises(ConfigError, match="lr_schedule must be one of"):
+        from_dict(LearnerConfig, {"lr_schedule": "linear"})
+    with pytest.raises(ConfigError, match="lr_min_ratio must be in"):
+        from_dict(LearnerConfig, {"lr_min_ratio": 2.0})
+
+
 def test_gradient_accumulation_matches_one_big_pass() -> None:
     policy = LinearLaplacePolicy()
     batch = make_batch(policy, [0.9, 0.1, 0.2, 0.7, 0.5, 0.0, 1.0, 0.3], group_size=4, horizon=4)
