@@ -33,18 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("imagined", "real"),
         default=None,
         help="where rollouts happen (post_train.world): the world simulator and reflector "
-        "(imagined), or the real env with its success as the reward (real, the oracle)",
+        "(imagined), or the real env with its success as the reward (real, the oracle; it "
+        "also turns off co-evolution, which refines a world model, unless --set "
+        "post_train.coevolve_every says otherwise)",
     )
     p.add_argument("--run-dir", default=None, help="run folder (post_train.run_dir)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from cluster.config import load_config
-    from cluster.driver import post_train
-
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides of the command line: ``--set`` first, then the flags (JSON values
+    are YAML), validated together. ``--world real`` turns co-evolution off where the config
+    (the demo's, say) schedules it for imagination and no ``--set`` names it."""
+    sets = list(args.set or [])
+    if args.world == "real" and not any(
+        s.split("=", 1)[0].strip() == "post_train.coevolve_every" for s in sets
+    ):
+        sets.append("post_train.coevolve_every=0")
     flags = {
         "policy": args.policy,
         "simulator": args.simulator,
@@ -54,9 +59,16 @@ def run(args: argparse.Namespace) -> int:
         "run_dir": args.run_dir,
         "world": args.world,
     }
-    # the flags are overrides after --set, validated with them (JSON values are YAML)
-    flag_sets = [f"post_train.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-    cfg = load_config(args.config, [*(args.set or []), *flag_sets])
+    return [*sets, *(f"post_train.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from cluster.config import load_config
+    from cluster.driver import post_train
+
+    cfg = load_config(args.config, overrides(args))
     if args.address:
         cfg = dataclasses.replace(
             cfg, cluster=dataclasses.replace(cfg.cluster, address=args.address)

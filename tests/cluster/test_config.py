@@ -136,3 +136,21 @@ def test_non_finite_numbers_are_refused_with_the_key() -> None:
     for value in ("inf", ".inf", "nan", "-.inf"):
         with pytest.raises(ConfigError, match="learner.lr_lora.*finite"):
             load_config(None, [f"learner.lr_lora={value}"])
+
+
+def test_post_train_world_real_turns_off_the_configs_coevolution() -> None:
+    """The demo config schedules co-evolution for imagination; ``post-train --world real`` on it
+    runs without it, and an explicit ``--set post_train.coevolve_every`` still gets its error."""
+    from cluster.cli import build_parser
+    from cluster.commands.post_train import overrides
+
+    def config_of(*argv: str) -> ExperimentConfig:
+        args = build_parser("post-train").parse_args(["post-train", *argv])
+        return load_config(args.config, overrides(args))
+
+    demo = str(CONFIGS / "demo.yaml")
+    assert config_of("--config", demo, "--iterations", "20").post_train.coevolve_every == 10
+    cfg = config_of("--config", demo, "--world", "real", "--iterations", "20")
+    assert (cfg.post_train.world, cfg.post_train.coevolve_every) == ("real", 0)
+    with pytest.raises(ConfigError, match="coevolve_every refines the world model"):
+        config_of("--config", demo, "--world", "real", "--set", "post_train.coevolve_every=2")
