@@ -21,8 +21,12 @@ class SimulatorClient(Protocol):
 
     recoveries: int  # times a group's state was re-sent after a replica restart
 
-    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
-        """frames: (N, T0, H, W, 3) uint8 context (last = current); proprio: (N, 8)."""
+    def reset(
+        self, key: str, frames: np.ndarray, proprio: np.ndarray, *, common_noise: bool = False
+    ) -> None:
+        """frames: (N, T0, H, W, 3) uint8 context (last = current); proprio: (N, 8);
+        ``common_noise``: the group's environments share the world model's sampling noise, so
+        environments given the same actions stay in the same imagined state."""
         ...
 
     def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
@@ -57,8 +61,10 @@ class LocalSimulatorClient:
         self.backend = backend
         self.recoveries = 0  # in-process: nothing to recover from
 
-    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
-        self.backend.reset(key, frames, proprio)
+    def reset(
+        self, key: str, frames: np.ndarray, proprio: np.ndarray, *, common_noise: bool = False
+    ) -> None:
+        self.backend.reset(key, frames, proprio, common_noise=common_noise)
 
     def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
         return self.backend.step_batch(requests)
@@ -149,13 +155,16 @@ class RaySimulatorClient(_RayClient):
         self.context_frames = context_frames
         self._groups: dict[str, dict[str, Any]] = {}
 
-    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+    def reset(
+        self, key: str, frames: np.ndarray, proprio: np.ndarray, *, common_noise: bool = False
+    ) -> None:
         self._groups[key] = {
             "first": frames[:, :1],
             "recent": list(frames.transpose(1, 0, 2, 3, 4)),
             "proprio": proprio,
+            "common_noise": common_noise,
         }
-        self._call(key, "reset", key, frames, proprio)
+        self._call(key, "reset", key, frames, proprio, common_noise)
 
     def _recover(self, key: str) -> None:
         g = self._groups[key]
@@ -165,7 +174,7 @@ class RaySimulatorClient(_RayClient):
         )
         import ray
 
-        ray.get(self._handle(key).reset.remote(key, ctx, g["proprio"]))
+        ray.get(self._handle(key).reset.remote(key, ctx, g["proprio"], g["common_noise"]))
 
     def step_many(self, requests: list[tuple]) -> list[np.ndarray]:
         out = self._call_many(

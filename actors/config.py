@@ -86,8 +86,9 @@ class RolloutConfig:
         explore: where training rollouts sample. "every_step": every policy step samples from
             the policy (LOOP). "one_step": each group draws one policy step k (uniform below
             ``max_policy_steps``); its rollouts act with the mean action at every other step
-            and sample only at step k. In a deterministic env the group's rollouts share their
-            state at k and differ only by that chunk's noise, so the RLOO group estimates how
+            and sample only at step k. In a deterministic env, and in imagination where the
+            group's rollouts then share the world model's noise (``common_noise``), they share
+            their state at k and differ only by that chunk's noise, so the RLOO group estimates how
             the mean action's own reward changes there (the policy the evaluation runs), and
             the learner trains on step k alone. A group whose episode ends before k has no
             sample (and equal rewards: the learner skips it).

@@ -88,10 +88,12 @@ class RolloutWorker:
             # one policy step per group, shared by its rollouts (they reach it in one state)
             k = torch.randint(self.cfg.max_policy_steps, (len(starts),), generator=self.generator)
             explore_at = np.repeat(k.numpy(), n)  # (G * N,)
-        # every group of this call steps together: one policy batch, one batched model call
+        # every group of this call steps together: one policy batch, one batched model call;
+        # exploring at one step, a group's rollouts share the world's noise (one state until k)
+        world = self.world.group(list(starts), n, keys, common_noise=explore_at is not None)
         rollout = act_in_chunks(
             self.policy,
-            self.world.group(list(starts), n, keys),
+            world,
             max_policy_steps=self.cfg.max_policy_steps,
             execute_steps=self.cfg.execute_steps,
             deterministic=deterministic,

@@ -52,6 +52,8 @@ class ImaginedGroup:
         keys: each start's group name at the services (unique while it runs).
         eta: the reflector's termination threshold (R > eta ends a rollout).
         limits: controller limits for the kinematics (None: the tabletop defaults).
+        common_noise: a start's environments share the world model's noise, so they stay in
+            one imagined state while they act alike (one-step exploration).
     """
 
     def __init__(
@@ -64,12 +66,13 @@ class ImaginedGroup:
         keys: list[str],
         eta: float,
         limits: Any = None,
+        common_noise: bool = False,
     ):
         if len(inits) != len(keys) or not inits:
             raise ValueError(f"{len(inits)} starts for {len(keys)} group keys")
         self.sim, self.reflector, self.inits, self.keys = sim, reflector, inits, keys
         self.per_start, self.n = n, n * len(inits)
-        self.eta, self.limits = eta, limits
+        self.eta, self.limits, self.common_noise = eta, limits, common_noise
         self._open = False
         # seconds inside step(): kinematics, world-model and reflector calls (client side:
         # model compute plus batching wait and transport)
@@ -87,7 +90,7 @@ class ImaginedGroup:
         ]
         self._open = True
         for key, f, p in zip(self.keys, frames, proprio, strict=True):
-            self.sim.reset(key, f, p)
+            self.sim.reset(key, f, p, common_noise=self.common_noise)
         frames0 = np.concatenate(frames)  # (G * n, T0, H, W, 3)
         self.proprio = np.concatenate(proprio)
         self.instructions = [init.instruction for init in self.inits for _ in range(n)]
@@ -277,10 +280,22 @@ class ImaginedWorld:
             self._reflector = LocalReflectorClient(self._reflector())
         return self._sim, self._reflector
 
-    def group(self, starts: list[InitialState], n: int, keys: list[str]) -> ImaginedGroup:
-        """One batch of ``n`` imagined rollouts per start."""
+    def group(
+        self, starts: list[InitialState], n: int, keys: list[str], *, common_noise: bool = False
+    ) -> ImaginedGroup:
+        """One batch of ``n`` imagined rollouts per start (``common_noise``: each start's
+        rollouts share the world model's noise)."""
         sim, reflector = self._clients()
-        return ImaginedGroup(sim, reflector, starts, n, keys=keys, eta=self.eta, limits=self.limits)
+        return ImaginedGroup(
+            sim,
+            reflector,
+            starts,
+            n,
+            keys=keys,
+            eta=self.eta,
+            limits=self.limits,
+            common_noise=common_noise,
+        )
 
     def describe(self, start: InitialState) -> tuple[str, str]:
         """(task, instruction) of a start."""
@@ -323,8 +338,11 @@ class RealWorld:
             self._pool = EnvPool(self.env_factory)
         return self._pool
 
-    def group(self, starts: list[EvalJob], n: int, keys: list[str]) -> RealGroup:
-        """One batch of ``n`` real envs per start."""
+    def group(
+        self, starts: list[EvalJob], n: int, keys: list[str], *, common_noise: bool = False
+    ) -> RealGroup:
+        """One batch of ``n`` real envs per start (``common_noise`` changes nothing: envs reset
+        to one start and given the same actions are in the same state already)."""
         jobs = [s for s in starts for _ in range(n)]
         return RealGroup(self.pool.take(len(jobs)), jobs, key=keys[0], reward=self.reward)
 

@@ -62,8 +62,8 @@ class BatchedService:
             )
         return out
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def release(self, key: str) -> None:
         self.backend.release(key)

@@ -29,7 +29,10 @@ class FakeWorldSimulator:
         self._start: dict[str, np.ndarray] = {}
         self.calls = 0
 
-    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
+    def reset(
+        self, key: str, frames: np.ndarray, proprio: np.ndarray, *, common_noise: bool = False
+    ) -> None:
+        """``common_noise`` changes nothing: the fake's frames depend on the actions alone."""
         frames = np.asarray(frames)
         if frames.ndim != 5 or frames.dtype != np.uint8:
             raise ValueError(

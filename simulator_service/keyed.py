@@ -41,6 +41,7 @@ class _Group:
     features: Features
     size: int
     generator: torch.Generator
+    common_noise: bool = False  # one noise draw per step, shared by the group's environments
 
 
 def group_seed(seed: int, key: str) -> int:
@@ -68,8 +69,14 @@ class KeyedWorldSimulator:
         self.device = next(model.unet.parameters()).device
         self._groups: dict[str, _Group] = {}
 
-    def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
-        """frames: (N, T0, H, W, 3) uint8 context (first = reference, last = current)."""
+    def reset(
+        self, key: str, frames: np.ndarray, proprio: np.ndarray, *, common_noise: bool = False
+    ) -> None:
+        """frames: (N, T0, H, W, 3) uint8 context (first = reference, last = current).
+        ``common_noise``: every step draws one noise for the whole group (common random
+        numbers), so its environments given the same actions from the same start get the
+        same frames: they share one imagined state until their actions differ (one-step
+        exploration, ``rollout.explore: one_step``)."""
         size = self.model.cfg.image_size
         frames = np.asarray(frames)
         if frames.ndim != 5:
@@ -86,10 +93,20 @@ class KeyedWorldSimulator:
         bank = MemoryBank(self.model.cfg.history)
         bank.reset(x)
         gen = torch.Generator().manual_seed(group_seed(self.seed, key))
-        self._groups[key] = _Group(bank=bank, features=features, size=n, generator=gen)
+        self._groups[key] = _Group(
+            bank=bank, features=features, size=n, generator=gen, common_noise=common_noise
+        )
 
     def release(self, key: str) -> None:
         self._groups.pop(key, None)
+
+    def _noise(self, g: _Group) -> torch.Tensor:
+        """The group's initial noise of one step, ``noise_shape(g.size)``: one draw per
+        environment, or one shared draw (``common_noise``)."""
+        if g.common_noise:
+            one = torch.randn(self.model.noise_shape(1), generator=g.generator)
+            return one.expand(g.size, *one.shape[1:])
+        return torch.randn(self.model.noise_shape(g.size), generator=g.generator)
 
     def step_batch(self, requests: list[tuple], *, steps: int | None = None) -> list[np.ndarray]:
         """requests: (key, next_proprio (N_i, 8)) or (key, next_proprio, active (N_i,) bool)
@@ -111,12 +128,7 @@ class KeyedWorldSimulator:
                 )
             groups.append(g)
             rows.append(torch.from_numpy(np.nonzero(active)[0]))
-        noise = torch.cat(
-            [
-                torch.randn(self.model.noise_shape(g.size), generator=g.generator)[r]
-                for g, r in zip(groups, rows, strict=True)
-            ]
-        )
+        noise = torch.cat([self._noise(g)[r] for g, r in zip(groups, rows, strict=True)])
         latest = [g.bank.latest() for g in groups]  # (N_i, 3, H, W): ended envs keep these
         live = [(g, r) for g, r in zip(groups, rows, strict=True) if len(r)]
         if live:

@@ -37,9 +37,12 @@ class SimulatorService(BatchedService):
             observer=observer,
         )
 
-    async def reset(self, key: str, frames: np.ndarray, proprio: np.ndarray) -> None:
-        """Start a group: context frames (N, T0, H, W, 3) uint8, proprio (N, 8)."""
-        await self._call(self.backend.reset, key, frames, proprio)
+    async def reset(
+        self, key: str, frames: np.ndarray, proprio: np.ndarray, common_noise: bool = False
+    ) -> None:
+        """Start a group: context frames (N, T0, H, W, 3) uint8, proprio (N, 8);
+        ``common_noise``: its environments share the sampling noise."""
+        await self._call(self.backend.reset, key, frames, proprio, common_noise=common_noise)
 
     async def step(
         self, key: str, next_proprio: np.ndarray, active: np.ndarray | None = None

@@ -177,3 +177,38 @@ def test_deterministic_group_acts_with_the_mean():
         generator=torch.Generator().manual_seed(0),
     )
     assert not np.array_equal(sampled.actions[0], sampled.actions[1])
+
+
+def test_one_step_exploration_in_imagination_shares_the_state_until_k():
+    """A rollout worker exploring at one step in imagination: the world model draws one noise
+    per group (``common_noise``), so a group's rollouts, acting with the mean action, see the
+    same imagined frames up to and at step k, and part after their sampled chunks."""
+    from actors.config import RolloutConfig
+    from actors.rollout_worker import RolloutWorker
+    from actors.worlds import ImaginedWorld
+    from simulator_service.config import SimulatorConfig
+    from simulator_service.keyed import KeyedWorldSimulator
+    from simulator_service.model import WorldModel
+
+    policy, _, _, init, _, _ = _setup()
+    env = make_env(EnvConfig(image_size=16))
+    obs = env.reset(env.task_names[0], seed=3)
+    init = InitialState("e", 0, env.task_names[0], obs.instruction, obs.image[None], obs.proprio)
+    torch.manual_seed(0)
+    model = WorldModel(SimulatorConfig.preset("tiny"))
+    world = ImaginedWorld(
+        lambda: KeyedWorldSimulator(model, env.camera, seed=1), FakeReflector, eta=0.99
+    )
+    cfg = RolloutConfig(group_size=3, max_policy_steps=4, execute_steps=2, explore="one_step")
+    worker = RolloutWorker(lambda: policy, world=world, rollout=cfg, worker_index=0)
+    worker.generator.manual_seed(0)
+    groups = worker.run_groups([init] * 4, [0, 1, 2, 3])
+    parted = 0
+    for group in groups:
+        res = group.rollout
+        (k,) = np.unique(res.executed.any(axis=-1).argmax(axis=1))
+        for t in range(res.images.shape[1]):
+            alike = all(np.array_equal(res.images[0, t], res.images[i, t]) for i in (1, 2))
+            assert alike or t > k, (k, t)
+            parted += t > k and not alike
+    assert parted  # after a sampled chunk the imagined states differ

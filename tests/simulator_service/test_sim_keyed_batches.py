@@ -67,3 +67,24 @@ def test_a_bad_active_mask_is_one_clear_error(parts):
     sim = _sim(parts, ["g"])
     with pytest.raises(ValueError, match="active mask"):
         sim.step_batch([("g", parts[4][0], np.ones(N + 1, bool))])
+
+
+def test_common_noise_keeps_environments_that_act_alike_in_one_state(parts):
+    """``common_noise``: the group's environments share each step's noise, so the ones given
+    the same actions from the same start get the same frames (one-step exploration's shared
+    state), and one that acts otherwise leaves them; without it each draws its own noise."""
+    model, camera, frames, proprio, _ = parts
+    common, own = KeyedWorldSimulator(model, camera, seed=5), KeyedWorldSimulator(model, camera)
+    common.reset("g", frames, proprio, common_noise=True)
+    own.reset("g", frames, proprio)
+    same = proprio + 0.02  # (N, 8): every environment moves alike
+    (fc,) = common.step_batch([("g", same)])
+    (fo,) = own.step_batch([("g", same)])
+    assert all(np.array_equal(fc[0], fc[i]) for i in range(1, N))
+    assert not np.array_equal(fo[0], fo[1])
+    branch = same.copy()
+    branch[2, :3] -= 0.05  # the last environment moves elsewhere (one sampled chunk)
+    for _ in range(2):
+        (fc,) = common.step_batch([("g", branch)])
+    np.testing.assert_array_equal(fc[0], fc[1])
+    assert not np.array_equal(fc[0], fc[2])
