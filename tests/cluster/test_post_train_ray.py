@@ -493,8 +493,9 @@ def test_step_breakdown_sums_workers_per_env_step():
 
 def test_search_and_distill_recipe_runs_in_the_real_env(ray_cluster, assets):
     """The oracle with one-step exploration, the filtered-L1 objective, the demo anchor, the
-    projector trainable and the progress reward: the projector and heads move, the anchor is
-    reported, and the run's policy keeps the projector in its trainable part."""
+    projector trainable, each update a fresh cosine cycle and the progress reward: the
+    projector and heads move, the anchor is reported, and the run's policy keeps the projector
+    in its trainable part."""
     from cluster.driver import post_train
 
     cfg = make_cfg(assets, "distill", 1)
@@ -509,6 +510,8 @@ def test_search_and_distill_recipe_runs_in_the_real_env(ray_cluster, assets):
             anchor_data=[str(assets / "demos")],
             anchor_demos_per_task=2,
             anchor_batch_size=4,
+            lr_schedule="cosine",
+            reset_optimizer=True,
         ),
         post_train=dataclasses.replace(
             cfg.post_train, world="real", data=[], train_projector=True, real_reward="progress"
