@@ -300,10 +300,18 @@ class DemoConfig:
         steps_after_success: frames recorded past the first success (reflector labels).
         eval_episodes_per_task: real-env evaluation episodes per task and policy.
         video_episodes: real-env GIFs per evaluated policy.
-        real_env_loop: also run LOOP in the real env with its ground-truth success as the
-            reward (``post_train.world: real``: the same SFT policy, groups, horizon and
-            iterations) and evaluate that policy beside the others: the oracle that shows what
-            the world model and the reflector cost.
+        real_env_loop: also post-train the SFT policy in the real env with its ground-truth
+            success as the reward (``post_train.world: real``: the oracle that shows what the
+            world model and the reflector cost) and evaluate that policy beside the others.
+        real_env_set: ``--set`` overrides of the oracle row alone (``KEY=VALUE`` strings applied
+            on top of the experiment): the recipe and budget it runs where they differ from the
+            imagination row's (empty: the same LOOP, groups, horizon and iterations). When it
+            sets ``learner.anchor_weight``, the anchor is the SFT's own demos
+            (``learner.anchor_data`` and ``anchor_demos_per_task`` filled in by the demo).
+        sft_control: also continue the SFT on its demos alone for as many optimizer steps as
+            the oracle row's learner took (one fresh cosine cycle per post-training iteration)
+            and evaluate it beside the others: what supervision alone adds, with no reward, so
+            the oracle's gain over it is what the search itself adds.
         pretrain_vision: first pretrain the vision towers (``rehearse pretrain``, the
             ``pretrain`` section) and start the SFT from them.
     """
@@ -319,6 +327,8 @@ class DemoConfig:
     eval_episodes_per_task: int = 13
     video_episodes: int = 2
     real_env_loop: bool = True
+    real_env_set: list[str] = field(default_factory=list)
+    sft_control: bool = True
     pretrain_vision: bool = False
 
     def __post_init__(self) -> None:
@@ -333,6 +343,8 @@ class DemoConfig:
             "video_episodes",
         ):
             require(getattr(self, name) >= 0, f"demo.{name} must be >= 0")
+        bad = [x for x in self.real_env_set if not isinstance(x, str) or "=" not in x]
+        require(not bad, f"demo.real_env_set holds KEY=VALUE strings, got {bad!r}")
 
 
 @dataclass

@@ -3,10 +3,12 @@
 collect (expert demos, expert and perturbed episodes) -> SFT on 5 demos per task -> the SFT
 policy's self-exploration -> world simulator training -> reflector training -> LOOP
 post-training in imagination on a local Ray (learning curve, co-evolution when configured)
--> the same LOOP in the real env with its ground-truth reward (the oracle,
-``demo.real_env_loop``) -> real-env evaluation of the SFT and post-trained policies on the
-same seeds, mean action and sampled -> a report. ``STAGES`` lists them in order, each a
-function of the run (``DemoRun``) that calls the same code as the CLI command of that step.
+-> post-training in the real env with its ground-truth reward (the oracle,
+``demo.real_env_loop``, its recipe in ``demo.real_env_set``) -> continued SFT on the demos alone
+for the oracle's optimizer steps (the control, ``demo.sft_control``) -> real-env evaluation of
+every policy on the same seeds, mean action and sampled -> a report. ``STAGES`` lists them in
+order, each a function of the run (``DemoRun``) that calls the same code as the CLI command of
+that step.
 Each finished stage leaves ``stages/<name>.json`` in the run folder; a rerun skips it.
 """
 
@@ -64,6 +66,12 @@ QUICK_OVERRIDES = [
     "rollout.max_policy_steps=2",
     "rollout.groups_per_worker=1",
     "cluster.rollout_workers=2",
+    # the oracle's recipe of configs/demo.yaml at the sizes above; the dense reward gives a
+    # smoke-test policy mixed groups, so the learner (and the control after it) takes steps
+    "demo.real_env_set=[post_train.real_reward=progress, rollout.explore=one_step, "
+    "rollout.mixed_groups=0, "
+    "learner.objective=filtered_l1, learner.anchor_weight=1, learner.lr_schedule=cosine, "
+    "learner.reset_optimizer=true, post_train.train_projector=true]",
 ]
 
 
@@ -265,21 +273,69 @@ def post_train_imagined(d: DemoRun) -> dict[str, Any]:
     return post_train(dataclasses.replace(d.cfg, post_train=pt), progress=d.progress)
 
 
+def oracle_config(cfg: ExperimentConfig, demos: Path) -> ExperimentConfig:
+    """The oracle row's experiment: ``demo.real_env_set`` applied on top of ``cfg``, its anchor
+    (if the recipe sets one) on the SFT's demos in ``demos``.
+
+    Raises:
+        ConfigError: an override that names no key or gives a bad value (named with its source).
+    """
+    from core.configlib import apply_overrides, from_dict
+
+    data = to_dict(cfg)
+    # the real env: no co-evolution (an imagination feature) and no imagined evaluation
+    data["post_train"].update(world="real", coevolve_every=0, imagined_eval_states=0)
+    data["learner"]["anchor_data"] = [str(demos)]
+    data["learner"]["anchor_demos_per_task"] = cfg.demo.sft_demos_per_task
+    apply_overrides(data, list(cfg.demo.real_env_set), source="demo.real_env_set")
+    return from_dict(ExperimentConfig, data, source="demo.real_env_set")
+
+
 def post_train_real(d: DemoRun) -> dict[str, Any]:
-    """The same LOOP in the real env with its ground-truth reward: the oracle."""
+    """Post-training in the real env with its ground-truth reward (the oracle), with the recipe
+    of ``demo.real_env_set``."""
     from cluster.driver import post_train
 
     if not d.cfg.demo.real_env_loop:
         return {"skipped": True}
+    cfg = oracle_config(d.cfg, d.data / "demos")
     pt = dataclasses.replace(
-        d.cfg.post_train,
-        world="real",
-        policy=str(d.ckpt / "sft"),
-        run_dir=str(d.fresh("post_train_real")),
-        imagined_eval_states=0,
-        coevolve_every=0,
+        cfg.post_train, policy=str(d.ckpt / "sft"), run_dir=str(d.fresh("post_train_real"))
     )
-    return post_train(dataclasses.replace(d.cfg, post_train=pt), progress=d.progress)
+    return post_train(dataclasses.replace(cfg, post_train=pt), progress=d.progress)
+
+
+def sft_control(d: DemoRun) -> dict[str, Any]:
+    """Continued SFT on the demos alone, as many optimizer steps as the oracle's learner took
+    (one cosine cycle per iteration): the oracle's gain over it is what the search adds."""
+    from cluster.metrics import read_metrics
+    from policy.sft import run_sft
+    from trajectories.store import EpisodeStore
+
+    if not (d.cfg.demo.sft_control and "policy" in d.results["post_train_real"]):
+        return {"skipped": True}
+    metrics = read_metrics(d.run / "post_train_real")
+    steps = [int(m["learner/optimizer_steps"]) for m in metrics if "learner/optimizer_steps" in m]
+    if sum(steps) == 0:
+        return {"skipped": True, "reason": "the oracle's learner took no optimizer step"}
+    sft_cfg = dataclasses.replace(
+        d.cfg.sft, steps=max(1, round(sum(steps) / len(steps))), cycles=len(steps), scale_steps=0
+    )
+    out = d.ckpt / "sft_control"
+    if out.exists():
+        shutil.rmtree(out)
+    _, m = run_sft(
+        EpisodeStore(d.data / "demos"),
+        policy_cfg=dataclasses.replace(d.cfg.policy, checkpoint=str(d.ckpt / "sft")),
+        sft_cfg=sft_cfg,
+        demos_per_task=d.cfg.demo.sft_demos_per_task,
+        out=out,
+        progress=d.progress,
+        loggers=d.cfg.loggers,
+        config=to_dict(d.cfg),
+    )
+    d.log(f"continued SFT: {sft_cfg.cycles} cycles of {sft_cfg.steps} steps (the oracle's)")
+    return {"checkpoint": str(out), "steps": sft_cfg.steps, "cycles": sft_cfg.cycles}
 
 
 def evaluate(d: DemoRun) -> dict[str, Any]:
@@ -291,6 +347,8 @@ def evaluate(d: DemoRun) -> dict[str, Any]:
     policies = [("sft", d.ckpt / "sft"), ("post_trained", Path(d.results["post_train"]["policy"]))]
     if "policy" in d.results["post_train_real"]:
         policies.append(("post_trained_real", Path(d.results["post_train_real"]["policy"])))
+    if "checkpoint" in d.results["sft_control"]:
+        policies.append(("sft_control", Path(d.results["sft_control"]["checkpoint"])))
     for name, path in policies:
         out[name] = evaluate_policy(
             str(path),
@@ -335,6 +393,7 @@ STAGES: list[tuple[str, Callable[[DemoRun], dict[str, Any]]]] = [
     ("reflector", reflector),
     ("post_train", post_train_imagined),
     ("post_train_real", post_train_real),
+    ("sft_control", sft_control),
     ("evaluate", evaluate),
     ("report", report),
 ]
@@ -346,6 +405,8 @@ def run_demo(
     """Run (or resume) every stage of ``STAGES``; returns the report."""
     d = DemoRun(cfg, progress, log)
     d.started = time.perf_counter()
+    if cfg.demo.real_env_loop:
+        oracle_config(cfg, d.data / "demos")  # a bad demo.real_env_set fails before any stage
     d.run.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, d.run / "config.yaml")
     for name, body in STAGES:

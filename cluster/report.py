@@ -1,7 +1,8 @@
 """The demo's report: real-env success of the SFT and post-trained policies, side by side.
 
-The post-trained policies: LOOP in imagination (the method) and, when the demo ran it, the
-same LOOP in the real env with its ground-truth reward (the oracle).
+The post-trained policies: LOOP in imagination (the method) and, when the demo ran them,
+post-training in the real env with its ground-truth reward (the oracle) and its control,
+continued SFT on the demos alone for the oracle's optimizer steps.
 
 Both policies are evaluated on the same seeds, so beside each success rate and its 95% Wilson
 interval the report gives the paired comparison: episodes only one of the two solved, and the
@@ -108,7 +109,8 @@ def _start_lines(results: dict[str, Any], sft: dict[str, Any], posts: dict[str, 
 
 POST_TRAINED = {
     "post_trained": "post-trained (LOOP in imagination)",
-    "post_trained_real": "post-trained (LOOP in the real env, ground-truth reward: oracle)",
+    "post_trained_real": "post-trained in the real env (ground-truth reward: oracle)",
+    "sft_control": "continued SFT on the demos alone (the oracle's optimizer steps, no reward)",
 }
 
 
@@ -206,10 +208,18 @@ def demo_report(
     ]
     for k, c in comp.items():
         lines += [
-            f"- {POST_TRAINED[k]}, {m}: SFT only {x['only_first']}, post-trained only "
+            f"- {POST_TRAINED[k]}, {m}: SFT only {x['only_first']}, this policy only "
             f"{x['only_second']}, p = {x['p_value']:.3f}"
             for m, x in c.items()
         ]
+    if "post_trained_real" in posts and "sft_control" in posts:
+        x = paired(posts["sft_control"]["ground_truth"], posts["post_trained_real"]["ground_truth"])
+        comp["oracle_vs_sft_control"] = {"ground_truth": x}
+        lines.append(
+            f"- the oracle against continued SFT (what the search adds beyond supervision), mean "
+            f"action: continued SFT only {x['only_first']}, oracle only {x['only_second']}, "
+            f"p = {x['p_value']:.3f}"
+        )
     lines.append("")
     lines += _start_lines(results, sft, posts)
     imagined_eval = results["post_train"].get("imagined_eval") or {}
@@ -223,14 +233,14 @@ def demo_report(
             "",
         ]
     lines += _curve_lines(
-        run_dir, {"post_train": "LOOP in imagination", "post_train_real": "LOOP in the real env"}
+        run_dir, {"post_train": "LOOP in imagination", "post_train_real": "the oracle (real env)"}
     )
     lines += _coevolve_lines(run_dir)
     if real_metrics:
         real = [m["rollout/success"] for m in real_metrics if "rollout/success" in m]
         half = max(1, len(real) // 2)
         lines += [
-            f"Real-env LOOP's training rollouts (sampled actions, fresh starts each iteration): "
+            f"The oracle's training rollouts (sampled actions, fresh starts each iteration): "
             f"success {100 * sum(real[:half]) / half:.1f}% over the first {half} iterations, "
             f"{100 * sum(real[-half:]) / half:.1f}% over the last {half}.",
             "",

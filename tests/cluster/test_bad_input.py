@@ -38,6 +38,10 @@ TABLE = [
     ),
     ("import-libero --hdf5 nope.hdf5 --out OUT", "LIBERO demo file nope.hdf5"),
     ("demo --quick --set rollout.group_size=0 --run-dir OUT", "rollout.group_size must be >= 2"),
+    (  # the oracle row's own overrides are checked before any stage runs
+        "demo --quick --set demo.real_env_set=[learner.objective=nope] --run-dir OUT",
+        "learner.objective must be one of",
+    ),
     ("config show --set bogus.key=1", "unknown key 'bogus'"),
     ("pretrain --set pretrain.val_scenes=0 --out OUT", "pretrain.val_scenes must be in"),
     ("pretrain --set env.name=libero --out OUT", "pretrain generates tabletop scenes"),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from cluster.cli import main
 from cluster.demo import STAGES
+from cluster.metrics import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -20,7 +22,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     for stage, _ in STAGES:
         assert (run / "stages" / f"{stage}.json").is_file(), stage
     report = json.loads((run / "stages" / "report.json").read_text())
-    for policy in ("sft", "post_trained", "post_trained_real"):
+    for policy in ("sft", "post_trained", "post_trained_real", "sft_control"):
         for mode in ("ground_truth", "sampled", "reflector"):
             r = report[policy][mode]
             assert r["episodes"] == 16 and 0.0 <= r["success_rate"] <= 1.0
@@ -35,8 +37,25 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
     for name in ("imagined_vs_real_before", "imagined_vs_real_after", "imagined_vs_real"):
         assert (run / "post_train" / "videos" / f"{name}.gif").is_file(), name
     assert (run / "post_train_real" / "videos" / "real_iter_0002.gif").is_file()
+    # the oracle ran search and distill (demo.real_env_set), the control as many SFT steps
+    oracle = yaml.safe_load((run / "post_train_real" / "config.yaml").read_text())
+    assert oracle["learner"]["objective"] == "filtered_l1"
+    assert oracle["learner"]["anchor_data"] == [str(run / "data" / "demos")]
+    steps = [
+        m["learner/optimizer_steps"]
+        for m in read_metrics(run / "post_train_real")
+        if "learner/optimizer_steps" in m
+    ]
+    control = json.loads((run / "stages" / "sft_control.json").read_text())
+    assert control["cycles"] == len(steps) == 2
+    assert control["steps"] == max(1, round(sum(steps) / 2))
     md = (run / "report.md").read_text()
-    assert "LOOP in the real env" in md and "Learning curves" in md and "Co-evolution" in md
+    assert (
+        "the oracle (real env)" in md
+        and "the oracle against continued SFT" in md
+        and "Learning curves" in md
+        and "Co-evolution" in md
+    )
     for folder in ("post_train", "post_train_real"):  # the learning curves, drawn
         assert (run / folder / "learning_curve.png").is_file()
     rounds = json.loads((run / "post_train" / "coevolve.json").read_text())["rounds"]
