@@ -26,6 +26,7 @@ from typing import Any
 from cluster.config import ExperimentConfig, dump_config
 from core.configlib import to_dict
 from core.fsutil import write_text_atomic
+from policy.config import SFTConfig
 
 # --quick: the same stages at smoke-test sizes (minutes, no learning claim)
 QUICK_OVERRIDES = [
@@ -123,6 +124,27 @@ class DemoRun:
             shutil.rmtree(out)
         return out
 
+    def fine_tune(self, start: str, sft_cfg: SFTConfig, out: Path) -> dict[str, Any]:
+        """SFT on the run's demos from the checkpoint ``start`` ("" for a fresh policy) into
+        ``out``; returns its metrics."""
+        from policy.sft import run_sft
+        from trajectories.store import EpisodeStore
+
+        policy = (
+            dataclasses.replace(self.cfg.policy, checkpoint=start) if start else self.cfg.policy
+        )
+        _, metrics = run_sft(
+            EpisodeStore(self.data / "demos"),
+            policy_cfg=policy,
+            sft_cfg=sft_cfg,
+            demos_per_task=self.cfg.demo.sft_demos_per_task,
+            out=out,
+            progress=self.progress,
+            loggers=self.cfg.loggers,
+            config=to_dict(self.cfg),
+        )
+        return metrics
+
     def world_data(self) -> list[str]:
         names = ("expert", "explore", "policy_explore")
         return [str(self.data / n) for n in names if (self.data / n).is_dir()]
@@ -185,20 +207,8 @@ def pretrain(d: DemoRun) -> dict[str, Any]:
 
 
 def sft(d: DemoRun) -> dict[str, Any]:
-    from policy.sft import run_sft
-    from trajectories.store import EpisodeStore
-
     start = d.results.get("pretrain", {}).get("checkpoint", "")
-    _, metrics = run_sft(
-        EpisodeStore(d.data / "demos"),
-        policy_cfg=dataclasses.replace(d.cfg.policy, checkpoint=start) if start else d.cfg.policy,
-        sft_cfg=d.cfg.sft,
-        demos_per_task=d.cfg.demo.sft_demos_per_task,
-        out=d.ckpt / "sft",
-        progress=d.progress,
-        loggers=d.cfg.loggers,
-        config=to_dict(d.cfg),
-    )
+    metrics = d.fine_tune(start, d.cfg.sft, d.ckpt / "sft")
     return {"checkpoint": str(d.ckpt / "sft"), "metrics": metrics}
 
 
@@ -309,8 +319,6 @@ def sft_control(d: DemoRun) -> dict[str, Any]:
     """Continued SFT on the demos alone, as many optimizer steps as the oracle's learner took
     (one cosine cycle per iteration): the oracle's gain over it is what the search adds."""
     from cluster.metrics import read_metrics
-    from policy.sft import run_sft
-    from trajectories.store import EpisodeStore
 
     if not (d.cfg.demo.sft_control and "policy" in d.results["post_train_real"]):
         return {"skipped": True}
@@ -324,16 +332,7 @@ def sft_control(d: DemoRun) -> dict[str, Any]:
     out = d.ckpt / "sft_control"
     if out.exists():
         shutil.rmtree(out)
-    _, m = run_sft(
-        EpisodeStore(d.data / "demos"),
-        policy_cfg=dataclasses.replace(d.cfg.policy, checkpoint=str(d.ckpt / "sft")),
-        sft_cfg=sft_cfg,
-        demos_per_task=d.cfg.demo.sft_demos_per_task,
-        out=out,
-        progress=d.progress,
-        loggers=d.cfg.loggers,
-        config=to_dict(d.cfg),
-    )
+    d.fine_tune(str(d.ckpt / "sft"), sft_cfg, out)
     d.log(f"continued SFT: {sft_cfg.cycles} cycles of {sft_cfg.steps} steps (the oracle's)")
     return {"checkpoint": str(out), "steps": sft_cfg.steps, "cycles": sft_cfg.cycles}
 
