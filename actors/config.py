@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from core.configlib import require
 
 REAL_REWARDS = ("success", "progress")  # what a real group rewards (``post_train.real_reward``)
+# what an imagined group rewards (``post_train.imagined_reward``)
+IMAGINED_REWARDS = ("reflector", "success")
 EXPLORE = ("every_step", "one_step")  # where training rollouts sample (``rollout.explore``)
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from actors.evaluation import evaluate_jobs
-from actors.starts import EvalJob
+from actors.starts import EvalJob, first_observations
 from actors.worlds import EnvPool
 from trajectories.initial_states import InitialState
 
@@ -79,23 +78,8 @@ class EvalWorker:
         return 0
 
     def first_observations(self, jobs: list[EvalJob]) -> list[InitialState]:
-        """The starts of ``jobs`` as initial states (the first frame and proprio of each reset),
-        so that imagination can start where the real env does."""
-        env = self.envs.take(1)[0]
-        out = []
-        for j in jobs:
-            obs = env.reset(j.task, seed=j.seed)
-            out.append(
-                InitialState(
-                    episode_id=f"real-{j.task}-{j.seed}",
-                    start=0,
-                    task_id=j.task,
-                    instruction=obs.instruction,
-                    frames=obs.image[None],
-                    proprio=np.asarray(obs.proprio, dtype=np.float32),
-                )
-            )
-        return out
+        """The starts of ``jobs`` as initial states (``actors.starts.first_observations``)."""
+        return first_observations(self.envs.take(1)[0], jobs)
 
     def close(self) -> None:
         """Free the envs (call before the process ends)."""

@@ -145,6 +145,7 @@ def act_in_chunks(
     scale_factor: float = 1.0,
     mirror: int = 0,
     explore_at: np.ndarray | None = None,
+    replay: np.ndarray | None = None,
     keep_frames: bool = False,
 ) -> Rollout:
     """Run the group until every environment has ended or the horizon is reached.
@@ -167,6 +168,9 @@ def act_in_chunks(
         explore_at: (N,) the one policy step at which each environment samples; at every
             other step it acts with the mean action, and those actions are not marked
             ``executed`` (the learner trains on sampled actions only). None: every step samples.
+        replay: (N, chunk, A) the chunks to take at ``explore_at`` instead of sampling (another
+            world's search replayed here: an imagined group's chunks in the real env); needs
+            ``explore_at``.
         keep_frames: also return every frame (videos).
     """
     if mirror and (mirror % 2 or env.n % mirror):
@@ -174,6 +178,8 @@ def act_in_chunks(
             f"mirrored sampling needs an even group size dividing the {env.n} environments, "
             f"got {mirror}"
         )
+    if replay is not None and (explore_at is None or deterministic):
+        raise ValueError("replayed chunks need explore_at and a sampling (not deterministic) run")
     try:
         obs = env.reset()
         n = env.n
@@ -198,6 +204,8 @@ def act_in_chunks(
             )
             if explore_at is not None and not deterministic:
                 sampled = torch.from_numpy(explore_at[rows] == t)  # (R,)
+                if replay is not None:
+                    a = torch.from_numpy(replay[rows]).to(mu)
                 a = torch.where(sampled[:, None, None], a, mu)
                 logp = laplace_log_density(a, mu, log_scale)
             a_np = a.float().cpu().numpy()  # (R, chunk, A)

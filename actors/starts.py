@@ -12,8 +12,11 @@ sees a start the policy or the world model was trained on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from trajectories.initial_states import InitialState
 
 EVAL_SEED_OFFSET = 10_000_000
 CURVE_SEED_OFFSET = 15_000_000
@@ -53,3 +56,22 @@ class RealStartSampler:
             starts.append(EvalJob(self.tasks[k], REAL_START_SEED_OFFSET + self.seed + self.cursor))
             self.cursor += 1
         return starts
+
+
+def first_observations(env: Any, jobs: list[EvalJob]) -> list[InitialState]:
+    """The starts of ``jobs`` as initial states (the first frame and proprio of each reset of
+    ``env``), so that imagination can start where the real env does."""
+    out = []
+    for j in jobs:
+        obs = env.reset(j.task, seed=j.seed)
+        out.append(
+            InitialState(
+                episode_id=f"real-{j.task}-{j.seed}",
+                start=0,
+                task_id=j.task,
+                instruction=obs.instruction,
+                frames=obs.image[None],
+                proprio=np.asarray(obs.proprio, dtype=np.float32),
+            )
+        )
+    return out

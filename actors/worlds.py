@@ -30,7 +30,7 @@ from actors.clients import (
     ReflectorClient,
     SimulatorClient,
 )
-from actors.config import REAL_REWARDS
+from actors.config import IMAGINED_REWARDS, REAL_REWARDS
 from actors.rollout import Step
 from actors.starts import EvalJob
 from envs.base import observation_batch
@@ -54,6 +54,7 @@ class ImaginedGroup:
         limits: controller limits for the kinematics (None: the tabletop defaults).
         common_noise: a start's environments share the world model's noise, so they stay in
             one imagined state while they act alike (one-step exploration).
+        reward: "reflector" (the reflector's R) or "success" (1.0 at R > eta, else 0.0).
     """
 
     def __init__(
@@ -67,12 +68,18 @@ class ImaginedGroup:
         eta: float,
         limits: Any = None,
         common_noise: bool = False,
+        reward: str = "reflector",
     ):
         if len(inits) != len(keys) or not inits:
             raise ValueError(f"{len(inits)} starts for {len(keys)} group keys")
+        if reward not in IMAGINED_REWARDS:
+            raise ValueError(
+                f"imagined reward must be one of {list(IMAGINED_REWARDS)}, got {reward!r}"
+            )
         self.sim, self.reflector, self.inits, self.keys = sim, reflector, inits, keys
         self.per_start, self.n = n, n * len(inits)
         self.eta, self.limits, self.common_noise = eta, limits, common_noise
+        self.reward = reward
         self._open = False
         # seconds inside step(): kinematics, world-model and reflector calls (client side:
         # model compute plus batching wait and transport)
@@ -115,7 +122,10 @@ class ImaginedGroup:
         tm["sim_s"] += t2 - t1
         tm["reflector_s"] += t3 - t2
         obs = {"image": image, "proprio": self.proprio, "instruction": self.instructions}
-        return Step(obs=obs, reward=r, done=r > self.eta)
+        done = r > self.eta
+        return Step(
+            obs=obs, reward=done.astype(np.float64) if self.reward == "success" else r, done=done
+        )
 
     def close(self) -> None:
         if self._open:
@@ -252,6 +262,8 @@ class ImaginedWorld:
             process: clients are made in the process that first uses the world.
         eta: the reflector's termination threshold.
         limits: controller limits for the kinematics (None: tabletop defaults).
+        reward: what the groups reward (``post_train.imagined_reward``): "reflector", the
+            reflector's R, or "success", 1.0 where R > eta ended the rollout, else 0.0.
     """
 
     def __init__(
@@ -261,13 +273,19 @@ class ImaginedWorld:
         *,
         eta: float,
         limits: Any = None,
+        reward: str = "reflector",
     ):
+        if reward not in IMAGINED_REWARDS:
+            raise ValueError(
+                f"imagined reward must be one of {list(IMAGINED_REWARDS)}, got {reward!r}"
+            )
         if not 0.0 < eta < 1.0:
             raise ValueError(
                 f"imagined rollouts need a termination eta in (0, 1), got {eta}: resolve the "
                 "reflector checkpoint's with reflector_service.checkpoint.termination_eta first"
             )
         self._sim, self._reflector, self.eta, self.limits = sim, reflector, eta, limits
+        self.reward = reward
 
     def _clients(self) -> tuple[SimulatorClient, ReflectorClient]:
         if isinstance(self._sim, list):
@@ -295,6 +313,7 @@ class ImaginedWorld:
             eta=self.eta,
             limits=self.limits,
             common_noise=common_noise,
+            reward=self.reward,
         )
 
     def describe(self, start: InitialState) -> tuple[str, str]:

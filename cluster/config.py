@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from actors.config import REAL_REWARDS, CollectConfig, RolloutConfig
+from actors.config import IMAGINED_REWARDS, REAL_REWARDS, CollectConfig, RolloutConfig
 from core.configlib import (
     ConfigError,
     apply_overrides,
@@ -192,6 +192,14 @@ class PostTrainConfig:
             "progress": 1 at success, else half the best task progress the episode reached
             (reach the right object, grasp it, carry it; ``envs.tabletop_tasks.task_progress``;
             the tabletop env only): the same goal with a signal in the failures too.
+        imagined_reward: the reward of ``world: imagined``. "reflector": the reflector's R at
+            the rollout's end (World-Env's continuous reward). "success": 1 where the reflector
+            ended the rollout (R > eta), else 0, as the oracle's "success" is: a group is mixed
+            only where imagination saw a success. With the continuous R nearly every group's
+            rewards differ a little, and ``learner.objective: filtered_l1`` then imitates the
+            chunks of slightly higher R, which replayed in the real env were no better than
+            the others (``rehearse eval-search``; docs/RESULTS.md, session 23). Unused with
+            ``world: real``.
         train_projector: post-train the projector (vision features -> LLM tokens) too: it
             joins the trainable part (the learner's head group, published and checkpointed);
             the start checkpoint's own ``policy.train_projector`` counts as well.
@@ -229,6 +237,7 @@ class PostTrainConfig:
     imagined_eval_states: int = 0
     world: str = "imagined"
     real_reward: str = "success"
+    imagined_reward: str = "reflector"
     train_projector: bool = False
     eval_every: int = 0
     eval_episodes_per_task: int = 4
@@ -251,6 +260,11 @@ class PostTrainConfig:
             self.real_reward == "success" or self.world == "real",
             "post_train.real_reward is the reward of post_train.world: real (in imagination the "
             "reflector gives the reward)",
+        )
+        require(
+            self.imagined_reward in IMAGINED_REWARDS,
+            f"post_train.imagined_reward must be one of {list(IMAGINED_REWARDS)}, got "
+            f"{self.imagined_reward!r}",
         )
         require(self.imagined_eval_states >= 0, "post_train.imagined_eval_states must be >= 0")
         require(self.iterations >= 1, f"post_train.iterations must be >= 1, got {self.iterations}")

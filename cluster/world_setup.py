@@ -115,7 +115,7 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
             if colocated
             else (handles["sim"], handles["reflector"])
         )
-        return ImaginedWorld(sim, refl, eta=rollout.eta, limits=limits)
+        return ImaginedWorld(sim, refl, eta=rollout.eta, limits=limits, reward=pt.imagined_reward)
 
     return WorldSetup(
         rollout=rollout,

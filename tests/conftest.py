@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray cluster per test session, started only if a test asks."""
+"""Shared fixtures: one local Ray cluster per test session, started only if a test asks; tiny
+trained-format checkpoints of a policy, a world model and a reflector with their demos."""
 
 from __future__ import annotations
 
@@ -21,6 +22,44 @@ def ray_cluster():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A folder of tiny checkpoints in the formats training writes, at 16 px: ``demos`` (one
+    expert episode each of lift_red and place_red_on_blue), ``sft`` (a random policy with
+    their statistics), ``sim`` (a world model) and ``refl`` (a reflector)."""
+    import torch
+
+    from actors.config import CollectConfig
+    from cluster.collect import collect, episode_specs
+    from envs.config import EnvConfig
+    from policy.checkpoint import build_policy, save_policy
+    from policy.config import PolicyConfig
+    from policy.normalization import statistics_from_store
+    from reflector_service.checkpoint import save_reflector
+    from reflector_service.config import ReflectorModelConfig
+    from reflector_service.model import Reflector
+    from simulator_service.checkpoint import save_world_model, stored_state
+    from simulator_service.config import SimulatorConfig
+    from simulator_service.model import WorldModel
+    from trajectories.store import EpisodeStore
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    specs = episode_specs(["lift_red", "place_red_on_blue"], 1, seed=0, source="expert")
+    collect(EnvConfig(image_size=16), CollectConfig(), specs, root / "demos", progress=False)
+    store = EpisodeStore(root / "demos")
+    torch.manual_seed(0)
+    policy = build_policy(
+        PolicyConfig(image_size=16, scale_bias_init=0.0),
+        instructions=sorted(set(store.meta["tasks"].values())),
+        stats=statistics_from_store(store, dataset_name="tabletop")["tabletop"],
+    )
+    save_policy(policy, root / "sft")
+    sim = WorldModel(SimulatorConfig.preset("tiny")).eval()
+    save_world_model(root / "sim", model=sim, ema=stored_state(sim), optimizer=None, step=0)
+    save_reflector(Reflector(ReflectorModelConfig(image_size=16)), root / "refl", state={})
+    return root
 
 
 def pytest_collection_modifyitems(config, items):

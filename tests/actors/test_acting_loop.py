@@ -85,3 +85,23 @@ def test_the_real_limit_and_the_horizon_end_rollouts() -> None:
     group, instruction, _ = _real()
     r = act_in_chunks(_policy(instruction), group, max_policy_steps=2, execute_steps=EXECUTE)
     assert r.steps.tolist() == [2 * EXECUTE] * N and r.done[:, -1].all()
+
+
+def test_replayed_chunks_are_taken_where_the_search_sampled() -> None:
+    """``replay``: another run's chunks taken at ``explore_at`` and the mean action elsewhere,
+    so a real group replaying its own search reproduces it (the env is deterministic)."""
+    group, instruction, _ = _real()
+    policy = _policy(instruction)
+    kw = dict(max_policy_steps=3, execute_steps=EXECUTE, explore_at=np.array([0, 1, 1]))
+    first = act_in_chunks(policy, group, generator=torch.Generator().manual_seed(0), **kw)
+    chunks = first.actions[np.arange(N), kw["explore_at"]]  # (N, chunk, A)
+    other = act_in_chunks(policy, _real()[0], generator=torch.Generator().manual_seed(9), **kw)
+    assert not np.array_equal(other.actions, first.actions)  # another seed, another search
+    again = act_in_chunks(
+        policy, _real()[0], generator=torch.Generator().manual_seed(9), replay=chunks, **kw
+    )
+    np.testing.assert_array_equal(again.actions, first.actions)
+    np.testing.assert_array_equal(again.executed, first.executed)
+    np.testing.assert_array_equal(again.rewards, first.rewards)
+    with pytest.raises(ValueError, match="explore_at"):
+        act_in_chunks(policy, _real()[0], max_policy_steps=3, execute_steps=EXECUTE, replay=chunks)

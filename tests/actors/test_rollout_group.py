@@ -212,3 +212,28 @@ def test_one_step_exploration_in_imagination_shares_the_state_until_k():
             assert alike or t > k, (k, t)
             parted += t > k and not alike
     assert parted  # after a sampled chunk the imagined states differ
+
+
+def test_success_reward_is_the_reflectors_termination():
+    """``post_train.imagined_reward: success``: the same rollouts as with the reflector's R,
+    rewarded 1 where R > eta ended them and 0 elsewhere."""
+    policy, sim, refl, init, _, _ = _setup()
+
+    def run(reward: str, eta: float):
+        group = ImaginedGroup(sim, refl, [init], 4, keys=[reward], eta=eta, reward=reward)
+        return act_in_chunks(
+            policy,
+            group,
+            max_policy_steps=3,
+            execute_steps=2,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    for eta, success in ((0.99, 0.0), (1e-6, 1.0)):  # none ends; all end at their first step
+        r, s = run("reflector", eta), run("success", eta)
+        np.testing.assert_array_equal(s.actions, r.actions)
+        np.testing.assert_array_equal(s.steps, r.steps)
+        assert ((r.rewards > eta) == bool(success)).all() and (r.rewards != success).all()
+        assert (s.rewards == success).all()
+    with pytest.raises(ValueError, match="imagined reward"):
+        ImaginedGroup(sim, refl, [init], 2, keys=["x"], eta=0.5, reward="progress")

@@ -9,45 +9,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from actors.config import CollectConfig
-from cluster.collect import collect, episode_specs
 from cluster.config import ExperimentConfig, PostTrainConfig
 from envs.config import EnvConfig
-from policy.checkpoint import build_policy, save_policy
-from policy.config import PolicyConfig
-from policy.normalization import statistics_from_store
-from trajectories.store import EpisodeStore
 
 pytestmark = [pytest.mark.ray]
 ENV = EnvConfig(image_size=16)
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    from reflector_service.checkpoint import save_reflector
-    from reflector_service.config import ReflectorModelConfig
-    from reflector_service.model import Reflector
-    from simulator_service.checkpoint import save_world_model, stored_state
-    from simulator_service.config import SimulatorConfig
-    from simulator_service.model import WorldModel
-
-    root = tmp_path_factory.mktemp("placement")
-    specs = episode_specs(["lift_red", "place_red_on_blue"], 1, seed=0, source="expert")
-    collect(ENV, CollectConfig(), specs, root / "demos", progress=False)
-    store = EpisodeStore(root / "demos")
-    torch.manual_seed(0)
-    policy = build_policy(
-        PolicyConfig(image_size=16, scale_bias_init=0.0),
-        instructions=sorted(set(store.meta["tasks"].values())),
-        stats=statistics_from_store(store, dataset_name="tabletop")["tabletop"],
-    )
-    save_policy(policy, root / "sft")
-    sim = WorldModel(SimulatorConfig.preset("tiny")).eval()
-    save_world_model(root / "sim", model=sim, ema=stored_state(sim), optimizer=None, step=0)
-    save_reflector(Reflector(ReflectorModelConfig(image_size=16)), root / "refl", state={})
-    return root
 
 
 def _cfg(root, placement: str) -> ExperimentConfig:
@@ -99,9 +66,9 @@ def _run_groups(root, placement: str):
             ray.kill(h)
 
 
-def test_colocated_and_service_placement_give_the_same_trajectories(ray_cluster, assets):
-    services = _run_groups(assets, "services")
-    colocated = _run_groups(assets, "colocated")
+def test_colocated_and_service_placement_give_the_same_trajectories(ray_cluster, tiny_world):
+    services = _run_groups(tiny_world, "services")
+    colocated = _run_groups(tiny_world, "colocated")
     assert [g.group_id for g in colocated] == [0, 1] and len(services) == 2
     for a, b in zip(services, colocated, strict=True):
         for name in ("images", "actions", "old_log_probs", "executed", "done", "rewards"):
@@ -113,15 +80,15 @@ def test_colocated_and_service_placement_give_the_same_trajectories(ray_cluster,
     assert not np.array_equal(first[0], first[1]) or colocated[0].task != colocated[1].task
 
 
-def test_colocated_workers_build_the_world_model_co_evolution_refined(assets):
+def test_colocated_workers_build_the_world_model_co_evolution_refined(tiny_world):
     """Co-evolution points the simulator at a refined checkpoint (``PostTrainRun.use_simulator``
     replaces the service's factory); colocated, the next world the workers get builds that one."""
     from cluster.world_setup import imagined_setup
 
-    setup = imagined_setup(_cfg(assets, "colocated"))
+    setup = imagined_setup(_cfg(tiny_world, "colocated"))
     assert setup.replicated == [] and [s.prefix for s in setup.services] == ["sim", "reflector"]
     sim = setup.services[0]
-    (assets / "refined").mkdir(exist_ok=True)
-    sim.factory = dataclasses.replace(sim.factory, path=str(assets / "refined"))
+    (tiny_world / "refined").mkdir(exist_ok=True)
+    sim.factory = dataclasses.replace(sim.factory, path=str(tiny_world / "refined"))
     world = setup.make_world({})
     assert world._sim == sim.factory and world._reflector == setup.services[1].factory

@@ -1,0 +1,160 @@
+"""Imagined one-step searches replayed in the real env: does a chunk imagination rewards do
+better there too?
+
+One-step search (``rollout.explore: one_step``) rolls a group of N out from one start with the
+mean action, samples one chunk at a policy step k, and goes back to the mean action; search and
+distill (``learner.objective: filtered_l1``) then imitates the chunks whose rollouts ended
+above their group's others. Here each group runs twice from the same real start (the real
+env's first frame starts the imagination): in imagination, then in the real env with the same
+k and the imagined chunks taken at k (``act_in_chunks(replay=)``). A record per rollout says
+what both worlds made of the same chunk; ``search_agreement`` sums them up, among them how much
+better in the real env the chunks are that the learner would imitate, under each imagined
+reward (``post_train.imagined_reward``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from actors.config import RolloutConfig
+from actors.rollout import Rollout, act_in_chunks
+from actors.starts import EvalJob
+from learner.loop import nonconstant_group_mask, rloo_advantages
+
+
+def _explored(r: Rollout, at: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rollout took its chunk at ``at`` (it had not ended before)."""
+    t = r.executed.shape[1]
+    rows = np.arange(len(at))
+    return (at < t) & r.executed[rows, np.minimum(at, t - 1)].any(-1)
+
+
+def replay_searches(
+    policy: Any,
+    imagined: Any,
+    real: Any,
+    jobs: list[EvalJob],
+    starts: list[Any],
+    rollout: RolloutConfig,
+    *,
+    generator: torch.Generator,
+    batch: int = 6,
+) -> Iterator[list[dict[str, Any]]]:
+    """One-step search groups in imagination, each replayed in the real env; yields the
+    records of every ``batch`` groups (stepped as one batch in each world).
+
+    Args:
+        policy: the policy (``act_in_chunks``).
+        imagined, real: an ``ImaginedWorld`` and a ``RealWorld``.
+        jobs: real starts (task, seed); ``starts`` their first observations (``InitialState``,
+            ``actors.starts.first_observations``), where imagination starts.
+        rollout: group size, horizon, chunk execution and sampling width of the search.
+        generator: draws each group's step k and the imagined chunks' noise.
+    Yields:
+        per rollout: task, seed, group (index in ``jobs``), k, imagined_reward (the
+        reflector's R at the end), imagined_success (R > eta), real_success, explored (the
+        chunk at k was taken in both worlds).
+    """
+    if len(jobs) != len(starts):
+        raise ValueError(f"{len(jobs)} real starts for {len(starts)} initial states")
+    n, horizon = rollout.group_size, rollout.max_policy_steps
+    kw = dict(max_policy_steps=horizon, execute_steps=rollout.execute_steps, generator=generator)
+    for b0 in range(0, len(jobs), batch):
+        js, inits = jobs[b0 : b0 + batch], starts[b0 : b0 + batch]
+        at = np.repeat(torch.randint(horizon, (len(js),), generator=generator).numpy(), n)
+        keys = [f"search-{b0 + i}" for i in range(len(js))]
+        group = imagined.group(inits, n, keys, common_noise=True)
+        im = act_in_chunks(policy, group, scale_factor=rollout.scale_factor, explore_at=at, **kw)
+        chunks = im.actions[np.arange(len(at)), np.minimum(at, im.actions.shape[1] - 1)]
+        re = act_in_chunks(policy, real.group(js, n, keys), explore_at=at, replay=chunks, **kw)
+        im_success, re_success = imagined.succeeded(im.rewards), real.succeeded(re.rewards)
+        explored = _explored(im, at) & _explored(re, at)
+        yield [
+            {
+                "task": js[i // n].task,
+                "seed": js[i // n].seed,
+                "group": b0 + i // n,
+                "k": int(at[i]),
+                "imagined_reward": float(im.rewards[i]),
+                "imagined_success": bool(im_success[i]),
+                "real_success": bool(re_success[i]),
+                "explored": bool(explored[i]),
+            }
+            for i in range(len(at))
+        ]
+
+
+def _share(x: list[bool] | np.ndarray) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str, Any]:
+    """What the replayed searches say (records of ``replay_searches``).
+
+    Returns:
+        imagined_success / real_success: over all rollouts. Over the explored rollouts (the
+        chunk at k taken in both worlds): ``base`` (real success), ``precision`` (real success
+        of the imagined successes), ``recall`` (imagined success of the real successes). Per
+        imagined reward ("reflector": R; "success": R > eta), the learner's targets (positive
+        RLOO advantage in a group whose rewards are not all equal, explored): ``mixed_groups``,
+        ``targets``, ``real_advantage`` (their mean leave-one-out advantage under the real
+        success: how much better than its group each target did in the real env),
+        ``real_better`` / ``real_worse`` (shares of targets above / below their group there),
+        ``signal_per_group`` (their summed real advantage over the groups); "oracle": the same
+        for the targets the real env's own success picks among the same chunks (the oracle's
+        search, for scale).
+        ``per_task``: imagined and real success of each task's rollouts.
+    """
+    if not records or len(records) % group_size:
+        raise ValueError(f"{len(records)} records are not whole groups of {group_size}")
+    g = len(records) // group_size
+    col = {
+        k: np.array([r[k] for r in records]).reshape(g, group_size)
+        for k in ("imagined_reward", "imagined_success", "real_success", "explored")
+    }
+    ex, im, re = col["explored"], col["imagined_success"], col["real_success"]
+    real_adv = rloo_advantages(torch.from_numpy(re.astype(np.float64))).numpy()  # (G, N)
+    values = {
+        "reflector": col["imagined_reward"].astype(np.float64),
+        "success": im.astype(np.float64),
+        "oracle": re.astype(np.float64),  # the real env's own targets on the same chunks
+    }
+    targets = {}
+    for reward, value in values.items():
+        v = torch.from_numpy(value)
+        mixed = nonconstant_group_mask(v).numpy()  # (G,)
+        chosen = mixed[:, None] & (rloo_advantages(v).numpy() > 0) & ex
+        adv = real_adv[chosen]
+        targets[reward] = {
+            "mixed_groups": int(mixed.sum()),
+            "targets": int(chosen.sum()),
+            "real_advantage": float(adv.mean()) if adv.size else None,
+            "real_better": _share(adv > 0),
+            "real_worse": _share(adv < 0),
+            # the targets' summed real advantage per group: the search's useful signal
+            "signal_per_group": float(adv.sum() / g),
+        }
+    tasks = np.array([r["task"] for r in records])
+    return {
+        "groups": g,
+        "rollouts": len(records),
+        "imagined_success": float(im.mean()),
+        "real_success": float(re.mean()),
+        "explored": int(ex.sum()),
+        "base": _share(re[ex]),
+        "precision": _share(re[ex & im]),
+        "recall": _share(im[ex & re]),
+        "targets": targets,
+        "per_task": {
+            t: {
+                "rollouts": int((tasks == t).sum()),
+                "imagined_success": float(im.ravel()[tasks == t].mean()),
+                "real_success": float(re.ravel()[tasks == t].mean()),
+            }
+            for t in sorted(set(tasks.tolist()))
+        },
+    }

@@ -1,0 +1,106 @@
+"""``rehearse eval-search``: imagined one-step searches replayed in the real env."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+HELP = (
+    "replay imagined one-step searches in the real env: how often the chunks imagination "
+    "rewards, and those search and distill would imitate, do better there too"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, help="policy checkpoint folder")
+    p.add_argument(
+        "--simulator", default=None, help="world model checkpoint (post_train.simulator)"
+    )
+    p.add_argument("--reflector", default=None, help="reflector checkpoint (post_train.reflector)")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        help="episode store(s) giving the camera and controller limits (post_train.data)",
+    )
+    p.add_argument("--groups", type=int, default=96, help="search groups (real starts)")
+    p.add_argument("--batch", type=int, default=6, help="groups stepped together in each world")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the real starts (the oracle's training stream, never evaluation seeds), "
+        "of each group's step k and of the imagined chunks",
+    )
+    p.add_argument("--out", required=True, help="folder for search.json and rollouts.json")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` first, then the flags; the models run in this process (colocated)."""
+    flags = {"simulator": args.simulator, "reflector": args.reflector, "data": args.data}
+    return [
+        *(args.set or []),
+        "cluster.placement=colocated",
+        *(f"post_train.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None),
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from actors.search_check import replay_searches, search_agreement
+    from actors.starts import RealStartSampler, first_observations
+    from actors.worlds import RealWorld
+    from cluster.backends import EnvFactory, PolicyFactory
+    from cluster.config import load_config
+    from cluster.world_setup import imagined_setup
+    from core.fsutil import output_folder, write_text_atomic
+    from envs.factory import task_names
+
+    for name in ("groups", "batch"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    cfg = load_config(args.config, overrides(args))
+    setup = imagined_setup(cfg)  # refuses missing or unreadable models and data
+    policy_f = PolicyFactory(args.policy)
+    torch.set_num_threads(1)
+    real = RealWorld(EnvFactory(cfg.env))
+    jobs = RealStartSampler(task_names(cfg.env), seed=args.seed).sample(args.groups)
+    with output_folder(args.out, overwrite=args.overwrite) as out:
+        policy = policy_f().eval()
+        imagined = setup.make_world({})
+        starts = first_observations(real.pool.take(1)[0], jobs)
+        records: list[dict] = []
+        parts = replay_searches(
+            policy,
+            imagined,
+            real,
+            jobs,
+            starts,
+            setup.rollout,
+            generator=torch.Generator().manual_seed(args.seed),
+            batch=args.batch,
+        )
+        total = math.ceil(len(jobs) / args.batch)
+        for part in tqdm(parts, total=total, desc="eval-search", disable=args.no_progress):
+            records += part
+        real.close()
+        summary = search_agreement(records, setup.rollout.group_size)
+        summary.update(
+            policy=args.policy,
+            simulator=cfg.post_train.simulator,
+            reflector=cfg.post_train.reflector,
+            eta=setup.rollout.eta,
+            seed=args.seed,
+            group_size=setup.rollout.group_size,
+            max_policy_steps=setup.rollout.max_policy_steps,
+            scale_factor=setup.rollout.scale_factor,
+        )
+        write_text_atomic(out / "rollouts.json", json.dumps(records))
+        write_text_atomic(out / "search.json", json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_task"}))
+    return 0

@@ -1,0 +1,130 @@
+"""Imagined one-step searches replayed in the real env (``rehearse eval-search``): the summary
+against a plain loop, and the command on tiny trained-format checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from actors.search_check import search_agreement
+from cluster.cli import main
+
+
+def _records(imagined_reward, imagined_success, real_success, explored):
+    return [
+        {
+            "task": "lift_red" if i < 4 else "lift_yellow",
+            "seed": i // 4,
+            "group": i // 4,
+            "k": 0,
+            "imagined_reward": r,
+            "imagined_success": s,
+            "real_success": q,
+            "explored": e,
+        }
+        for i, (r, s, q, e) in enumerate(
+            zip(imagined_reward, imagined_success, real_success, explored, strict=True)
+        )
+    ]
+
+
+def test_targets_are_the_learners_and_their_real_advantage_a_plain_loop():
+    rng = np.random.default_rng(0)
+    n, g = 4, 6
+    reward = rng.uniform(0, 1, n * g).round(1)
+    reward[:n] = 0.2  # one group of equal R: no reflector targets there
+    success = reward > 0.6
+    real = rng.uniform(size=n * g) > 0.5
+    explored = rng.uniform(size=n * g) > 0.2
+    recs = _records(reward.tolist(), success.tolist(), real.tolist(), explored.tolist())
+    for r in recs:
+        r["task"] = "lift_red"
+    out = search_agreement(recs, n)
+    for kind, value in (("reflector", reward), ("success", success.astype(float))):
+        advs, mixed = [], 0
+        for j in range(g):
+            v, q = value[j * n : (j + 1) * n], real[j * n : (j + 1) * n].astype(float)
+            if v.max() - v.min() <= 1e-6:
+                continue
+            mixed += 1
+            for i in range(n):
+                if v[i] - (v.sum() - v[i]) / (n - 1) > 0 and explored[j * n + i]:
+                    advs.append(q[i] - (q.sum() - q[i]) / (n - 1))
+        t = out["targets"][kind]
+        assert t["mixed_groups"] == mixed and t["targets"] == len(advs)
+        assert t["real_advantage"] == pytest.approx(np.mean(advs))
+        assert t["real_better"] == pytest.approx(np.mean(np.array(advs) > 0))
+        assert t["signal_per_group"] == pytest.approx(np.sum(advs) / g)
+    ex = explored
+    assert out["base"] == pytest.approx(real[ex].mean())
+    assert out["precision"] == pytest.approx(real[ex & success].mean())
+    assert out["recall"] == pytest.approx(success[ex & real].mean())
+    assert out["groups"] == g and out["rollouts"] == n * g
+    with pytest.raises(ValueError, match="whole groups"):
+        search_agreement(recs[:-1], n)
+
+
+def test_no_imagined_success_leaves_precision_and_success_targets_empty():
+    recs = _records([0.1, 0.2, 0.1, 0.3], [False] * 4, [True, False, True, False], [True] * 4)
+    out = search_agreement(recs, 4)
+    assert out["precision"] is None and out["recall"] == 0.0
+    assert out["targets"]["oracle"]["targets"] == 2  # the two real successes
+    assert out["targets"]["oracle"]["real_advantage"] == pytest.approx(2 / 3)
+    assert out["targets"]["success"] == {
+        "mixed_groups": 0,
+        "targets": 0,
+        "real_advantage": None,
+        "real_better": None,
+        "real_worse": None,
+        "signal_per_group": 0.0,
+    }
+    # R 0.2 and 0.3 above the others' means (0.17, 0.13): the noise the reflector's R imitates
+    assert out["targets"]["reflector"]["targets"] == 2
+
+
+def _argv(root, out, *extra):
+    return [
+        "eval-search",
+        "--policy", str(root / "sft"),
+        "--simulator", str(root / "sim"),
+        "--reflector", str(root / "refl"),
+        "--data", str(root / "demos"),
+        "--set", "env.image_size=16",
+        "--set", "rollout.group_size=3",
+        "--set", "rollout.max_policy_steps=2",
+        "--set", "rollout.execute_steps=2",
+        "--set", "rollout.eta=0.5",
+        "--out", str(out),
+        "--no-progress",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_command_writes_the_summary_and_every_rollout(tiny_world, tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(_argv(tiny_world, out, "--groups", "3", "--batch", "2")) == 0
+    summary = json.loads((out / "search.json").read_text())
+    records = json.loads((out / "rollouts.json").read_text())
+    assert summary["groups"] == 3 and summary["rollouts"] == len(records) == 9
+    assert [r["group"] for r in records] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert summary["eta"] == 0.5 and summary["max_policy_steps"] == 2
+    for g in range(3):  # one step k per group, shared by its rollouts
+        assert len({r["k"] for r in records if r["group"] == g}) == 1
+    assert set(summary["targets"]) == {"reflector", "success", "oracle"}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["groups"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--groups", "0"], "--groups must be >= 1"),
+        (["--simulator", "/nonexistent/sim"], "/nonexistent/sim does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, capsys, extra, message):
+    out = tmp_path / "search"
+    assert main([*_argv(tiny_world, out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
