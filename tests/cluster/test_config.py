@@ -66,6 +66,12 @@ def test_impossible_value(tmp_path):
     with pytest.raises(ConfigError, match=r"real_reward is the reward of post_train.world: real"):
         load_config(p)
     assert load_config(p, ["post_train.world=real"]).post_train.real_reward == "progress"
+    p = write(tmp_path, "post_train:\n  imagined_reward: progress\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"imagined_reward must be one of \['reflector', 'success'\], got 'progress'",
+    ):
+        load_config(p)
     p = write(tmp_path, "cluster:\n  placement: shared\n")
     with pytest.raises(
         ConfigError, match=r"cluster.placement must be one of services, colocated, got 'shared'"
