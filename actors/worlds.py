@@ -40,6 +40,12 @@ from trajectories.initial_states import InitialState
 PROGRESS_WEIGHT = 0.5  # a failure's progress reward stays <= this, below every success's 1.0
 
 
+def _check_reward(world: str, reward: str, allowed: tuple[str, ...]) -> None:
+    """Refuse a reward the ``world`` ("real", "imagined") groups do not give."""
+    if reward not in allowed:
+        raise ValueError(f"{world} reward must be one of {list(allowed)}, got {reward!r}")
+
+
 class ImaginedGroup:
     """Imagined rollouts of one or more real starts, ``n`` per start, stepped as one batch
     (``actors.rollout.EnvGroup``): the services see every start's environments in each call
@@ -72,10 +78,7 @@ class ImaginedGroup:
     ):
         if len(inits) != len(keys) or not inits:
             raise ValueError(f"{len(inits)} starts for {len(keys)} group keys")
-        if reward not in IMAGINED_REWARDS:
-            raise ValueError(
-                f"imagined reward must be one of {list(IMAGINED_REWARDS)}, got {reward!r}"
-            )
+        _check_reward("imagined", reward, IMAGINED_REWARDS)
         self.sim, self.reflector, self.inits, self.keys = sim, reflector, inits, keys
         self.per_start, self.n = n, n * len(inits)
         self.eta, self.limits, self.common_noise = eta, limits, common_noise
@@ -172,8 +175,7 @@ class RealGroup:
     ):
         if len(envs) != len(starts):
             raise ValueError(f"{len(starts)} starts for {len(envs)} envs")
-        if reward not in REAL_REWARDS:
-            raise ValueError(f"real reward must be one of {list(REAL_REWARDS)}, got {reward!r}")
+        _check_reward("real", reward, REAL_REWARDS)
         self.envs, self.starts, self.n = envs, starts, len(envs)
         self.limit, self.reflector, self.eta, self.key = limit, reflector, eta, key
         self.reward = reward
@@ -275,10 +277,7 @@ class ImaginedWorld:
         limits: Any = None,
         reward: str = "reflector",
     ):
-        if reward not in IMAGINED_REWARDS:
-            raise ValueError(
-                f"imagined reward must be one of {list(IMAGINED_REWARDS)}, got {reward!r}"
-            )
+        _check_reward("imagined", reward, IMAGINED_REWARDS)
         if not 0.0 < eta < 1.0:
             raise ValueError(
                 f"imagined rollouts need a termination eta in (0, 1), got {eta}: resolve the "
@@ -346,8 +345,7 @@ class RealWorld:
     recoveries = 0
 
     def __init__(self, env_factory: Callable[[], Any], *, reward: str = "success"):
-        if reward not in REAL_REWARDS:
-            raise ValueError(f"real reward must be one of {list(REAL_REWARDS)}, got {reward!r}")
+        _check_reward("real", reward, REAL_REWARDS)
         self.env_factory, self.reward = env_factory, reward
         self._pool: EnvPool | None = None
 
