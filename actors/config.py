@@ -61,7 +61,8 @@ class RolloutConfig:
         eta: reflector termination threshold (terminate when R > eta); None takes the eta
             stored in the reflector checkpoint, which reflector training chooses (with the
             hold) on its validation split and calibration stores
-            (``reflector.train.calibrate_eta``).
+            (``reflector.train.calibrate_eta``), or, in a post-training run with
+            ``post_train.eta_calibration_data``, the eta it chooses for the world model's frames.
         keyframes: start from keyframes inside real episodes (WoVR) as well as from step 0.
         context_frames: real frames before the start given as history.
         eval_episodes: real-env episodes per evaluation.

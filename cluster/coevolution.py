@@ -7,7 +7,9 @@ from its current weights, and the simulator replicas restart with the refined ch
 run measures imagined-vs-real agreement before and after each refinement: on fixed real starts,
 the share of each start's imagined rollouts that the reflector ends as a success beside the
 real success of the same policy from the same start, and their correlation. The reflector
-stays as it is (it has no warm start to refine from).
+stays as it is (it has no warm start to refine from); where the run calibrates the reflector's
+threshold for imagined frames (``post_train.eta_calibration_data``), it does so again on the
+refined world model's frames.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def coevolution_round(run: Any, it: int) -> dict[str, float]:
         run.handles["sim"] = start_replicas(
             SimulatorService, spec.replicas, spec.factory, name=name
         )
+    run.calibrate_eta(f"co-evolution round {k}")  # the refined model's frames score anew
     run.set_world(run.world.make_world(run.handles))
     after = run.agreement()
     run.coevolve_rounds = k
@@ -120,6 +123,7 @@ def coevolution_round(run: Any, it: int) -> dict[str, float]:
         "policy_success": data["success_rate"],
         "simulator_steps": sim["steps"],
         "simulator": run.sim_path,
+        "eta": run.world.rollout.eta,
         "before": before,
         "after": after,
     }

@@ -223,6 +223,18 @@ class PostTrainConfig:
             and the PPO ratio corrects for it; ``learner.max_staleness`` must allow 1). Not
             before a co-evolution round (its next rollouts need the refined world model); a
             resume rolls the prefetched round out again with the checkpoint's weights.
+        eta_calibration_data: held-out real episode stores, failures among them (never the
+            world model's or the reflector's training data), on which the run chooses the
+            reflector's threshold for imagined frames (``cluster.imagined_eta``): replayed open
+            loop through the world model with their recorded actions over the rollout horizon,
+            scored by the reflector and labeled with their real success, eta is the one that
+            misses the fewest successes while stopping at most ``eta_max_false_stops`` of the
+            episodes before a real success. The reflector's own eta is chosen on real frames,
+            where successes score higher: at it, imagination registers few of the successes it
+            produces. Chosen at the start and again after every co-evolution refinement,
+            logged, and written to ``eta_calibration.json``. Unused where ``rollout.eta`` is
+            set (a warning says so); imagination only (empty: the reflector checkpoint's eta).
+        eta_max_false_stops: see ``eta_calibration_data``.
     """
 
     policy: str = ""
@@ -246,6 +258,8 @@ class PostTrainConfig:
     coevolve_simulator_s: float = 120.0
     coevolve_data: list[str] = field(default_factory=list)
     overlap: bool = False
+    eta_calibration_data: list[str] = field(default_factory=list)
+    eta_max_false_stops: float = 0.05
 
     def __post_init__(self) -> None:
         require(
@@ -294,6 +308,15 @@ class PostTrainConfig:
             self.coevolve_every == 0 or self.world == "imagined",
             "post_train.coevolve_every refines the world model: it needs post_train.world: "
             "imagined",
+        )
+        require(
+            not self.eta_calibration_data or self.world == "imagined",
+            "post_train.eta_calibration_data chooses the reflector's threshold for imagined "
+            "frames: it needs post_train.world: imagined",
+        )
+        require(
+            0.0 <= self.eta_max_false_stops < 1.0,
+            f"post_train.eta_max_false_stops must be in [0, 1), got {self.eta_max_false_stops}",
         )
 
 

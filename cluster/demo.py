@@ -271,6 +271,7 @@ def post_train_imagined(d: DemoRun) -> dict[str, Any]:
     """LOOP in imagination, the method (co-evolution refines on the world model's own data)."""
     from cluster.driver import post_train
 
+    calibrate = d.data / "calibrate"
     pt = dataclasses.replace(
         d.cfg.post_train,
         policy=str(d.ckpt / "sft"),
@@ -278,6 +279,9 @@ def post_train_imagined(d: DemoRun) -> dict[str, Any]:
         reflector=d.results["reflector"]["checkpoint"],
         data=[str(d.data / "demos")],
         coevolve_data=d.world_data(),
+        # imagination's own threshold, chosen on the reflector's calibration store replayed
+        # through the world model (the reflector's eta is chosen on real frames)
+        eta_calibration_data=[str(calibrate)] if calibrate.is_dir() else [],
         run_dir=str(d.fresh("post_train")),
     )
     return post_train(dataclasses.replace(d.cfg, post_train=pt), progress=d.progress)
@@ -294,7 +298,9 @@ def oracle_config(cfg: ExperimentConfig, demos: Path) -> ExperimentConfig:
 
     data = to_dict(cfg)
     # the real env: no co-evolution (an imagination feature) and no imagined evaluation
-    data["post_train"].update(world="real", coevolve_every=0, imagined_eval_states=0)
+    data["post_train"].update(
+        world="real", coevolve_every=0, imagined_eval_states=0, eta_calibration_data=[]
+    )
     data["learner"]["anchor_data"] = [str(demos)]
     data["learner"]["anchor_demos_per_task"] = cfg.demo.sft_demos_per_task
     apply_overrides(data, list(cfg.demo.real_env_set), source="demo.real_env_set")

@@ -35,6 +35,7 @@ from cluster.coevolution import coevolution_round
 from cluster.config import ExperimentConfig, dump_config
 from cluster.curve import write_curve_plot
 from cluster.dynamic_sampling import collect_until_mixed
+from cluster.imagined_eta import imagination_eta
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import MetricsLogger
 from cluster.placement import check_resources, revive_actor, start_actor, start_replicas
@@ -145,6 +146,20 @@ class PostTrainRun:
         for s in self.world.services:
             if s.prefix == "sim":
                 s.factory = dataclasses.replace(s.factory, path=path)
+
+    def calibrate_eta(self, when: str) -> None:
+        """Act with the eta chosen for the current world model's frames, where the experiment
+        calibrates one (``cluster.imagined_eta.imagination_eta``; ``eta_calibration.json``)."""
+        eta = imagination_eta(
+            self.cfg,
+            self.sim_path,
+            self.run_dir / "eta_calibration.json",
+            when=when,
+            progress=self.progress,
+            log=self.log_line,
+        )
+        if eta is not None:
+            self.world.rollout = dataclasses.replace(self.world.rollout, eta=eta)
 
     def agreement(self, video: str | None = None) -> dict[str, Any]:
         """Imagined vs real success of the current policy on the curve's real starts; with
@@ -383,6 +398,7 @@ class PostTrainRun:
                 bool(self.world.rollout.mixed_groups) and r.mixed < self.world.rollout.mixed_groups
             ),
             "throughput/env_steps_per_s": env_steps / max(rollout_s, 1e-9),
+            **({"rollout/eta": float(self.world.rollout.eta)} if self.world.services else {}),
         }
 
     def export(self, folder: Path | None = None) -> Path:
@@ -446,6 +462,8 @@ class PostTrainRun:
             if self.world.colocated:
                 roles[0] += " (each with its own world model and reflector)"
             self.log_line(f"post-train: starting {', '.join(roles)}; each loads its model")
+            with self.timers("eta_calibration"):
+                self.calibrate_eta("start")
             with self.timers("start_roles"):
                 self.start_roles()
             assert self.learners is not None

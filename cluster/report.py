@@ -142,6 +142,26 @@ def _curve_lines(run_dir: Path | None, names: dict[str, str]) -> list[str]:
     return lines
 
 
+def _eta_lines(run_dir: Path | None) -> list[str]:
+    """The eta imagination acted with, chosen on imagined replays of held-out episodes."""
+    path = run_dir / "post_train" / "eta_calibration.json" if run_dir else None
+    if path is None or not path.is_file():
+        return []
+    lines = ["The reflector's threshold in imagination (`post_train.eta_calibration_data`):", ""]
+    for c in json.loads(path.read_text())["calibrations"]:
+        if "skipped" in c:
+            lines.append(f"- {c['when']}: eta {c['eta']} (the reflector's; {c['skipped']})")
+            continue
+        missed = "n/a" if c["missed_rate"] is None else f"{100 * c['missed_rate']:.0f}%"
+        lines.append(
+            f"- {c['when']}: eta {c['eta']} (on real frames {c['real_eta']}), chosen on "
+            f"{c['episodes']} held-out episodes replayed through the world model "
+            f"({c['failed_episodes']} failed): misses {missed} of the successes, stops "
+            f"{100 * c['false_stop_rate']:.0f}% of the episodes before a real success"
+        )
+    return [*lines, ""]
+
+
 def _coevolve_lines(run_dir: Path | None) -> list[str]:
     """Imagined vs real agreement before and after each co-evolution round."""
     path = run_dir / "post_train" / "coevolve.json" if run_dir else None
@@ -235,6 +255,7 @@ def demo_report(
     lines += _curve_lines(
         run_dir, {"post_train": "LOOP in imagination", "post_train_real": "the oracle (real env)"}
     )
+    lines += _eta_lines(run_dir)
     lines += _coevolve_lines(run_dir)
     if real_metrics:
         real = [m["rollout/success"] for m in real_metrics if "rollout/success" in m]

@@ -61,6 +61,15 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
     """Imagination: simulator and reflector replicas (or the workers' own copies, colocated),
     starts from real episodes (keyframes)."""
     pt, cc = cfg.post_train, cfg.cluster
+    fakes = [k for k in ("simulator", "reflector") if getattr(pt, k) == "fake"]
+    if pt.eta_calibration_data and fakes:
+        raise ConfigError(
+            "post_train.eta_calibration_data calibrates a trained reflector's threshold on a "
+            f'trained world model\'s frames: post_train.{fakes[0]} is "fake"'
+        )
+    for d in pt.eta_calibration_data:
+        if not Path(d).is_dir():
+            raise ConfigError(f"post_train.eta_calibration_data: {d} is not an episode store")
     for key in ("simulator", "reflector"):
         if not getattr(pt, key):
             raise ConfigError(
@@ -109,15 +118,17 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
 
     def make_world(handles: dict[str, list[Any]]) -> ImaginedWorld:
         # colocated: the factories (current after co-evolution's use_simulator) build the
-        # models in each worker's process; services: the replicas' handles
+        # models in each worker's process; services: the replicas' handles. eta is read now:
+        # the run may have calibrated it for imagined frames since (``post_train.eta_*``)
         sim, refl = (
             (services[0].factory, services[1].factory)
             if colocated
             else (handles["sim"], handles["reflector"])
         )
-        return ImaginedWorld(sim, refl, eta=rollout.eta, limits=limits, reward=pt.imagined_reward)
+        eta = setup.rollout.eta
+        return ImaginedWorld(sim, refl, eta=eta, limits=limits, reward=pt.imagined_reward)
 
-    return WorldSetup(
+    setup = WorldSetup(
         rollout=rollout,
         sampler=InitialStateSampler(stores, seed=cfg.seed, sources=("expert",), **starts),
         services=services,
@@ -131,6 +142,7 @@ def imagined_setup(cfg: ExperimentConfig) -> WorldSetup:
         make_world=make_world,
         colocated=colocated,
     )
+    return setup
 
 
 def check_world_model(path: str, stores: list[EpisodeStore]) -> None:

@@ -53,7 +53,9 @@ def reflector_metrics(
         successful episodes (any success label) the
         termination timing error (first R > eta minus first success frame, in steps: mean
         absolute, median absolute, mean signed), premature_rate (stops before success) and
-        missed_rate (never stops); on failed episodes early_termination_rate (stops at all).
+        missed_rate (never stops); on failed episodes early_termination_rate (stops at all);
+        on all episodes false_stop_rate (stops before any real success: a failure stopped or a
+        success stopped before its first success frame).
     """
     if len(rewards) != len(labels) or not rewards:
         raise ValueError(
@@ -98,12 +100,16 @@ def reflector_metrics(
         "timing_error_mean_signed": float(err.mean()) if len(err) else None,
         "premature_rate": premature / n_succ if n_succ else None,
         "missed_rate": missed / n_succ if n_succ else None,
+        "false_stop_rate": (premature + early) / len(rewards),
         "early_termination_rate": early / n_fail if n_fail else None,
     }
 
 
 ETA_GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 ... 0.95
 HOLD_GRID = (1, 2, 3, 4)
+
+
+BOUNDS = ("early_termination", "false_stop")
 
 
 def calibrate_termination(
@@ -113,12 +119,14 @@ def calibrate_termination(
     max_early_termination: float,
     groups: Sequence[str] | None = None,
     holds: Sequence[int] = (1,),
+    etas: Sequence[float] = ETA_GRID,
+    bound: str = "early_termination",
 ) -> tuple[int, float, list[dict]]:
-    """The termination rule (hold, eta): among the rules of ``holds`` x ``ETA_GRID`` whose
-    early-termination rate on the failed episodes of every group is at most
-    ``max_early_termination``, the one that misses the fewest successful episodes (never stops
-    them), the smaller hold and then the smaller eta among equals; where none is within the
-    limit, the rule with the lowest worst-group rate (then the same order).
+    """The termination rule (hold, eta): among the rules of ``holds`` x ``etas`` whose
+    early-termination rate on the failed episodes of every group (or the rate ``bound`` names)
+    is at most ``max_early_termination``, the one that misses the fewest successful episodes
+    (never stops them), the smaller hold and then the smaller eta among equals; where none is
+    within the limit, the rule with the lowest worst-group rate (then the same order).
 
     For one hold this is the smallest eta within the limit (a larger eta only misses more).
     Groups are kinds of episodes (the store each came from): a weak policy's easy failures can
@@ -130,19 +138,28 @@ def calibrate_termination(
         frame_rewards: per episode, (T,) per-frame reward for every prefix (before any hold rule;
             with ``holds`` (1,) any rewards, used as they are).
         labels: per episode, (T,) bool success labels; at least one episode must have none.
-        max_early_termination: the largest acceptable share of a group's failed episodes stopped.
+        max_early_termination: the largest acceptable rate ``bound`` names, in every group.
         groups: per episode, its group's name.
         holds: hold values to try (R_t = min of the last ``hold`` per-frame rewards).
+        etas: thresholds to try (imagined frames, which score lower, use a grid reaching lower).
+        bound: the rate the limit bounds. "early_termination": failed episodes stopped.
+            "false_stop": episodes stopped before any real success, over all of a group's
+            episodes (failures stopped and successes stopped before their success frame: on a
+            world model's frames a success can look done before it is).
     Returns:
-        hold, eta and the sweep (per rule: hold, eta, early_termination_rate pooled and
-        worst_group_early_termination, premature_rate, missed_rate, and the rate per group).
+        hold, eta and the sweep (per rule: hold, eta, early_termination_rate, false_stop_rate,
+        premature_rate and missed_rate pooled, and the bounded rate per group and its worst:
+        ``<bound>_by_group``, ``worst_group_<bound>``).
     Raises:
-        ValueError: no failed episode to calibrate on, ``groups`` of another length, or a hold < 1.
+        ValueError: no failed episode to calibrate on, ``groups`` of another length, a hold
+            < 1, an eta outside (0, 1) or an unknown ``bound``.
     """
     import torch
 
     from reflector_service.model import hold_min
 
+    if bound not in BOUNDS:
+        raise ValueError(f"calibration bound must be one of {list(BOUNDS)}, got {bound!r}")
     failed = [not np.asarray(y, dtype=bool).any() for y in labels]
     if not any(failed):
         raise ValueError(
@@ -154,44 +171,44 @@ def calibrate_termination(
         raise ValueError(f"groups has {len(groups)} entries for {len(labels)} episodes")
     if not holds or min(holds) < 1:
         raise ValueError(f"calibration holds must be >= 1, got {list(holds)}")
-    members: dict[str, list[int]] = {}  # group with a failed episode -> its episodes
-    for g in sorted({g for g, f in zip(groups, failed, strict=True) if f}):
+    if not etas or not all(0.0 < e < 1.0 for e in etas):
+        raise ValueError(f"calibration etas must be in (0, 1), got {list(etas)}")
+    # the groups the limit holds: with a failed episode (early termination), or all
+    members: dict[str, list[int]] = {}
+    for g in sorted({g for g, f in zip(groups, failed, strict=True) if f or bound != BOUNDS[0]}):
         members[g] = [i for i, gi in enumerate(groups) if gi == g]
+    rate = f"{bound}_rate"
     sweep: list[dict[str, Any]] = []
     for hold in sorted(set(holds)):
         rewards = [
             hold_min(torch.from_numpy(np.asarray(r, dtype=np.float64)), hold).numpy()
             for r in frame_rewards
         ]
-        for eta in ETA_GRID:
+        for eta in etas:
             m = reflector_metrics(rewards, labels, eta=eta)
             per_group = {
                 g: reflector_metrics([rewards[i] for i in idx], [labels[i] for i in idx], eta=eta)[
-                    "early_termination_rate"
+                    rate
                 ]
                 for g, idx in members.items()
             }
+            keys = ("early_termination_rate", "false_stop_rate", "premature_rate", "missed_rate")
             sweep.append(
                 {
                     "hold": hold,
                     "eta": eta,
-                    **{
-                        k: m[k] for k in ("early_termination_rate", "premature_rate", "missed_rate")
-                    },
-                    "worst_group_early_termination": max(per_group.values()),
-                    "early_termination_by_group": per_group,
+                    **{k: m[k] for k in keys},
+                    f"worst_group_{bound}": max(per_group.values()),
+                    f"{bound}_by_group": per_group,
                 }
             )
 
     def order(s: dict) -> tuple:
         return (s["missed_rate"] or 0.0, s["hold"], s["eta"])
 
-    ok = [s for s in sweep if s["worst_group_early_termination"] <= max_early_termination]
-    pick = (
-        min(ok, key=order)
-        if ok
-        else min(sweep, key=lambda s: (s["worst_group_early_termination"], *order(s)))
-    )
+    worst = f"worst_group_{bound}"
+    ok = [s for s in sweep if s[worst] <= max_early_termination]
+    pick = min(ok, key=order) if ok else min(sweep, key=lambda s: (s[worst], *order(s)))
     return int(pick["hold"]), float(pick["eta"]), sweep
 
 

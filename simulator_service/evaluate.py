@@ -153,6 +153,76 @@ def evaluate_open_loop(
     return result
 
 
+class Replay(NamedTuple):
+    """One held-out episode replayed open loop: the real ``episode``, the name of the store it
+    came from, and ``imagined`` (n + 1, H, W, 3) uint8: its real first frame and the world
+    model's n frames for its first n recorded actions (``episode.images[: n + 1]`` is the real
+    counterpart)."""
+
+    episode: Any
+    store: str
+    imagined: np.ndarray
+
+
+def imagine_episodes(
+    model: WorldModel,
+    data: list[str | Path],
+    *,
+    max_episodes: int = 32,
+    max_steps: int = 48,
+    seed: int = 0,
+    batch: int = 16,
+    progress: bool = True,
+    desc: str = "imagine",
+) -> list[Replay]:
+    """Replay episodes from their first frame open loop with the recorded actions (up to
+    ``max_steps`` each), ``batch`` episodes of one store imagined together.
+
+    Args:
+        model: trained world model (eval mode).
+        data: held-out episode stores (never the world model's training data).
+        max_episodes: episodes used (first ones in store order).
+        max_steps: imagined steps per episode at most (the RL rollout horizon).
+        seed, batch: sampling seed (batch i samples with ``seed + i``); episodes imagined
+            together.
+    Returns:
+        one Replay per episode, in store order.
+    Raises:
+        ValueError: no episode in ``data``, or a store of another frame size.
+    """
+    from tqdm import tqdm
+
+    stores = _held_out(data, max_episodes, model.cfg.image_size)
+    if not any(st.episodes for st in stores):
+        raise ValueError(f"no episodes in {list(map(str, data))}")
+    groups = [
+        (str(d), st.camera, st.limits, st.episodes[i : i + batch])  # one store per batch
+        for d, st in zip(data, stores, strict=True)
+        for i in range(0, len(st.episodes), batch)
+    ]
+    out: list[Replay] = []
+    for i, (name, camera, limits, group) in enumerate(
+        tqdm(groups, desc=desc, disable=not progress)
+    ):
+        lengths = [min(max_steps, ep.num_steps) for ep in group]  # actions replayed
+        roll = ImaginedRollout(model, camera, limits=limits, seed=seed + i)
+        roll.reset(
+            np.stack([ep.images[0] for ep in group]), np.stack([ep.proprio[0] for ep in group])
+        )
+        imagined = [np.stack([ep.images[0] for ep in group])]
+        for t in range(max(lengths)):
+            acts = np.stack(
+                [ep.actions[min(t, n - 1)] for ep, n in zip(group, lengths, strict=True)]
+            )
+            imagined.append(roll.step(acts))
+        arr = np.stack(imagined, axis=1)  # (B, T + 1, H, W, 3)
+        out += [
+            Replay(ep, name, arr[j, : n + 1])
+            for j, (ep, n) in enumerate(zip(group, lengths, strict=True))
+        ]
+    return out
+
+
 def reward_agreement(
     model: WorldModel,
     data: list[str | Path],
@@ -165,56 +235,40 @@ def reward_agreement(
     batch: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Does success look like success in imagination? Replays episodes from their first frame
-    open loop with the recorded actions (up to ``max_steps``), scores the real and the imagined
-    frames with a reward model, and counts how often R crosses ``eta`` on each, apart for the
-    episodes that really succeed within those steps and those that do not. A world model whose
-    imagined successes the reward model misses gives RL in imagination no signal, however good
-    its pixel metrics.
+    """Does success look like success in imagination? Replays episodes open loop with their
+    recorded actions (``imagine_episodes``), scores the real and the imagined frames with a
+    reward model, and counts how often R crosses ``eta`` on each, apart for the episodes that
+    really succeed within those steps and those that do not. A world model whose imagined
+    successes the reward model misses gives RL in imagination no signal, however good its pixel
+    metrics.
 
     Args:
         model: trained world model (eval mode).
         data: held-out episode stores.
         score: (T, H, W, 3) uint8 frames, instruction -> (T,) rewards (e.g. a reflector's R).
         eta: the termination threshold (R > eta counts as success).
-        max_episodes: episodes used (first ones in store order).
-        max_steps: imagined steps per episode at most (the RL rollout horizon).
-        seed, batch: sampling seed; episodes imagined together.
+        max_episodes, max_steps, seed, batch: as ``imagine_episodes``.
     Returns:
         {"successful" | "failed": {"episodes", "real_detected", "imagined_detected",
          "real_max_reward", "imagined_max_reward"}, "eta", "max_steps"}.
     """
-    from tqdm import tqdm
-
-    stores = _held_out(data, max_episodes, model.cfg.image_size)
-    if not any(st.episodes for st in stores):
-        raise ValueError(f"no episodes in {list(map(str, data))}")
-    groups = [
-        (st.camera, st.limits, st.episodes[i : i + batch])  # one store per batch
-        for st in stores
-        for i in range(0, len(st.episodes), batch)
-    ]
+    replays = imagine_episodes(
+        model,
+        data,
+        max_episodes=max_episodes,
+        max_steps=max_steps,
+        seed=seed,
+        batch=batch,
+        progress=progress,
+        desc="reward agreement",
+    )
     rows: dict[str, list[tuple[float, float]]] = {"successful": [], "failed": []}
-    for i, (camera, limits, group) in enumerate(
-        tqdm(groups, desc="reward agreement", disable=not progress)
-    ):
-        lengths = [min(max_steps, ep.num_steps - 1) for ep in group]
-        roll = ImaginedRollout(model, camera, limits=limits, seed=seed + i)
-        roll.reset(
-            np.stack([ep.images[0] for ep in group]), np.stack([ep.proprio[0] for ep in group])
-        )
-        imagined = [np.stack([ep.images[0] for ep in group])]
-        for t in range(max(lengths)):
-            acts = np.stack(
-                [ep.actions[min(t, n - 1)] for ep, n in zip(group, lengths, strict=True)]
-            )
-            imagined.append(roll.step(acts))
-        imagined_arr = np.stack(imagined, axis=1)  # (B, T + 1, H, W, 3)
-        for j, (ep, n) in enumerate(zip(group, lengths, strict=True)):
-            real_r = score(ep.images[: n + 1], ep.instruction)
-            imag_r = score(imagined_arr[j, : n + 1], ep.instruction)
-            outcome = "successful" if bool(np.asarray(ep.success[: n + 1]).any()) else "failed"
-            rows[outcome].append((float(np.max(real_r)), float(np.max(imag_r))))
+    for ep, _, imagined in replays:
+        n = len(imagined) - 1
+        real_r = score(ep.images[: n + 1], ep.instruction)
+        imag_r = score(imagined, ep.instruction)
+        outcome = "successful" if bool(np.asarray(ep.success[: n + 1]).any()) else "failed"
+        rows[outcome].append((float(np.max(real_r)), float(np.max(imag_r))))
     result: dict[str, Any] = {"eta": eta, "max_steps": max_steps}
     for outcome, pairs in rows.items():
         arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
@@ -237,4 +291,4 @@ def write_report(path: str | Path, result: dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["evaluate_open_loop", "reward_agreement", "write_report"]
+__all__ = ["Replay", "evaluate_open_loop", "imagine_episodes", "reward_agreement", "write_report"]

@@ -28,7 +28,11 @@ def ray_cluster():
 def tiny_world(tmp_path_factory):
     """A folder of tiny checkpoints in the formats training writes, at 16 px: ``demos`` (one
     expert episode each of lift_red and place_red_on_blue), ``sft`` (a random policy with
-    their statistics), ``sim`` (a world model) and ``refl`` (a reflector)."""
+    their statistics), ``sim`` (a world model), ``refl`` (a reflector) and ``calibrate``
+    (the demos again and a copy of the first relabeled as a failure)."""
+    import dataclasses
+
+    import numpy as np
     import torch
 
     from actors.config import CollectConfig
@@ -43,7 +47,7 @@ def tiny_world(tmp_path_factory):
     from simulator_service.checkpoint import save_world_model, stored_state
     from simulator_service.config import SimulatorConfig
     from simulator_service.model import WorldModel
-    from trajectories.store import EpisodeStore
+    from trajectories.store import EpisodeStore, write_episodes
 
     root = tmp_path_factory.mktemp("tiny_world")
     specs = episode_specs(["lift_red", "place_red_on_blue"], 1, seed=0, source="expert")
@@ -59,6 +63,9 @@ def tiny_world(tmp_path_factory):
     sim = WorldModel(SimulatorConfig.preset("tiny")).eval()
     save_world_model(root / "sim", model=sim, ema=stored_state(sim), optimizer=None, step=0)
     save_reflector(Reflector(ReflectorModelConfig(image_size=16)), root / "refl", state={})
+    eps = [store.load_episode(e) for e in store.episode_ids]
+    failed = dataclasses.replace(eps[0], episode_id="failed", success=np.zeros_like(eps[0].success))
+    write_episodes(root / "calibrate", [*eps, failed], store.meta)
     return root
 
 

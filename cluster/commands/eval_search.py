@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from actors.worlds import RealWorld
     from cluster.backends import EnvFactory, PolicyFactory
     from cluster.config import load_config
+    from cluster.imagined_eta import imagination_eta
     from cluster.world_setup import imagined_setup
     from core.fsutil import output_folder, write_text_atomic
     from envs.factory import task_names
@@ -71,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     real = RealWorld(EnvFactory(cfg.env))
     jobs = RealStartSampler(task_names(cfg.env), seed=args.seed).sample(args.groups)
     with output_folder(args.out, overwrite=args.overwrite) as out:
+        eta = imagination_eta(  # where the experiment calibrates one for imagined frames
+            cfg,
+            cfg.post_train.simulator,
+            out / "eta_calibration.json",
+            when="eval-search",
+            progress=not args.no_progress,
+        )
+        if eta is not None:
+            setup.rollout = dataclasses.replace(setup.rollout, eta=eta)
         policy = policy_f().eval()
         imagined = setup.make_world({})
         starts = first_observations(real.pool.take(1)[0], jobs)

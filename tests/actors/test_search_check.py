@@ -116,6 +116,21 @@ def test_command_writes_the_summary_and_every_rollout(tiny_world, tmp_path, caps
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["groups"] == 3
 
 
+def test_command_calibrates_eta_for_imagined_frames_where_the_config_asks(tiny_world, tmp_path):
+    out = tmp_path / "search"
+    cal = f"post_train.eta_calibration_data=[{tiny_world / 'calibrate'}]"
+    argv = _argv(tiny_world, out, "--groups", "2", "--set", cal)
+    assert main([*argv, "--set", "rollout.eta=null"]) == 0
+    summary = json.loads((out / "search.json").read_text())
+    (rec,) = json.loads((out / "eta_calibration.json").read_text())["calibrations"]
+    assert rec["when"] == "eval-search" and rec["max_steps"] == 4  # 2 chunks of 2 actions
+    assert summary["eta"] == rec["eta"] and rec["simulator"] == str(tiny_world / "sim")
+    other = tmp_path / "set"  # an eta set in the config wins: nothing calibrated
+    assert main(_argv(tiny_world, other, "--groups", "2", "--set", cal)) == 0
+    assert json.loads((other / "search.json").read_text())["eta"] == 0.5
+    assert not (other / "eta_calibration.json").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -33,6 +33,10 @@ TABLE = [
     ("evaluate --policy nope --config nope.yaml", "config file nope.yaml does not exist"),
     ("post-train --world real --policy nope --run-dir OUT", "policy checkpoint nope"),
     ("post-train --world real --set learner.lr_lora=inf --run-dir OUT", "learner.lr_lora"),
+    (
+        "post-train --world real --set post_train.eta_calibration_data=[x] --run-dir OUT",
+        "eta_calibration_data chooses the reflector's threshold for imagined frames",
+    ),
     (  # the flags are validated together with --set: this one needs the flag's world
         "post-train --world real --set post_train.real_reward=progress --policy nope --run-dir OUT",
         "policy checkpoint nope",

@@ -45,12 +45,18 @@ def assets(tmp_path_factory):
     return root
 
 
-def make_cfg(root, iterations: int) -> ExperimentConfig:
+def make_cfg(root, iterations: int, world=None) -> ExperimentConfig:
+    """With ``world`` (the tiny_world fixture's folder), its reflector, and eta calibrated on
+    its ``calibrate`` store; else the fake reflector at eta 0.9."""
     cfg = ExperimentConfig(name="coevolve", env=ENV, loggers=[])
     return dataclasses.replace(
         cfg,
         rollout=dataclasses.replace(
-            cfg.rollout, group_size=2, max_policy_steps=1, execute_steps=2, eta=0.9
+            cfg.rollout,
+            group_size=2,
+            max_policy_steps=1,
+            execute_steps=2,
+            eta=None if world else 0.9,
         ),
         learner=dataclasses.replace(cfg.learner, minibatch_size=4, micro_batch_size=4),
         cluster=dataclasses.replace(
@@ -64,7 +70,8 @@ def make_cfg(root, iterations: int) -> ExperimentConfig:
         post_train=PostTrainConfig(
             policy=str(root / "sft"),
             simulator=str(root / "sim" / "checkpoint"),
-            reflector="fake",
+            reflector=str(world / "refl") if world else "fake",
+            eta_calibration_data=[str(world / "calibrate")] if world else [],
             data=[str(root / "demos")],
             iterations=iterations,
             checkpoint_every=1,
@@ -78,10 +85,11 @@ def make_cfg(root, iterations: int) -> ExperimentConfig:
     )
 
 
-def test_coevolution_refines_the_world_model_and_resumes_from_it(ray_cluster, assets):
+def test_coevolution_refines_the_world_model_and_resumes_from_it(ray_cluster, assets, tiny_world):
     from cluster.driver import post_train
 
-    post_train(make_cfg(assets, 2), progress=False)  # a round after iteration 1 (not after 2)
+    # a round after iteration 1 (not after 2); eta chosen for the imagined frames of each model
+    post_train(make_cfg(assets, 2, tiny_world), progress=False)
     run = assets / "runs" / "coevolve"
     rounds = json.loads((run / "coevolve.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1] and rounds[0]["iteration"] == 1
@@ -97,12 +105,26 @@ def test_coevolution_refines_the_world_model_and_resumes_from_it(ray_cluster, as
     assert records[0]["coevolve/round"] == 1 and "coevolve/round" not in records[1]
     state = json.loads((run / "checkpoints" / "iter_000002" / "driver_state.json").read_text())
     assert state["simulator"] == str(refined) and state["coevolve_rounds"] == 1
+    calibrations = json.loads((run / "eta_calibration.json").read_text())["calibrations"]
+    assert [c["when"] for c in calibrations] == ["start", "co-evolution round 1"]
+    assert [c["simulator"] for c in calibrations] == [
+        str(assets / "sim" / "checkpoint"),
+        str(refined),
+    ]
+    # the rollout horizon is 2 steps: within it no episode of the store succeeds
+    assert all(c["failed_episodes"] == 3 and c["max_steps"] == 2 for c in calibrations)
+    assert rounds[0]["eta"] == calibrations[1]["eta"]
+    assert [m["rollout/eta"] for m in records] == [c["eta"] for c in calibrations]
 
-    post_train(make_cfg(assets, 4), resume=True, progress=False)  # round 2 after iteration 3
+    post_train(make_cfg(assets, 4, tiny_world), resume=True, progress=False)  # round 2 after 3
     rounds = json.loads((run / "coevolve.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["iteration"] == 3
     second = run / "coevolve" / "round_02" / "simulator" / "checkpoint"
     assert read_state(second)["step"] > read_state(refined)["step"]  # from round 1's model
+    # the resume reused round 1's calibration (its world model), round 2 calibrated anew
+    calibrations = json.loads((run / "eta_calibration.json").read_text())["calibrations"]
+    assert [c["when"] for c in calibrations][1:] == ["co-evolution round 1", "co-evolution round 2"]
+    assert len(calibrations) == 3 and calibrations[2]["simulator"] == str(second)
 
 
 def test_a_schedule_longer_than_the_run_is_one_clear_error(assets):

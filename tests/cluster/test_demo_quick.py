@@ -55,11 +55,18 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
         and "the oracle against continued SFT" in md
         and "Learning curves" in md
         and "Co-evolution" in md
+        and "The reflector's threshold in imagination" in md
     )
     for folder in ("post_train", "post_train_real"):  # the learning curves, drawn
         assert (run / folder / "learning_curve.png").is_file()
     rounds = json.loads((run / "post_train" / "coevolve.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1]
+    # imagination's eta, chosen on the calibration store's imagined replays, then again on the
+    # refined world model's; the oracle row has none
+    cal = json.loads((run / "post_train" / "eta_calibration.json").read_text())["calibrations"]
+    assert [c["when"] for c in cal] == ["start", "co-evolution round 1"]
+    assert rounds[0]["eta"] == cal[1]["eta"]
+    assert not (run / "post_train_real" / "eta_calibration.json").exists()
     assert set(report["agreement"]) == {"agreement_before", "agreement_after"}
     assert list((run / "eval" / "sft" / "videos").glob("*.gif"))
     assert (run / "report.md").read_text().startswith("# rehearse demo report")

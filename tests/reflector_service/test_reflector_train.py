@@ -184,6 +184,33 @@ def test_calibrate_eta_takes_the_smallest_eta_within_the_early_termination_limit
         calibrate_termination(rewards[:1], labels[:1], max_early_termination=0.05)
 
 
+def test_calibrate_eta_on_another_grid_reaches_below_the_default_one():
+    # imagined frames: the success peaks at 0.33, the failure at 0.18 (the default grid's
+    # lowest eta, 0.5, would miss the success)
+    labels = [np.array([0, 0, 1], bool), np.zeros(3, bool)]
+    rewards = [np.array([0.1, 0.2, 0.33]), np.array([0.1, 0.18, 0.05])]
+    _, eta, _ = calibrate_termination(rewards, labels, max_early_termination=0.0)
+    assert eta == 0.5  # nothing stops the failure, and the success is missed
+    grid = (0.1, 0.2, 0.3, 0.4)
+    _, eta, sweep = calibrate_termination(rewards, labels, max_early_termination=0.0, etas=grid)
+    assert eta == 0.2 and [s["eta"] for s in sweep] == list(grid)
+    assert sweep[1]["missed_rate"] == 0.0 and sweep[3]["missed_rate"] == 1.0
+    for bad in ((), (0.0, 0.5), (0.5, 1.0)):
+        with pytest.raises(ValueError, match="etas must be in"):
+            calibrate_termination(rewards, labels, max_early_termination=0.0, etas=bad)
+    # a success that looks done (0.25) a frame before it is: a false stop at eta 0.2 too
+    early = [np.array([0.1, 0.25, 0.33]), rewards[1]]
+    _, eta, sweep = calibrate_termination(early, labels, max_early_termination=0.0, etas=grid)
+    assert eta == 0.2  # early termination counts failures only
+    _, eta, sweep = calibrate_termination(
+        early, labels, max_early_termination=0.0, etas=grid, bound="false_stop"
+    )
+    assert eta == 0.3 and [s["false_stop_rate"] for s in sweep] == [1.0, 0.5, 0.0, 0.0]
+    assert sweep[0]["false_stop_by_group"] == {"": 1.0}
+    with pytest.raises(ValueError, match="bound must be one of"):
+        calibrate_termination(early, labels, max_early_termination=0.0, bound="late")
+
+
 def test_calibrate_eta_holds_every_group_to_the_limit():
     # 1 success, 4 easy failures of a weak policy (never above 0.3) and 1 near miss peaking
     # at 0.72: pooled, 1 / 5 = 20% early termination at eta 0.5; the near miss's group is 100%
