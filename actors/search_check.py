@@ -92,6 +92,14 @@ def _share(x: list[bool] | np.ndarray) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+BOOTSTRAP_DRAWS = 2000  # resamples of the groups for the signal's intervals
+
+
+def _interval(x: np.ndarray) -> list[float]:
+    """The 2.5% and 97.5% quantiles."""
+    return [float(q) for q in np.quantile(x, [0.025, 0.975])]
+
+
 def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str, Any]:
     """What the replayed searches say (records of ``replay_searches``).
 
@@ -104,9 +112,11 @@ def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str
         ``targets``, ``real_advantage`` (their mean leave-one-out advantage under the real
         success: how much better than its group each target did in the real env),
         ``real_better`` / ``real_worse`` (shares of targets above / below their group there),
-        ``signal_per_group`` (their summed real advantage over the groups); "oracle": the same
-        for the targets the real env's own success picks among the same chunks (the oracle's
-        search, for scale).
+        ``signal_per_group`` (their summed real advantage over the groups) and
+        ``share_of_oracle`` (that sum over the oracle's), each with a 95% bootstrap interval
+        over the groups (``*_ci95``: how much another set of starts could move it); "oracle":
+        the same for the targets the real env's own success picks among the same chunks (the
+        oracle's search, for scale).
         ``per_task``: imagined and real success of each task's rollouts.
     """
     if not records or len(records) % group_size:
@@ -123,21 +133,34 @@ def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str
         "success": im.astype(np.float64),
         "oracle": re.astype(np.float64),  # the real env's own targets on the same chunks
     }
-    targets = {}
+    targets, signal = {}, {}
     for reward, value in values.items():
         v = torch.from_numpy(value)
         mixed = nonconstant_group_mask(v).numpy()  # (G,)
         chosen = mixed[:, None] & (rloo_advantages(v).numpy() > 0) & ex
         adv = real_adv[chosen]
+        # the targets' summed real advantage per group: the search's useful signal
+        signal[reward] = np.where(chosen, real_adv, 0.0).sum(axis=1)  # (G,)
         targets[reward] = {
             "mixed_groups": int(mixed.sum()),
             "targets": int(chosen.sum()),
             "real_advantage": float(adv.mean()) if adv.size else None,
             "real_better": _share(adv > 0),
             "real_worse": _share(adv < 0),
-            # the targets' summed real advantage per group: the search's useful signal
             "signal_per_group": float(adv.sum() / g),
         }
+    draws = np.random.default_rng(0).integers(0, g, size=(BOOTSTRAP_DRAWS, g))  # (D, G)
+    oracle = signal["oracle"][draws].sum(axis=1)  # (D,)
+    for reward, per_group in signal.items():
+        t = targets[reward]
+        total = signal["oracle"].sum()
+        t["share_of_oracle"] = float(per_group.sum() / total) if total > 0 else None
+        mean = per_group[draws].mean(axis=1)
+        t["signal_per_group_ci95"] = _interval(mean)
+        ok = oracle > 0
+        t["share_of_oracle_ci95"] = (
+            _interval(per_group[draws].sum(axis=1)[ok] / oracle[ok]) if ok.any() else None
+        )
     tasks = np.array([r["task"] for r in records])
     return {
         "groups": g,

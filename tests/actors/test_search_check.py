@@ -42,8 +42,10 @@ def test_targets_are_the_learners_and_their_real_advantage_a_plain_loop():
     for r in recs:
         r["task"] = "lift_red"
     out = search_agreement(recs, n)
-    for kind, value in (("reflector", reward), ("success", success.astype(float))):
-        advs, mixed = [], 0
+    per_group = {}
+    kinds = (("reflector", reward), ("success", success.astype(float)), ("oracle", real * 1.0))
+    for kind, value in kinds:
+        advs, mixed, per_group[kind] = [], 0, np.zeros(g)
         for j in range(g):
             v, q = value[j * n : (j + 1) * n], real[j * n : (j + 1) * n].astype(float)
             if v.max() - v.min() <= 1e-6:
@@ -52,11 +54,24 @@ def test_targets_are_the_learners_and_their_real_advantage_a_plain_loop():
             for i in range(n):
                 if v[i] - (v.sum() - v[i]) / (n - 1) > 0 and explored[j * n + i]:
                     advs.append(q[i] - (q.sum() - q[i]) / (n - 1))
+                    per_group[kind][j] += advs[-1]
         t = out["targets"][kind]
         assert t["mixed_groups"] == mixed and t["targets"] == len(advs)
         assert t["real_advantage"] == pytest.approx(np.mean(advs))
         assert t["real_better"] == pytest.approx(np.mean(np.array(advs) > 0))
         assert t["signal_per_group"] == pytest.approx(np.sum(advs) / g)
+    # the share of the oracle's signal, and its interval over resampled groups, by hand
+    draws = np.random.default_rng(0).integers(0, g, size=(2000, g))
+    for kind in ("reflector", "success"):
+        t = out["targets"][kind]
+        assert t["share_of_oracle"] == pytest.approx(
+            per_group[kind].sum() / per_group["oracle"].sum()
+        )
+        means = [per_group[kind][d].mean() for d in draws]
+        assert t["signal_per_group_ci95"] == pytest.approx(np.quantile(means, [0.025, 0.975]))
+        lo, hi = t["share_of_oracle_ci95"]
+        assert lo <= t["share_of_oracle"] <= hi
+    assert out["targets"]["oracle"]["share_of_oracle"] == 1.0
     ex = explored
     assert out["base"] == pytest.approx(real[ex].mean())
     assert out["precision"] == pytest.approx(real[ex & success].mean())
@@ -79,6 +94,9 @@ def test_no_imagined_success_leaves_precision_and_success_targets_empty():
         "real_better": None,
         "real_worse": None,
         "signal_per_group": 0.0,
+        "share_of_oracle": 0.0,
+        "signal_per_group_ci95": [0.0, 0.0],
+        "share_of_oracle_ci95": [0.0, 0.0],
     }
     # R 0.2 and 0.3 above the others' means (0.17, 0.13): the noise the reflector's R imitates
     assert out["targets"]["reflector"]["targets"] == 2
