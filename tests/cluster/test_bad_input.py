@@ -29,6 +29,7 @@ TABLE = [
     ("eval-simulator --checkpoint nope --data nope --out OUT", "--data nope does not exist"),
     ("eval-reflector --ckpt nope --data nope --out OUT", "reflector checkpoint nope"),
     ("eval-search --policy nope --data nope --out OUT", "post_train.simulator is empty"),
+    ("imagine-replays --simulator nope --data nope --out OUT", "--simulator nope does not exist"),
     ("evaluate --policy nope --out OUT", "policy checkpoint nope"),
     ("evaluate --policy nope --config nope.yaml", "config file nope.yaml does not exist"),
     ("post-train --world real --policy nope --run-dir OUT", "policy checkpoint nope"),
