@@ -100,6 +100,47 @@ def _interval(x: np.ndarray) -> list[float]:
     return [float(q) for q in np.quantile(x, [0.025, 0.975])]
 
 
+def _columns(records: list[dict[str, Any]], group_size: int) -> dict[str, np.ndarray]:
+    """The records' per-rollout fields as (G, N) arrays."""
+    if not records or len(records) % group_size:
+        raise ValueError(f"{len(records)} records are not whole groups of {group_size}")
+    g = len(records) // group_size
+    return {
+        k: np.array([r[k] for r in records]).reshape(g, group_size)
+        for k in ("imagined_reward", "imagined_success", "real_success", "explored")
+    }
+
+
+def _chosen(col: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per imagined reward (and the oracle's): the groups with unequal rewards (G,) and the
+    learner's targets among the explored rollouts (G, N): positive RLOO advantage there."""
+    values = {
+        "reflector": col["imagined_reward"].astype(np.float64),
+        "success": col["imagined_success"].astype(np.float64),
+        "oracle": col["real_success"].astype(np.float64),  # the real env's own targets
+    }
+    out = {}
+    for reward, value in values.items():
+        v = torch.from_numpy(value)
+        mixed = nonconstant_group_mask(v).numpy()  # (G,)
+        out[reward] = (mixed, mixed[:, None] & (rloo_advantages(v).numpy() > 0) & col["explored"])
+    return out
+
+
+def _real_advantages(col: dict[str, np.ndarray]) -> np.ndarray:
+    """(G, N) leave-one-out advantages under the real success."""
+    return rloo_advantages(torch.from_numpy(col["real_success"].astype(np.float64))).numpy()
+
+
+def group_signals(records: list[dict[str, Any]], group_size: int) -> dict[str, np.ndarray]:
+    """The search's useful signal, group by group: per imagined reward ("reflector",
+    "success") and for the oracle, the summed real advantage of the learner's targets in each
+    group, (G,) (``search_agreement``'s ``signal_per_group`` is its mean)."""
+    col = _columns(records, group_size)
+    real_adv = _real_advantages(col)
+    return {r: np.where(c, real_adv, 0.0).sum(axis=1) for r, (_, c) in _chosen(col).items()}
+
+
 def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str, Any]:
     """What the replayed searches say (records of ``replay_searches``).
 
@@ -119,25 +160,12 @@ def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str
         oracle's search, for scale).
         ``per_task``: imagined and real success of each task's rollouts.
     """
-    if not records or len(records) % group_size:
-        raise ValueError(f"{len(records)} records are not whole groups of {group_size}")
+    col = _columns(records, group_size)
     g = len(records) // group_size
-    col = {
-        k: np.array([r[k] for r in records]).reshape(g, group_size)
-        for k in ("imagined_reward", "imagined_success", "real_success", "explored")
-    }
     ex, im, re = col["explored"], col["imagined_success"], col["real_success"]
-    real_adv = rloo_advantages(torch.from_numpy(re.astype(np.float64))).numpy()  # (G, N)
-    values = {
-        "reflector": col["imagined_reward"].astype(np.float64),
-        "success": im.astype(np.float64),
-        "oracle": re.astype(np.float64),  # the real env's own targets on the same chunks
-    }
+    real_adv = _real_advantages(col)  # (G, N)
     targets, signal = {}, {}
-    for reward, value in values.items():
-        v = torch.from_numpy(value)
-        mixed = nonconstant_group_mask(v).numpy()  # (G,)
-        chosen = mixed[:, None] & (rloo_advantages(v).numpy() > 0) & ex
+    for reward, (mixed, chosen) in _chosen(col).items():
         adv = real_adv[chosen]
         # the targets' summed real advantage per group: the search's useful signal
         signal[reward] = np.where(chosen, real_adv, 0.0).sum(axis=1)  # (G,)
@@ -181,3 +209,57 @@ def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str
             for t in sorted(set(tasks.tolist()))
         },
     }
+
+
+PERMUTATIONS = 10000  # sign flips of the paired test
+
+
+def paired_comparison(
+    records: list[dict[str, Any]], against: list[dict[str, Any]], group_size: int
+) -> dict[str, Any]:
+    """Two searches on the same real starts (two world models, reflectors or thresholds,
+    ``--seed`` and ``--groups`` alike), compared group by group: the difference of their
+    signals (this run minus ``against``) per imagined reward.
+
+    Returns:
+        per reward ("reflector", "success"): ``signal_per_group`` of both, ``difference`` (mean
+        per-group difference) with a 95% bootstrap interval over the groups (``*_ci95``, the
+        same group draws for both runs), ``share_of_oracle`` (the difference over the two runs'
+        mean oracle signal) with its interval, and ``p_value``: a two-sided paired sign-flip
+        permutation test of the per-group differences.
+    Raises:
+        ValueError: the two record lists are not the same groups (task and seed) in order.
+    """
+    key = [(r["task"], r["seed"]) for r in records[::group_size]]
+    if len(records) != len(against) or key != [
+        (r["task"], r["seed"]) for r in against[::group_size]
+    ]:
+        raise ValueError(
+            f"the runs compared must search the same real starts: {len(records) // group_size} "
+            f"and {len(against) // group_size} groups, or other tasks and seeds (same --seed "
+            "and --groups)"
+        )
+    a, b = group_signals(records, group_size), group_signals(against, group_size)
+    g = len(key)
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, g, size=(BOOTSTRAP_DRAWS, g))  # (D, G)
+    flips = rng.choice([-1.0, 1.0], size=(PERMUTATIONS, g))  # (P, G)
+    oracle = (a["oracle"] + b["oracle"]) / 2  # (G,)
+    out: dict[str, Any] = {"groups": g}
+    for reward in ("reflector", "success"):
+        d = a[reward] - b[reward]  # (G,)
+        scale = oracle[draws].sum(axis=1)
+        ok = scale > 0
+        observed = abs(d.mean())
+        out[reward] = {
+            "signal_per_group": float(a[reward].mean()),
+            "against_signal_per_group": float(b[reward].mean()),
+            "difference": float(d.mean()),
+            "difference_ci95": _interval(d[draws].mean(axis=1)),
+            "share_of_oracle": float(d.sum() / oracle.sum()) if oracle.sum() > 0 else None,
+            "share_of_oracle_ci95": (
+                _interval(d[draws].sum(axis=1)[ok] / scale[ok]) if ok.any() else None
+            ),
+            "p_value": float(np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12)),
+        }
+    return out

@@ -34,6 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seed of the real starts (the oracle's training stream, never evaluation seeds), "
         "of each group's step k and of the imagined chunks",
     )
+    p.add_argument(
+        "--against",
+        default=None,
+        metavar="EVAL",
+        help="an earlier eval-search output of the same --seed and --groups (other models or "
+        "eta): compare the two group by group (search.json's 'against': the difference of "
+        "their signals with a 95%% interval and a paired permutation test)",
+    )
     p.add_argument("--out", required=True, help="folder for search.json and rollouts.json")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -49,11 +57,33 @@ def overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _against(path: str, jobs: list, group_size: int) -> list[dict]:
+    """The rollouts of the run to compare with, checked to search the same starts."""
+    from pathlib import Path
+
+    f = Path(path) / "rollouts.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"--against {path}: no rollouts.json (an eval-search output)")
+    try:
+        records = json.loads(f.read_text())
+        key = [(r["task"], r["seed"]) for r in records[::group_size]]
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise ValueError(
+            f"--against {path}: rollouts.json is not an eval-search output ({e})"
+        ) from None
+    if len(records) != len(jobs) * group_size or key != [(j.task, j.seed) for j in jobs]:
+        raise ValueError(
+            f"--against {path} searched other starts ({len(records)} rollouts); compare runs "
+            f"of the same --seed and --groups and rollout.group_size ({len(jobs)} x {group_size})"
+        )
+    return records
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from actors.search_check import replay_searches, search_agreement
+    from actors.search_check import paired_comparison, replay_searches, search_agreement
     from actors.starts import RealStartSampler, first_observations
     from actors.worlds import RealWorld
     from cluster.backends import EnvFactory, PolicyFactory
@@ -72,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     real = RealWorld(EnvFactory(cfg.env))
     jobs = RealStartSampler(task_names(cfg.env), seed=args.seed).sample(args.groups)
+    n = cfg.rollout.group_size
+    against = _against(args.against, jobs, n) if args.against is not None else None
     with output_folder(args.out, overwrite=args.overwrite) as out:
         eta = imagination_eta(  # where the experiment calibrates one for imagined frames
             cfg,
@@ -100,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         for part in tqdm(parts, total=total, desc="eval-search", disable=args.no_progress):
             records += part
         real.close()
-        summary = search_agreement(records, setup.rollout.group_size)
+        summary = search_agreement(records, n)
+        if against is not None:
+            summary["against"] = {"run": args.against, **paired_comparison(records, against, n)}
         summary.update(
             policy=args.policy,
             simulator=cfg.post_train.simulator,

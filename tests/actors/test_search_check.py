@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from actors.search_check import search_agreement
+from actors.search_check import group_signals, paired_comparison, search_agreement
 from cluster.cli import main
 
 
@@ -132,6 +132,51 @@ def test_command_writes_the_summary_and_every_rollout(tiny_world, tmp_path, caps
         assert len({r["k"] for r in records if r["group"] == g}) == 1
     assert set(summary["targets"]) == {"reflector", "success", "oracle"}
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["groups"] == 3
+    # the same search again, compared group by group with the first: nothing differs
+    again = tmp_path / "again"
+    argv = _argv(tiny_world, again, "--groups", "3", "--batch", "2", "--against", str(out))
+    assert main(argv) == 0
+    against = json.loads((again / "search.json").read_text())["against"]
+    assert against["run"] == str(out) and against["groups"] == 3
+    for reward in ("reflector", "success"):
+        assert against[reward]["difference"] == 0.0 and against[reward]["p_value"] == 1.0
+
+
+def test_paired_comparison_is_the_per_group_difference_with_a_sign_flip_test():
+    rng = np.random.default_rng(1)
+    n, g = 4, 12
+    real = (rng.uniform(size=n * g) > 0.5).tolist()
+    one = rng.uniform(0, 1, n * g).round(2)
+    other = rng.uniform(0, 1, n * g).round(2)
+    a = _records(one.tolist(), (one > 0.5).tolist(), real, [True] * (n * g))
+    b = _records(other.tolist(), (other > 0.5).tolist(), real, [True] * (n * g))
+    for recs in (a, b):
+        for r in recs:
+            r["task"], r["seed"] = "lift_red", r["group"]
+    out = paired_comparison(a, b, n)
+    sa, sb = group_signals(a, n), group_signals(b, n)
+    assert np.allclose(sa["oracle"], sb["oracle"])  # the same real outcomes
+    draws = np.random.default_rng(0).integers(0, g, size=(2000, g))
+    for reward in ("reflector", "success"):
+        d = sa[reward] - sb[reward]
+        t = out[reward]
+        assert t["difference"] == pytest.approx(d.mean())
+        assert t["share_of_oracle"] == pytest.approx(d.sum() / sa["oracle"].sum())
+        assert t["difference_ci95"] == pytest.approx(
+            np.quantile([d[i].mean() for i in draws], [0.025, 0.975])
+        )
+        # by hand over every one of the 2^12 sign patterns (the test draws 10,000 of them)
+        signs = np.array([[1 - 2 * ((m >> j) & 1) for j in range(g)] for m in range(2**g)])
+        exact = np.mean(np.abs(signs @ d) / g >= abs(d.mean()) - 1e-12)
+        assert t["p_value"] == pytest.approx(exact, abs=0.02)
+    # a run whose every group carries more signal: the paired test says so
+    best = [dict(r, imagined_reward=float(r["real_success"])) for r in a]
+    out = paired_comparison(best, b, n)["reflector"]
+    assert out["difference"] > 0 and out["p_value"] < 0.01
+    with pytest.raises(ValueError, match="same real starts"):
+        paired_comparison(a, b[:-n], n)
+    with pytest.raises(ValueError, match="same real starts"):
+        paired_comparison(a, [dict(r, seed=r["seed"] + 1) for r in b], n)
 
 
 def test_command_calibrates_eta_for_imagined_frames_where_the_config_asks(tiny_world, tmp_path):
@@ -154,10 +199,25 @@ def test_command_calibrates_eta_for_imagined_frames_where_the_config_asks(tiny_w
     [
         (["--groups", "0"], "--groups must be >= 1"),
         (["--simulator", "/nonexistent/sim"], "/nonexistent/sim does not exist"),
+        (["--against", "/nonexistent/run"], "no rollouts.json"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, capsys, extra, message):
     out = tmp_path / "search"
     assert main([*_argv(tiny_world, out), *extra]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_comparison_with_a_search_of_other_starts_is_refused_before_searching(
+    tiny_world, tmp_path, capsys
+):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "rollouts.json").write_text(
+        json.dumps(_records([0.1] * 8, [False] * 8, [True] * 8, [True] * 8))
+    )
+    out = tmp_path / "search"
+    assert main([*_argv(tiny_world, out, "--groups", "2"), "--against", str(other)]) == 2
+    assert "searched other starts" in capsys.readouterr().err
     assert not out.exists()
