@@ -100,6 +100,23 @@ def _interval(x: np.ndarray) -> list[float]:
     return [float(q) for q in np.quantile(x, [0.025, 0.975])]
 
 
+def _share_of(
+    part: np.ndarray, whole: np.ndarray, draws: np.ndarray
+) -> tuple[float | None, list[float] | None]:
+    """sum(part) / sum(whole) over the groups, (G,) each, and its 95% bootstrap interval over
+    the group resamples ``draws`` (D, G) whose whole is positive (None where there is none)."""
+    total = whole.sum()
+    share = float(part.sum() / total) if total > 0 else None
+    den = whole[draws].sum(axis=1)  # (D,)
+    ok = den > 0
+    return share, (_interval(part[draws].sum(axis=1)[ok] / den[ok]) if ok.any() else None)
+
+
+def search_starts(records: list[dict[str, Any]], group_size: int) -> list[tuple[str, int]]:
+    """The real start (task, seed) of each group of ``records``, in order."""
+    return [(r["task"], r["seed"]) for r in records[::group_size]]
+
+
 def _columns(records: list[dict[str, Any]], group_size: int) -> dict[str, np.ndarray]:
     """The records' per-rollout fields as (G, N) arrays."""
     if not records or len(records) % group_size:
@@ -178,17 +195,12 @@ def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str
             "signal_per_group": float(adv.sum() / g),
         }
     draws = np.random.default_rng(0).integers(0, g, size=(BOOTSTRAP_DRAWS, g))  # (D, G)
-    oracle = signal["oracle"][draws].sum(axis=1)  # (D,)
     for reward, per_group in signal.items():
         t = targets[reward]
-        total = signal["oracle"].sum()
-        t["share_of_oracle"] = float(per_group.sum() / total) if total > 0 else None
-        mean = per_group[draws].mean(axis=1)
-        t["signal_per_group_ci95"] = _interval(mean)
-        ok = oracle > 0
-        t["share_of_oracle_ci95"] = (
-            _interval(per_group[draws].sum(axis=1)[ok] / oracle[ok]) if ok.any() else None
+        t["share_of_oracle"], t["share_of_oracle_ci95"] = _share_of(
+            per_group, signal["oracle"], draws
         )
+        t["signal_per_group_ci95"] = _interval(per_group[draws].mean(axis=1))
     tasks = np.array([r["task"] for r in records])
     return {
         "groups": g,
@@ -230,10 +242,8 @@ def paired_comparison(
     Raises:
         ValueError: the two record lists are not the same groups (task and seed) in order.
     """
-    key = [(r["task"], r["seed"]) for r in records[::group_size]]
-    if len(records) != len(against) or key != [
-        (r["task"], r["seed"]) for r in against[::group_size]
-    ]:
+    key = search_starts(records, group_size)
+    if len(records) != len(against) or key != search_starts(against, group_size):
         raise ValueError(
             f"the runs compared must search the same real starts: {len(records) // group_size} "
             f"and {len(against) // group_size} groups, or other tasks and seeds (same --seed "
@@ -248,18 +258,15 @@ def paired_comparison(
     out: dict[str, Any] = {"groups": g}
     for reward in ("reflector", "success"):
         d = a[reward] - b[reward]  # (G,)
-        scale = oracle[draws].sum(axis=1)
-        ok = scale > 0
+        share, share_ci = _share_of(d, oracle, draws)
         observed = abs(d.mean())
         out[reward] = {
             "signal_per_group": float(a[reward].mean()),
             "against_signal_per_group": float(b[reward].mean()),
             "difference": float(d.mean()),
             "difference_ci95": _interval(d[draws].mean(axis=1)),
-            "share_of_oracle": float(d.sum() / oracle.sum()) if oracle.sum() > 0 else None,
-            "share_of_oracle_ci95": (
-                _interval(d[draws].sum(axis=1)[ok] / scale[ok]) if ok.any() else None
-            ),
+            "share_of_oracle": share,
+            "share_of_oracle_ci95": share_ci,
             "p_value": float(np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12)),
         }
     return out

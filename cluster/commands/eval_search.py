@@ -61,12 +61,14 @@ def _against(path: str, jobs: list, group_size: int) -> list[dict]:
     """The rollouts of the run to compare with, checked to search the same starts."""
     from pathlib import Path
 
+    from actors.search_check import search_starts
+
     f = Path(path) / "rollouts.json"
     if not f.is_file():
         raise FileNotFoundError(f"--against {path}: no rollouts.json (an eval-search output)")
     try:
         records = json.loads(f.read_text())
-        key = [(r["task"], r["seed"]) for r in records[::group_size]]
+        key = search_starts(records, group_size)
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise ValueError(
             f"--against {path}: rollouts.json is not an eval-search output ({e})"
