@@ -14,7 +14,12 @@ breakdown.
 Usage (the demo's models after ``rehearse demo --run-dir R``):
     python benchmarks/placement.py --config configs/demo.yaml --policy R/checkpoints/sft \
         --simulator R/simulator/checkpoint --reflector R/reflector/best --data R/data/demos \
-        [--rounds 3] [--set key=value ...]
+        [--rounds 3] [--set key=value ...] [--code CHECKOUT]
+
+``--code`` imports the rollout code (in this process and in the Ray workers) from another
+checkout of the project, to time an older version with the same models
+(``benchmarks/placement_against.py`` alternates the two); a checkout from before the
+placements existed runs its services.
 """
 
 from __future__ import annotations
@@ -44,11 +49,15 @@ def start(cfg: Any, placement: str, tag: str) -> tuple[list[Any], list[Any], Any
     from cluster.placement import start_actor, start_replicas
     from cluster.world_setup import imagined_setup
 
-    cc = dataclasses.replace(cfg.cluster, placement=placement)
+    cc = cfg.cluster
+    if "placement" in {f.name for f in dataclasses.fields(cc)}:  # not in checkouts before it
+        cc = dataclasses.replace(cc, placement=placement)
     setup = imagined_setup(dataclasses.replace(cfg, cluster=cc))
+    # a checkout before the colocated placement starts every service as replicas
+    services = setup.replicated if hasattr(setup, "replicated") else setup.services
     handles = {
         s.prefix: start_replicas(s.cls, s.replicas, s.factory, name=f"{tag}-{s.prefix}")
-        for s in setup.replicated
+        for s in services
     }
     world = setup.make_world(handles)
     workers = [
@@ -119,7 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         "time one checkout against another)",
     )
     ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--code", default=None, help="a checkout of the project to import instead")
     args = ap.parse_args(argv)
+    if args.code:
+        code = str(Path(args.code).resolve())
+        if not (Path(code) / "actors" / "rollout_worker.py").is_file():
+            ap.error(f"--code: {code} is not a checkout of this project")
+        # this checkout off the import path, in this process and in the Ray workers (which
+        # also import from the driver's working directory first)
+        for key in ("config", "policy", "simulator", "reflector", "data"):
+            setattr(args, key, str(Path(getattr(args, key)).resolve()))
+        os.chdir(code)
+        sys.path[:] = [code] + [p for p in sys.path if p != str(Path(__file__).parents[1])]
+        os.environ["PYTHONPATH"] = os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown or not variants:
@@ -159,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.kill(a)
     out: dict[str, Any] = {
         "config": args.config,
+        "code": args.code or str(Path(__file__).resolve().parents[1]),
         "cpus": os.cpu_count(),
         "rollout_workers": cfg.cluster.rollout_workers,
         "groups_per_worker": cfg.rollout.groups_per_worker,
