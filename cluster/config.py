@@ -351,6 +351,10 @@ class DemoConfig:
             the oracle's gain over it is what the search itself adds.
         pretrain_vision: first pretrain the vision towers (``rehearse pretrain``, the
             ``pretrain`` section) and start the SFT from them.
+        side_by_side: train the reflector beside the world model, in a second process, each on
+            one CPU thread (``cluster.demo.BESIDE``): on 2 cores each then runs at its
+            one-thread speed, where two threads make one run only 1.3-1.4x faster, so the world
+            model's time budget can be what the two took one after the other.
     """
 
     run_dir: str = "runs/{name}"
@@ -367,6 +371,7 @@ class DemoConfig:
     real_env_set: list[str] = field(default_factory=list)
     sft_control: bool = True
     pretrain_vision: bool = False
+    side_by_side: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sft_demos_per_task", "expert_episodes_per_task", "eval_episodes_per_task"):

@@ -9,7 +9,9 @@ for the oracle's optimizer steps (the control, ``demo.sft_control``) -> real-env
 every policy on the same seeds, mean action and sampled -> a report. ``STAGES`` lists them in
 order, each a function of the run (``DemoRun``) that calls the same code as the CLI command of
 that step.
-Each finished stage leaves ``stages/<name>.json`` in the run folder; a rerun skips it.
+Each finished stage leaves ``stages/<name>.json`` in the run folder; a rerun skips it. With
+``demo.side_by_side`` the reflector trains beside the world model (``BESIDE``), in a second
+process, each on one CPU thread.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from cluster.config import ExperimentConfig, dump_config
 from core.configlib import to_dict
 from core.fsutil import write_text_atomic
 from policy.config import SFTConfig
+
+# a stage: its name (the record stages/<name>.json) and its body
+Stage = tuple[str, Callable[["DemoRun"], dict[str, Any]]]
 
 # --quick: the same stages at smoke-test sizes (minutes, no learning claim)
 QUICK_OVERRIDES = [
@@ -149,10 +154,51 @@ class DemoRun:
         names = ("expert", "explore", "policy_explore")
         return [str(self.data / n) for n in names if (self.data / n).is_dir()]
 
+    def finished(self, name: str) -> bool:
+        return (self.run / "stages" / f"{name}.json").is_file()
+
+    def side_by_side(self, main: Stage, beside: Stage) -> None:
+        """Run two independent stages at once: ``beside`` in a second process, ``main`` in this
+        one, each on one CPU thread. On 2 cores both then train at their one-thread speed (the
+        demo's world model and reflector measured so, while two threads make a run only
+        1.3-1.4x faster), so each may use the time the two took one after the other. A stage
+        finished earlier is skipped as usual, and one left alone runs here."""
+        import multiprocessing
+
+        import torch
+
+        if self.finished(main[0]) or self.finished(beside[0]):
+            self.stage(*main)
+            self.stage(*beside)
+            return
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_stage_beside, args=(self.cfg, beside, main[0]), name=f"demo-{beside[0]}"
+        )
+        self.log(f"[demo] {beside[0]} beside {main[0]}, in its own process")
+        proc.start()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.stage(*main)
+        except BaseException:
+            proc.terminate()
+            raise
+        finally:
+            torch.set_num_threads(threads)
+            proc.join()
+        if proc.exitcode != 0 or not self.finished(beside[0]):
+            raise RuntimeError(
+                f"demo stage {beside[0]} failed in its own process (exit code {proc.exitcode}, "
+                f"its error above); rerun the demo to retry it (finished stages are skipped)"
+            )
+        self.results[beside[0]] = json.loads(
+            (self.run / "stages" / f"{beside[0]}.json").read_text()
+        )
+
     def stage(self, name: str, body: Callable[[DemoRun], dict[str, Any]]) -> dict[str, Any]:
         """Run one stage unless it finished earlier; time it and record its summary."""
         path = self.run / "stages" / f"{name}.json"
-        if path.is_file():
+        if self.finished(name):
             self.log(f"[demo] {name}: finished earlier, skipped")
             self.results[name] = json.loads(path.read_text())
             return self.results[name]
@@ -389,7 +435,18 @@ def report(d: DemoRun) -> dict[str, Any]:
     return out
 
 
-STAGES: list[tuple[str, Callable[[DemoRun], dict[str, Any]]]] = [
+def _stage_beside(cfg: ExperimentConfig, stage: Stage, beside: str) -> None:
+    """A stage in its own process on one CPU thread (``DemoRun.side_by_side``); its record
+    names the stage it ran beside."""
+    import torch
+
+    torch.set_num_threads(1)
+    name, body = stage
+    run = DemoRun(cfg, progress=False, log=lambda line: print(line, flush=True))
+    run.stage(name, lambda d: {**body(d), "beside": beside})
+
+
+STAGES: list[Stage] = [
     ("collect", collect_data),
     ("pretrain", pretrain),
     ("sft", sft),
@@ -402,6 +459,9 @@ STAGES: list[tuple[str, Callable[[DemoRun], dict[str, Any]]]] = [
     ("evaluate", evaluate),
     ("report", report),
 ]
+# stages that may run beside an earlier one (demo.side_by_side): the reflector does not read
+# the world model
+BESIDE = {"reflector": "simulator"}
 
 
 def run_demo(
@@ -415,7 +475,13 @@ def run_demo(
     d.run.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, d.run / "config.yaml")
     for name, body in STAGES:
-        d.stage(name, body)
+        if name in d.results:  # ran beside an earlier stage
+            continue
+        partner = [s for s in STAGES if BESIDE.get(s[0]) == name]
+        if partner and cfg.demo.side_by_side:
+            d.side_by_side((name, body), partner[0])
+        else:
+            d.stage(name, body)
     log(d.results["report"]["markdown"])
     log(f"[demo] run folder: {d.run}")
     return d.results["report"]

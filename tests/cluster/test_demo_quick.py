@@ -28,6 +28,9 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, ray_cluster, capsys):
             assert r["episodes"] == 16 and 0.0 <= r["success_rate"] <= 1.0
             assert r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
     assert len(report["imagined_success"]) == 2
+    # the reflector trained beside the world model (demo.side_by_side), counted once in the total
+    assert json.loads((run / "stages" / "reflector.json").read_text())["beside"] == "simulator"
+    assert "(beside simulator)" in (run / "report.md").read_text()
     # the reflector's termination rule is also calibrated on a store it never trained on
     refl = json.loads((run / "reflector" / "summary.json").read_text())
     assert refl["calibration_data"] == [str(run / "data" / "calibrate")]
