@@ -154,8 +154,15 @@ def group_signals(records: list[dict[str, Any]], group_size: int) -> dict[str, n
     "success") and for the oracle, the summed real advantage of the learner's targets in each
     group, (G,) (``search_agreement``'s ``signal_per_group`` is its mean)."""
     col = _columns(records, group_size)
-    real_adv = _real_advantages(col)
-    return {r: np.where(c, real_adv, 0.0).sum(axis=1) for r, (_, c) in _chosen(col).items()}
+    return _signals(_chosen(col), _real_advantages(col))
+
+
+def _signals(
+    chosen: dict[str, tuple[np.ndarray, np.ndarray]], real_adv: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per reward, the targets' summed real advantage in each group (G,): the search's useful
+    signal (``chosen`` from ``_chosen``, ``real_adv`` (G, N))."""
+    return {r: np.where(c, real_adv, 0.0).sum(axis=1) for r, (_, c) in chosen.items()}
 
 
 def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str, Any]:
@@ -181,11 +188,11 @@ def search_agreement(records: list[dict[str, Any]], group_size: int) -> dict[str
     g = len(records) // group_size
     ex, im, re = col["explored"], col["imagined_success"], col["real_success"]
     real_adv = _real_advantages(col)  # (G, N)
-    targets, signal = {}, {}
-    for reward, (mixed, chosen) in _chosen(col).items():
+    chosen_by_reward = _chosen(col)
+    signal = _signals(chosen_by_reward, real_adv)  # reward -> (G,)
+    targets = {}
+    for reward, (mixed, chosen) in chosen_by_reward.items():
         adv = real_adv[chosen]
-        # the targets' summed real advantage per group: the search's useful signal
-        signal[reward] = np.where(chosen, real_adv, 0.0).sum(axis=1)  # (G,)
         targets[reward] = {
             "mixed_groups": int(mixed.sum()),
             "targets": int(chosen.sum()),

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = str(Path(__file__).resolve().parents[1])  # this checkout
+sys.path.insert(0, REPO)
 
 # "services, one group per call": each worker runs its groups one after another, each group
 # alone in its model calls (the acting loop before a worker's groups were batched together)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("config", "policy", "simulator", "reflector", "data"):
             setattr(args, key, str(Path(getattr(args, key)).resolve()))
         os.chdir(code)
-        sys.path[:] = [code] + [p for p in sys.path if p != str(Path(__file__).parents[1])]
+        sys.path[:] = [code] + [p for p in sys.path if p != REPO]
         os.environ["PYTHONPATH"] = os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.kill(a)
     out: dict[str, Any] = {
         "config": args.config,
-        "code": args.code or str(Path(__file__).resolve().parents[1]),
+        "code": args.code or REPO,
         "cpus": os.cpu_count(),
         "rollout_workers": cfg.cluster.rollout_workers,
         "groups_per_worker": cfg.rollout.groups_per_worker,

@@ -154,8 +154,12 @@ class DemoRun:
         names = ("expert", "explore", "policy_explore")
         return [str(self.data / n) for n in names if (self.data / n).is_dir()]
 
+    def record(self, name: str) -> Path:
+        """Where a finished stage's summary lies (its presence means finished)."""
+        return self.run / "stages" / f"{name}.json"
+
     def finished(self, name: str) -> bool:
-        return (self.run / "stages" / f"{name}.json").is_file()
+        return self.record(name).is_file()
 
     def side_by_side(self, main: Stage, beside: Stage) -> None:
         """Run two independent stages at once: ``beside`` in a second process, ``main`` in this
@@ -191,14 +195,12 @@ class DemoRun:
                 f"demo stage {beside[0]} failed in its own process (exit code {proc.exitcode}, "
                 f"its error above); rerun the demo to retry it (finished stages are skipped)"
             )
-        self.results[beside[0]] = json.loads(
-            (self.run / "stages" / f"{beside[0]}.json").read_text()
-        )
+        self.results[beside[0]] = json.loads(self.record(beside[0]).read_text())
 
     def stage(self, name: str, body: Callable[[DemoRun], dict[str, Any]]) -> dict[str, Any]:
         """Run one stage unless it finished earlier; time it and record its summary."""
-        path = self.run / "stages" / f"{name}.json"
-        if self.finished(name):
+        path = self.record(name)
+        if path.is_file():
             self.log(f"[demo] {name}: finished earlier, skipped")
             self.results[name] = json.loads(path.read_text())
             return self.results[name]
