@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from actors.config import RolloutConfig
-from actors.rollout import Rollout, act_in_chunks
+from actors.rollout import Rollout, Step, act_in_chunks
 from actors.starts import EvalJob
+from actors.worlds import RealGroup
 from learner.loop import nonconstant_group_mask, rloo_advantages
+from trajectories.initial_states import InitialState
 
 
 def _explored(r: Rollout, at: np.ndarray) -> np.ndarray:
@@ -31,6 +33,90 @@ def _explored(r: Rollout, at: np.ndarray) -> np.ndarray:
     t = r.executed.shape[1]
     rows = np.arange(len(at))
     return (at < t) & r.executed[rows, np.minimum(at, t - 1)].any(-1)
+
+
+BRANCHES = ("start", "real")  # where an imagined search group starts (``replay_searches``)
+FRAMES = ("imagined", "real")  # whose frames the reflector judges in the search
+
+
+class ReflectedRealGroup(RealGroup):
+    """Real envs judged as imagination judges: ended when the reflector's R on their real
+    frames passes eta (the env's success ends nothing) and rewarded with that R. A search in
+    it is imagination's with a perfect world model: what the reflector alone makes of the
+    chunks."""
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> Step:
+        s = super().step(actions, active)
+        return Step(obs=s.obs, reward=np.asarray(self.score, dtype=np.float64), done=s.done)
+
+
+class ReflectedRealWorld:
+    """``ReflectedRealGroup``s on the envs of ``real`` (a ``RealWorld``), scored by the
+    reflector of ``imagined`` (an ``ImaginedWorld``) at ``eta``: stands in for ``imagined`` in
+    ``replay_searches``."""
+
+    def __init__(self, real: Any, imagined: Any, eta: float):
+        self.real, self.imagined, self.eta = real, imagined, eta
+
+    def group(
+        self, starts: list[EvalJob], n: int, keys: list[str], *, common_noise: bool = False
+    ) -> ReflectedRealGroup:
+        reflector = self.imagined.reflector_client()
+        jobs = [s for s in starts for _ in range(n)]
+        envs = self.real.pool.take(len(jobs))
+        return ReflectedRealGroup(envs, jobs, reflector=reflector, eta=self.eta, key=keys[0])
+
+    def succeeded(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards > self.eta
+
+
+def _real_trunks(
+    policy: Any, real: Any, jobs: list[EvalJob], keys: list[str], k: int, rollout: RolloutConfig
+) -> list[InitialState]:
+    """Each job's real episode under the mean action up to policy step ``k``, as an imagined
+    start there: every frame so far as context (the first is the world model's reference and
+    the memory bank's first frame, as in a rollout imagined from the reset) and the proprio
+    state at ``k``. A trunk that ended earlier (success or limit) starts from its last frame;
+    its rollouts count as not explored in the real env anyway."""
+    trunk = act_in_chunks(
+        policy,
+        real.group(jobs, 1, keys),
+        max_policy_steps=k + 1,
+        execute_steps=rollout.execute_steps,
+        deterministic=True,
+        keep_frames=True,
+    )
+    at = k * rollout.execute_steps  # env steps before policy step k
+    frames = trunk.frames[:, : at + 1]  # (G, at + 1, H, W, 3), ended trunks repeat their last
+    if frames.shape[1] < at + 1:
+        frames = np.concatenate(
+            [frames, np.repeat(frames[:, -1:], at + 1 - frames.shape[1], axis=1)], axis=1
+        )
+    proprio = trunk.proprio[:, min(k, trunk.proprio.shape[1] - 1)]  # (G, 8)
+    return [
+        InitialState(
+            episode_id=f"real-{j.task}-{j.seed}",
+            start=at,
+            task_id=j.task,
+            instruction=real.describe(j)[1],
+            frames=frames[i],
+            proprio=proprio[i].astype(np.float32),
+        )
+        for i, j in enumerate(jobs)
+    ]
+
+
+def _batches(at: np.ndarray, batch: int, branch: str) -> list[np.ndarray]:
+    """Group indices stepped together: in order (``branch`` "start"), or of one step k each
+    ("real": the imagined groups of a batch start at the same step and share the horizon)."""
+    g = np.arange(len(at))
+    if branch == "start":
+        return [g[b : b + batch] for b in range(0, len(g), batch)]
+    out = []
+    for k in np.unique(at):
+        same = g[at == k]
+        out += [same[b : b + batch] for b in range(0, len(same), batch)]
+    return out
 
 
 def replay_searches(
@@ -43,6 +129,8 @@ def replay_searches(
     *,
     generator: torch.Generator,
     batch: int = 6,
+    branch: str = "start",
+    frames: str = "imagined",
 ) -> Iterator[list[dict[str, Any]]]:
     """One-step search groups in imagination, each replayed in the real env; yields the
     records of every ``batch`` groups (stepped as one batch in each world).
@@ -53,31 +141,68 @@ def replay_searches(
         jobs: real starts (task, seed); ``starts`` their first observations (``InitialState``,
             ``actors.starts.first_observations``), where imagination starts.
         rollout: group size, horizon, chunk execution and sampling width of the search.
-        generator: draws each group's step k and the imagined chunks' noise.
+        generator: draws every group's step k (all first) and the imagined chunks' noise.
+        branch: "start": the whole search is imagined from the real start (the mean action's
+            steps before k too); "real": the steps before k are the real env's (its mean-action
+            episode, the same trunk the replay takes) and imagination starts at step k, with
+            the horizon's remaining steps: what imagination's search is worth where the world
+            model only imagines the branches (WoVR's starts from real keyframes, at every k).
+        frames: "imagined": the world model's; "real": the search runs in the real env too,
+            judged by ``imagined``'s reflector at its eta on the real frames (a perfect world
+            model: ``ReflectedRealWorld``; ``branch`` then changes nothing).
     Yields:
-        per rollout: task, seed, group (index in ``jobs``), k, imagined_reward (the
-        reflector's R at the end), imagined_success (R > eta), real_success, explored (the
-        chunk at k was taken in both worlds).
+        per rollout, in the order of ``jobs`` within each yielded batch: task, seed, group
+        (index in ``jobs``), k, imagined_reward (the reflector's R at the end),
+        imagined_success (R > eta), real_success, explored (the chunk at k was taken in both
+        worlds).
     """
     if len(jobs) != len(starts):
         raise ValueError(f"{len(jobs)} real starts for {len(starts)} initial states")
+    if branch not in BRANCHES:
+        raise ValueError(f"search branch must be one of {list(BRANCHES)}, got {branch!r}")
+    if frames not in FRAMES:
+        raise ValueError(f"search frames must be one of {list(FRAMES)}, got {frames!r}")
+    if frames == "real":
+        imagined, branch = ReflectedRealWorld(real, imagined, imagined.eta), "start"
+        starts = jobs  # the real env's own starts
     n, horizon = rollout.group_size, rollout.max_policy_steps
-    kw = dict(max_policy_steps=horizon, execute_steps=rollout.execute_steps, generator=generator)
-    for b0 in range(0, len(jobs), batch):
-        js, inits = jobs[b0 : b0 + batch], starts[b0 : b0 + batch]
-        at = np.repeat(torch.randint(horizon, (len(js),), generator=generator).numpy(), n)
-        keys = [f"search-{b0 + i}" for i in range(len(js))]
+    kw = dict(execute_steps=rollout.execute_steps, generator=generator)
+    ks = torch.randint(horizon, (len(jobs),), generator=generator).numpy()  # (G,)
+    for idx in _batches(ks, batch, branch):
+        js = [jobs[i] for i in idx]
+        at = np.repeat(ks[idx], n)  # (B * n,)
+        keys = [f"search-{i}" for i in idx]
+        if branch == "start":
+            inits, im_at, im_h = [starts[i] for i in idx], at, horizon
+        else:
+            k = int(ks[idx[0]])
+            inits = _real_trunks(policy, real, js, keys, k, rollout)
+            im_at, im_h = np.zeros_like(at), horizon - k
         group = imagined.group(inits, n, keys, common_noise=True)
-        im = act_in_chunks(policy, group, scale_factor=rollout.scale_factor, explore_at=at, **kw)
-        chunks = im.actions[np.arange(len(at)), np.minimum(at, im.actions.shape[1] - 1)]
-        re = act_in_chunks(policy, real.group(js, n, keys), explore_at=at, replay=chunks, **kw)
+        im = act_in_chunks(
+            policy,
+            group,
+            scale_factor=rollout.scale_factor,
+            explore_at=im_at,
+            max_policy_steps=im_h,
+            **kw,
+        )
+        chunks = im.actions[np.arange(len(at)), np.minimum(im_at, im.actions.shape[1] - 1)]
+        re = act_in_chunks(
+            policy,
+            real.group(js, n, keys),
+            explore_at=at,
+            replay=chunks,
+            max_policy_steps=horizon,
+            **kw,
+        )
         im_success, re_success = imagined.succeeded(im.rewards), real.succeeded(re.rewards)
-        explored = _explored(im, at) & _explored(re, at)
+        explored = _explored(im, im_at) & _explored(re, at)
         yield [
             {
                 "task": js[i // n].task,
                 "seed": js[i // n].seed,
-                "group": b0 + i // n,
+                "group": int(idx[i // n]),
                 "k": int(at[i]),
                 "imagined_reward": float(im.rewards[i]),
                 "imagined_success": bool(im_success[i]),
@@ -255,6 +380,11 @@ def paired_comparison(
             f"the runs compared must search the same real starts: {len(records) // group_size} "
             f"and {len(against) // group_size} groups, or other tasks and seeds (same --seed "
             "and --groups)"
+        )
+    if [r["k"] for r in records[::group_size]] != [r["k"] for r in against[::group_size]]:
+        raise ValueError(
+            "the runs compared must explore each group at the same step k: run both with the "
+            "same --seed, --groups and rollout.max_policy_steps, on the same code"
         )
     a, b = group_signals(records, group_size), group_signals(against, group_size)
     g = len(key)

@@ -222,6 +222,7 @@ class RealGroup:
             # every env of the group is scored each step (finished ones with their last frame)
             frames = np.stack([o.image for o in self.obs])
             r = np.asarray(self.reflector.score(self.key, frames))
+            self.score = r  # (N,) the reflector's R of this step
             for i in np.nonzero(active & ~done & (r > self.eta))[0]:
                 done[i], self.ended_by[i] = True, "reflector"
         reward = self.success.astype(np.float64)
@@ -314,6 +315,10 @@ class ImaginedWorld:
             common_noise=common_noise,
             reward=self.reward,
         )
+
+    def reflector_client(self) -> ReflectorClient:
+        """The reflector's client (also what judges real frames in ``actors.search_check``)."""
+        return self._clients()[1]
 
     def describe(self, start: InitialState) -> tuple[str, str]:
         """(task, instruction) of a start."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 
 HELP = (
     "replay imagined one-step searches in the real env: how often the chunks imagination "
@@ -33,6 +32,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="seed of the real starts (the oracle's training stream, never evaluation seeds), "
         "of each group's step k and of the imagined chunks",
+    )
+    p.add_argument(
+        "--branch",
+        choices=["start", "real"],
+        default="start",
+        help="where imagination starts each group: at the real start, imagining the mean "
+        "action's steps before k too (start), or at the real env's state at k, its mean-action "
+        "episode up to there (real: the world model imagines only the branches)",
+    )
+    p.add_argument(
+        "--frames",
+        choices=["imagined", "real"],
+        default="imagined",
+        help="whose frames the reflector judges in the search: the world model's (imagined), "
+        "or the real env's at the reflector's own eta (real: imagination with a perfect world "
+        "model, what the reflector alone makes of the chunks; no eta is calibrated)",
     )
     p.add_argument(
         "--against",
@@ -107,13 +122,15 @@ def run(args: argparse.Namespace) -> int:
     n = cfg.rollout.group_size
     against = _against(args.against, jobs, n) if args.against is not None else None
     with output_folder(args.out, overwrite=args.overwrite) as out:
-        eta = imagination_eta(  # where the experiment calibrates one for imagined frames
-            cfg,
-            cfg.post_train.simulator,
-            out / "eta_calibration.json",
-            when="eval-search",
-            progress=not args.no_progress,
-        )
+        eta = None
+        if args.frames == "imagined":  # where the experiment calibrates one for imagined frames
+            eta = imagination_eta(
+                cfg,
+                cfg.post_train.simulator,
+                out / "eta_calibration.json",
+                when="eval-search",
+                progress=not args.no_progress,
+            )
         if eta is not None:
             setup.rollout = dataclasses.replace(setup.rollout, eta=eta)
         policy = policy_f().eval()
@@ -129,10 +146,16 @@ def run(args: argparse.Namespace) -> int:
             setup.rollout,
             generator=torch.Generator().manual_seed(args.seed),
             batch=args.batch,
+            branch=args.branch,
+            frames=args.frames,
         )
-        total = math.ceil(len(jobs) / args.batch)
-        for part in tqdm(parts, total=total, desc="eval-search", disable=args.no_progress):
-            records += part
+        with tqdm(
+            total=len(jobs), desc="eval-search", unit="group", disable=args.no_progress
+        ) as bar:
+            for part in parts:
+                records += part
+                bar.update(len(part) // n)
+        records.sort(key=lambda r: r["group"])  # "real" searches in batches of one step k
         real.close()
         summary = search_agreement(records, n)
         if against is not None:
@@ -143,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
             reflector=cfg.post_train.reflector,
             eta=setup.rollout.eta,
             seed=args.seed,
+            branch=args.branch,
+            frames=args.frames,
             group_size=setup.rollout.group_size,
             max_policy_steps=setup.rollout.max_policy_steps,
             scale_factor=setup.rollout.scale_factor,

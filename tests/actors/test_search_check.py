@@ -142,6 +142,83 @@ def test_command_writes_the_summary_and_every_rollout(tiny_world, tmp_path, caps
         assert against[reward]["difference"] == 0.0 and against[reward]["p_value"] == 1.0
 
 
+def test_branching_from_the_real_env_starts_imagination_where_the_replay_stands_at_k(
+    tiny_world, tmp_path
+):
+    """--branch real: the imagined groups start from the real mean-action episode at each
+    group's step k (every frame so far as context, the proprio there), imagine the horizon's
+    remaining steps, and the records come back in group order with the same k as a search
+    imagined from the start (same --seed), so the two pair group by group."""
+    import torch
+
+    from actors.config import RolloutConfig
+    from actors.rollout import act_in_chunks
+    from actors.search_check import _real_trunks
+    from actors.starts import RealStartSampler
+    from actors.worlds import RealWorld
+    from cluster.backends import EnvFactory, PolicyFactory
+    from envs.config import EnvConfig
+
+    policy = PolicyFactory(str(tiny_world / "sft"))().eval()
+    real = RealWorld(EnvFactory(EnvConfig(image_size=16)))
+    jobs = RealStartSampler(["lift_red", "place_red_on_blue"], seed=3).sample(2)
+    rollout = RolloutConfig(group_size=2, max_policy_steps=3, execute_steps=2)
+    (a, b) = _real_trunks(policy, real, jobs, ["t0", "t1"], 2, rollout)
+    assert a.frames.shape == (5, 16, 16, 3) and a.start == 4  # 2 chunks of 2 steps, + reset
+    mean = act_in_chunks(
+        policy,
+        real.group(jobs, 1, ["m0", "m1"]),
+        max_policy_steps=3,
+        execute_steps=2,
+        deterministic=True,
+    )
+    for i, init in enumerate((a, b)):  # the mean action's real state at policy step 2
+        assert np.array_equal(init.frames[-1], mean.images[i, 2])
+        assert np.allclose(init.proprio, mean.proprio[i, 2])
+        assert init.task_id == jobs[i].task
+    real.close()
+    with pytest.raises(ValueError, match="search branch"):
+        from actors.search_check import replay_searches
+
+        next(replay_searches(policy, None, real, jobs, [a, b], rollout,
+                             generator=torch.Generator(), branch="middle"))  # fmt: skip
+
+    start, branched = tmp_path / "start", tmp_path / "branched"
+    assert main(_argv(tiny_world, start, "--groups", "4", "--batch", "2")) == 0
+    argv = _argv(tiny_world, branched, "--groups", "4", "--batch", "2", "--branch", "real")
+    assert main([*argv, "--against", str(start)]) == 0
+    summary = json.loads((branched / "search.json").read_text())
+    records = json.loads((branched / "rollouts.json").read_text())
+    first = json.loads((start / "rollouts.json").read_text())
+    assert summary["branch"] == "real" and summary["against"]["groups"] == 4
+    assert [r["group"] for r in records] == [g for g in range(4) for _ in range(3)]
+    assert [(r["task"], r["seed"], r["k"]) for r in records] == [
+        (r["task"], r["seed"], r["k"]) for r in first
+    ]
+    # the real replay is the same in both: the chunks at k differ, the trunk before k does not
+    assert all(r["explored"] or r["k"] > 0 for r in records)
+
+
+def test_a_search_on_real_frames_is_judged_by_the_reflector_there(tiny_world, tmp_path):
+    """--frames real: the search runs in the real env, ended and rewarded by the reflector on
+    the real frames at its own eta (nothing calibrated), and pairs with an imagined search of
+    the same --seed group by group."""
+    start, real = tmp_path / "start", tmp_path / "real"
+    cal = f"post_train.eta_calibration_data=[{tiny_world / 'calibrate'}]"
+    assert main(_argv(tiny_world, start, "--groups", "3", "--batch", "2")) == 0
+    argv = _argv(tiny_world, real, "--groups", "3", "--batch", "2", "--frames", "real")
+    assert main([*argv, "--set", cal, "--against", str(start)]) == 0
+    summary = json.loads((real / "search.json").read_text())
+    records = json.loads((real / "rollouts.json").read_text())
+    assert summary["frames"] == "real" and summary["eta"] == 0.5
+    assert not (real / "eta_calibration.json").exists()
+    rewards = np.array([r["imagined_reward"] for r in records])
+    success = np.array([r["imagined_success"] for r in records])
+    assert ((rewards >= 0) & (rewards <= 1)).all() and np.array_equal(success, rewards > 0.5)
+    first = json.loads((start / "rollouts.json").read_text())
+    assert [r["k"] for r in records] == [r["k"] for r in first]
+
+
 def test_paired_comparison_is_the_per_group_difference_with_a_sign_flip_test():
     rng = np.random.default_rng(1)
     n, g = 4, 12
@@ -177,6 +254,8 @@ def test_paired_comparison_is_the_per_group_difference_with_a_sign_flip_test():
         paired_comparison(a, b[:-n], n)
     with pytest.raises(ValueError, match="same real starts"):
         paired_comparison(a, [dict(r, seed=r["seed"] + 1) for r in b], n)
+    with pytest.raises(ValueError, match="same step k"):
+        paired_comparison(a, [dict(r, k=1) for r in b], n)
 
 
 def test_command_calibrates_eta_for_imagined_frames_where_the_config_asks(tiny_world, tmp_path):
