@@ -149,7 +149,7 @@ def replay_searches(
             model only imagines the branches (WoVR's starts from real keyframes, at every k).
         frames: "imagined": the world model's; "real": the search runs in the real env too,
             judged by ``imagined``'s reflector at its eta on the real frames (a perfect world
-            model: ``ReflectedRealWorld``; ``branch`` then changes nothing).
+            model: ``ReflectedRealWorld``; with ``branch`` "start" only).
     Yields:
         per rollout, in the order of ``jobs`` within each yielded batch: task, seed, group
         (index in ``jobs``), k, imagined_reward (the reflector's R at the end),
@@ -163,8 +163,9 @@ def replay_searches(
     if frames not in FRAMES:
         raise ValueError(f"search frames must be one of {list(FRAMES)}, got {frames!r}")
     if frames == "real":
-        imagined, branch = ReflectedRealWorld(real, imagined, imagined.eta), "start"
-        starts = jobs  # the real env's own starts
+        if branch != "start":
+            raise ValueError("a search on real frames has no imagined trunk: branch 'start' only")
+        imagined, starts = ReflectedRealWorld(real, imagined, imagined.eta), jobs
     n, horizon = rollout.group_size, rollout.max_policy_steps
     kw = dict(execute_steps=rollout.execute_steps, generator=generator)
     ks = torch.randint(horizon, (len(jobs),), generator=generator).numpy()  # (G,)

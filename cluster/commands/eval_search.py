@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("groups", "batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.frames == "real" and args.branch == "real":
+        raise ValueError("--frames real searches the real env from its reset: no --branch real")
     cfg = load_config(args.config, overrides(args))
     setup = imagined_setup(cfg)  # refuses missing or unreadable models and data
     policy_f = PolicyFactory(args.policy)

@@ -279,6 +279,7 @@ def test_command_calibrates_eta_for_imagined_frames_where_the_config_asks(tiny_w
         (["--groups", "0"], "--groups must be >= 1"),
         (["--simulator", "/nonexistent/sim"], "/nonexistent/sim does not exist"),
         (["--against", "/nonexistent/run"], "no rollouts.json"),
+        (["--frames", "real", "--branch", "real"], "no --branch real"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, capsys, extra, message):
