@@ -214,6 +214,128 @@ def replay_searches(
         ]
 
 
+OBJECT_LABEL_MIN, GRIPPER_LABEL = 2, 1  # the tabletop env's pixel labels (``labels()``)
+
+
+def chunk_fidelity(
+    policy: Any,
+    imagined: Any,
+    real: Any,
+    jobs: list[EvalJob],
+    rollout: RolloutConfig,
+    *,
+    generator: torch.Generator,
+    batch: int = 6,
+) -> Iterator[list[dict[str, Any]]]:
+    """One chunk's imagined frames against the real ones, group by group: from the real state
+    at each group's step k (drawn first from ``generator``, as ``replay_searches`` draws them,
+    so one seed measures the searches' own steps), the group's N chunks imagined (sampled as
+    in the search) and taken in the real env; compared where the real env's label map shows an
+    object and never the gripper, in any of the N real frames after the chunk.
+
+    Needs real envs with a pixel label map (``labels()``: the tabletop env).
+
+    Yields:
+        per group whose real episode reached k: task, group, k, pixels (the mask's size), and
+        in [0, 1] pixel units over the mask: ``error`` (|imagined - real| after the chunk),
+        ``copy_error`` (|frame at k - real after|: a world model that changes nothing),
+        ``real_spread`` / ``imagined_spread`` (RMS deviation of the N frames from their group
+        mean) and ``cosine`` (of the imagined and real deviations from the group mean: do the
+        chunks differ in imagination where they differ in the real env).
+    """
+    n, horizon, e = rollout.group_size, rollout.max_policy_steps, rollout.execute_steps
+    ks = torch.randint(horizon, (len(jobs),), generator=generator).numpy()  # (G,)
+    for idx in _batches(ks, batch, "real"):
+        js, k = [jobs[i] for i in idx], int(ks[idx[0]])
+        keys = [f"chunk-{i}" for i in idx]
+        inits = _real_trunks(policy, real, js, keys, k, rollout)
+        at = np.full(len(idx) * n, k)
+        kw = dict(execute_steps=e, generator=generator, keep_frames=True)
+        im = act_in_chunks(
+            policy,
+            imagined.group(inits, n, keys, common_noise=True),
+            max_policy_steps=1,
+            scale_factor=rollout.scale_factor,
+            explore_at=np.zeros_like(at),
+            **kw,
+        )
+        re = act_in_chunks(
+            policy,
+            real.group(js, n, keys),
+            max_policy_steps=k + 1,
+            explore_at=at,
+            replay=im.actions[:, 0],
+            **kw,
+        )
+        envs = real.pool.take(len(at))
+        if not hasattr(envs[0], "labels"):
+            raise ValueError(
+                f"chunk fidelity needs real envs with a pixel label map: {type(envs[0]).__name__} "
+                "has none (the tabletop env has)"
+            )
+        labels = np.stack([env.labels() for env in envs])  # (B * n, H, W)
+        fi = im.frames[:, -1].astype(np.float64) / 255  # (B * n, H, W, 3) after the chunk
+        fr = re.frames[:, -1].astype(np.float64) / 255
+        out = []
+        for g in range(len(idx)):
+            rows = slice(g * n, (g + 1) * n)
+            if re.steps[rows].min() <= k * e:  # the real episode ended before k
+                continue
+            lab = labels[rows]
+            mask = (lab >= OBJECT_LABEL_MIN).any(0) & ~(lab == GRIPPER_LABEL).any(0)  # (H, W)
+            if not mask.any():
+                continue
+            at_k = inits[g].frames[-1].astype(np.float64) / 255
+            out.append(
+                {
+                    "task": js[g].task,
+                    "group": int(idx[g]),
+                    "k": k,
+                    "pixels": int(mask.sum()),
+                    **frame_agreement(fi[rows], fr[rows], at_k, mask),
+                }
+            )
+        yield out
+
+
+def frame_agreement(
+    imagined: np.ndarray, real: np.ndarray, before: np.ndarray, mask: np.ndarray
+) -> dict[str, float | None]:
+    """One group's frames after its chunks in both worlds, (N, H, W, 3) each in [0, 1], and the
+    frame before them (H, W, 3), compared on the pixels of ``mask`` (H, W): ``chunk_fidelity``'s
+    error, copy_error, real_spread, imagined_spread and cosine."""
+    a, b, c = imagined[:, mask], real[:, mask], before[mask]  # (N, P, 3), (N, P, 3), (P, 3)
+    da, db = a - a.mean(0), b - b.mean(0)
+    norm = np.sqrt((da**2).sum() * (db**2).sum())
+    return {
+        "error": float(np.abs(a - b).mean()),
+        "copy_error": float(np.abs(c[None] - b).mean()),
+        "real_spread": float(np.sqrt((db**2).mean())),
+        "imagined_spread": float(np.sqrt((da**2).mean())),
+        "cosine": float((da * db).sum() / norm) if norm > 0 else None,
+    }
+
+
+def fidelity_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the groups of ``chunk_fidelity``'s records (the cosine over the groups where
+    both worlds' chunks differ), and the same over the half whose real chunks differ most."""
+
+    def means(recs: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"groups": len(recs)}
+        for key in ("error", "copy_error", "real_spread", "imagined_spread", "cosine"):
+            v = [r[key] for r in recs if r[key] is not None]
+            out[key] = float(np.mean(v)) if v else None
+        return out
+
+    if not records:
+        return {"groups": 0}
+    spread = np.median([r["real_spread"] for r in records])
+    return {
+        **means(records),
+        "most_different": means([r for r in records if r["real_spread"] > spread]),
+    }
+
+
 def _share(x: list[bool] | np.ndarray) -> float | None:
     return float(np.mean(x)) if len(x) else None
 

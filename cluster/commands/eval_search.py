@@ -50,6 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "model, what the reflector alone makes of the chunks; no eta is calibrated)",
     )
     p.add_argument(
+        "--chunk-fidelity",
+        action="store_true",
+        help="also compare one chunk's imagined frames with the real ones from the real state "
+        "at each group's k, on the objects' pixels (search.json's 'chunk_fidelity'; the "
+        "tabletop env)",
+    )
+    p.add_argument(
         "--against",
         default=None,
         metavar="EVAL",
@@ -100,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from actors.search_check import paired_comparison, replay_searches, search_agreement
+    from actors.search_check import (
+        chunk_fidelity,
+        fidelity_summary,
+        paired_comparison,
+        replay_searches,
+        search_agreement,
+    )
     from actors.starts import RealStartSampler, first_observations
     from actors.worlds import RealWorld
     from cluster.backends import EnvFactory, PolicyFactory
@@ -122,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
     real = RealWorld(EnvFactory(cfg.env))
     jobs = RealStartSampler(task_names(cfg.env), seed=args.seed).sample(args.groups)
     n = cfg.rollout.group_size
+    if args.chunk_fidelity and not hasattr(real.pool.take(1)[0], "labels"):
+        raise ValueError(
+            f"--chunk-fidelity needs an env with a pixel label map (the tabletop env), not "
+            f"{cfg.env.name}"
+        )
     against = _against(args.against, jobs, n) if args.against is not None else None
     with output_folder(args.out, overwrite=args.overwrite) as out:
         eta = None
@@ -158,8 +176,23 @@ def run(args: argparse.Namespace) -> int:
                 records += part
                 bar.update(len(part) // n)
         records.sort(key=lambda r: r["group"])  # "real" searches in batches of one step k
-        real.close()
         summary = search_agreement(records, n)
+        if args.chunk_fidelity:
+            per_group: list[dict] = []
+            parts = chunk_fidelity(
+                policy,
+                imagined,
+                real,
+                jobs,
+                setup.rollout,
+                generator=torch.Generator().manual_seed(args.seed),
+                batch=args.batch,
+            )
+            for part in tqdm(parts, desc="chunk fidelity", disable=args.no_progress):
+                per_group += part
+            summary["chunk_fidelity"] = fidelity_summary(per_group)
+            write_text_atomic(out / "chunk_fidelity.json", json.dumps(per_group))
+        real.close()
         if against is not None:
             summary["against"] = {"run": args.against, **paired_comparison(records, against, n)}
         summary.update(

@@ -219,6 +219,53 @@ def test_a_search_on_real_frames_is_judged_by_the_reflector_there(tiny_world, tm
     assert [r["k"] for r in records] == [r["k"] for r in first]
 
 
+def test_frame_agreement_is_a_plain_loop_over_the_masked_pixels():
+    from actors.search_check import frame_agreement
+
+    rng = np.random.default_rng(2)
+    im, re, before = (
+        rng.uniform(size=(4, 5, 5, 3)),
+        rng.uniform(size=(4, 5, 5, 3)),
+        rng.uniform(size=(5, 5, 3)),
+    )
+    mask = rng.uniform(size=(5, 5)) > 0.5
+    pix = [(y, x) for y in range(5) for x in range(5) if mask[y, x]]
+    err = np.mean([abs(im[i, y, x, c] - re[i, y, x, c]) for i in range(4) for y, x in pix
+                   for c in range(3)])  # fmt: skip
+    copy = np.mean([abs(before[y, x, c] - re[i, y, x, c]) for i in range(4) for y, x in pix
+                    for c in range(3)])  # fmt: skip
+    dot = na = nb = 0.0
+    for y, x in pix:
+        for c in range(3):
+            ma, mb = im[:, y, x, c].mean(), re[:, y, x, c].mean()
+            for i in range(4):
+                dot += (im[i, y, x, c] - ma) * (re[i, y, x, c] - mb)
+                na += (im[i, y, x, c] - ma) ** 2
+                nb += (re[i, y, x, c] - mb) ** 2
+    out = frame_agreement(im, re, before, mask)
+    assert out["error"] == pytest.approx(err) and out["copy_error"] == pytest.approx(copy)
+    assert out["cosine"] == pytest.approx(dot / np.sqrt(na * nb))
+    assert out["real_spread"] == pytest.approx(np.sqrt(nb / (4 * len(pix) * 3)))
+    assert out["imagined_spread"] == pytest.approx(np.sqrt(na / (4 * len(pix) * 3)))
+    same = frame_agreement(re, re, before, mask)  # a world model that renders the real frames
+    assert same["error"] == 0.0 and same["cosine"] == pytest.approx(1.0)
+
+
+def test_chunk_fidelity_measures_the_searches_own_steps(tiny_world, tmp_path):
+    out = tmp_path / "search"
+    argv = _argv(tiny_world, out, "--groups", "4", "--batch", "2", "--chunk-fidelity")
+    assert main(argv) == 0
+    summary = json.loads((out / "search.json").read_text())
+    per_group = json.loads((out / "chunk_fidelity.json").read_text())
+    records = json.loads((out / "rollouts.json").read_text())
+    k_of = {r["group"]: r["k"] for r in records}
+    assert per_group and summary["chunk_fidelity"]["groups"] == len(per_group)
+    for r in per_group:
+        assert r["k"] == k_of[r["group"]] and r["pixels"] > 0
+        assert 0 <= r["error"] <= 1 and 0 <= r["copy_error"] <= 1
+        assert r["cosine"] is None or -1 - 1e-9 <= r["cosine"] <= 1 + 1e-9
+
+
 def test_paired_comparison_is_the_per_group_difference_with_a_sign_flip_test():
     rng = np.random.default_rng(1)
     n, g = 4, 12
