@@ -106,6 +106,12 @@ def _real_trunks(
     ]
 
 
+def _search_steps(groups: int, horizon: int, generator: torch.Generator) -> np.ndarray:
+    """(G,) each group's step k, the generator's first draws: a search and a chunk-fidelity run
+    of one seed explore the same steps."""
+    return torch.randint(horizon, (groups,), generator=generator).numpy()
+
+
 def _batches(at: np.ndarray, batch: int, branch: str) -> list[np.ndarray]:
     """Group indices stepped together: in order (``branch`` "start"), or of one step k each
     ("real": the imagined groups of a batch start at the same step and share the horizon)."""
@@ -168,7 +174,7 @@ def replay_searches(
         imagined, starts = ReflectedRealWorld(real, imagined, imagined.eta), jobs
     n, horizon = rollout.group_size, rollout.max_policy_steps
     kw = dict(execute_steps=rollout.execute_steps, generator=generator)
-    ks = torch.randint(horizon, (len(jobs),), generator=generator).numpy()  # (G,)
+    ks = _search_steps(len(jobs), horizon, generator)
     for idx in _batches(ks, batch, branch):
         js = [jobs[i] for i in idx]
         at = np.repeat(ks[idx], n)  # (B * n,)
@@ -243,8 +249,14 @@ def chunk_fidelity(
         mean) and ``cosine`` (of the imagined and real deviations from the group mean: do the
         chunks differ in imagination where they differ in the real env).
     """
-    n, horizon, e = rollout.group_size, rollout.max_policy_steps, rollout.execute_steps
-    ks = torch.randint(horizon, (len(jobs),), generator=generator).numpy()  # (G,)
+    env = real.pool.take(1)[0]
+    if not hasattr(env, "labels"):
+        raise ValueError(
+            f"chunk fidelity needs real envs with a pixel label map: {type(env).__name__} has "
+            "none (the tabletop env has)"
+        )
+    n, e = rollout.group_size, rollout.execute_steps
+    ks = _search_steps(len(jobs), rollout.max_policy_steps, generator)
     for idx in _batches(ks, batch, "real"):
         js, k = [jobs[i] for i in idx], int(ks[idx[0]])
         keys = [f"chunk-{i}" for i in idx]
@@ -267,13 +279,7 @@ def chunk_fidelity(
             replay=im.actions[:, 0],
             **kw,
         )
-        envs = real.pool.take(len(at))
-        if not hasattr(envs[0], "labels"):
-            raise ValueError(
-                f"chunk fidelity needs real envs with a pixel label map: {type(envs[0]).__name__} "
-                "has none (the tabletop env has)"
-            )
-        labels = np.stack([env.labels() for env in envs])  # (B * n, H, W)
+        labels = np.stack([env.labels() for env in real.pool.take(len(at))])  # (B * n, H, W)
         fi = im.frames[:, -1].astype(np.float64) / 255  # (B * n, H, W, 3) after the chunk
         fr = re.frames[:, -1].astype(np.float64) / 255
         out = []
