@@ -106,7 +106,7 @@ def _real_trunks(
     ]
 
 
-def _search_steps(groups: int, horizon: int, generator: torch.Generator) -> np.ndarray:
+def search_steps(groups: int, horizon: int, generator: torch.Generator) -> np.ndarray:
     """(G,) each group's step k, the generator's first draws: a search and a chunk-fidelity run
     of one seed explore the same steps."""
     return torch.randint(horizon, (groups,), generator=generator).numpy()
@@ -174,7 +174,7 @@ def replay_searches(
         imagined, starts = ReflectedRealWorld(real, imagined, imagined.eta), jobs
     n, horizon = rollout.group_size, rollout.max_policy_steps
     kw = dict(execute_steps=rollout.execute_steps, generator=generator)
-    ks = _search_steps(len(jobs), horizon, generator)
+    ks = search_steps(len(jobs), horizon, generator)
     for idx in _batches(ks, batch, branch):
         js = [jobs[i] for i in idx]
         at = np.repeat(ks[idx], n)  # (B * n,)
@@ -232,7 +232,7 @@ def chunk_fidelity(
     *,
     generator: torch.Generator,
     batch: int = 6,
-) -> Iterator[list[dict[str, Any]]]:
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """One chunk's imagined frames against the real ones, group by group: from the real state
     at each group's step k (drawn first from ``generator``, as ``replay_searches`` draws them,
     so one seed measures the searches' own steps), the group's N chunks imagined (sampled as
@@ -242,7 +242,8 @@ def chunk_fidelity(
     Needs real envs with a pixel label map (``labels()``: the tabletop env).
 
     Yields:
-        per group whose real episode reached k: task, group, k, pixels (the mask's size), and
+        per batch of groups, how many groups it stepped and a list with a record per group
+        whose real episode reached k: task, group, k, pixels (the mask's size), and
         in [0, 1] pixel units over the mask: ``error`` (|imagined - real| after the chunk),
         ``copy_error`` (|frame at k - real after|: a world model that changes nothing),
         ``real_spread`` / ``imagined_spread`` (RMS deviation of the N frames from their group
@@ -256,7 +257,7 @@ def chunk_fidelity(
             "none (the tabletop env has)"
         )
     n, e = rollout.group_size, rollout.execute_steps
-    ks = _search_steps(len(jobs), rollout.max_policy_steps, generator)
+    ks = search_steps(len(jobs), rollout.max_policy_steps, generator)
     for idx in _batches(ks, batch, "real"):
         js, k = [jobs[i] for i in idx], int(ks[idx[0]])
         keys = [f"chunk-{i}" for i in idx]
@@ -301,7 +302,7 @@ def chunk_fidelity(
                     **frame_agreement(fi[rows], fr[rows], at_k, mask),
                 }
             )
-        yield out
+        yield len(idx), out
 
 
 def frame_agreement(
@@ -525,7 +526,6 @@ def paired_comparison(
     for reward in ("reflector", "success"):
         d = a[reward] - b[reward]  # (G,)
         share, share_ci = _share_of(d, oracle, draws)
-        observed = abs(d.mean())
         out[reward] = {
             "signal_per_group": float(a[reward].mean()),
             "against_signal_per_group": float(b[reward].mean()),
@@ -533,6 +533,69 @@ def paired_comparison(
             "difference_ci95": _interval(d[draws].mean(axis=1)),
             "share_of_oracle": share,
             "share_of_oracle_ci95": share_ci,
-            "p_value": float(np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12)),
+            "p_value": _sign_flip_p(d, flips),
+        }
+    return out
+
+
+def _sign_flip_p(d: np.ndarray, flips: np.ndarray) -> float:
+    """Two-sided p of the paired sign-flip permutation test of the per-group differences d
+    (G,) under the sign patterns ``flips`` (P, G)."""
+    return float(np.mean(np.abs((flips * d).mean(axis=1)) >= abs(d.mean()) - 1e-12))
+
+
+FIDELITY_PAIRED = ("error", "cosine")  # chunk_fidelity's measures compared group by group
+
+
+def paired_fidelity(records: list[dict[str, Any]], against: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two ``chunk_fidelity`` runs of the same policy, ``--seed`` and ``--groups`` (two world
+    models: the same groups, steps k, chunks and real frames), compared group by group: this
+    run minus ``against``.
+
+    Returns:
+        groups, and per measure ("error", "cosine"): both runs' means over the groups where both
+        have it, ``difference`` (the mean per-group difference) with a 95% bootstrap interval
+        over the groups, and ``p_value``: a two-sided paired sign-flip permutation test.
+    Raises:
+        ValueError: the runs did not measure the same groups at the same steps on the same
+            real frames.
+    """
+
+    records, against = (sorted(r, key=lambda x: x["group"]) for r in (records, against))
+
+    def key(recs: list[dict[str, Any]]) -> list[tuple]:
+        return [(r["task"], r["group"], r["k"], r["pixels"]) for r in recs]
+
+    same_frames = key(records) == key(against) and np.allclose(
+        [r["copy_error"] for r in records], [r["copy_error"] for r in against], rtol=0, atol=1e-9
+    )
+    if not same_frames:
+        raise ValueError(
+            "the chunk-fidelity runs compared must measure the same groups at the same steps on "
+            "the same real frames: run both with the same --policy, --seed and --groups, on "
+            "the same code"
+        )
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"groups": len(records)}
+    for measure in FIDELITY_PAIRED:
+        both = [
+            (a[measure], b[measure])
+            for a, b in zip(records, against, strict=True)
+            if a[measure] is not None and b[measure] is not None
+        ]
+        if not both:
+            out[measure] = None
+            continue
+        a, b = np.array(both).T  # (G,) each
+        d = a - b
+        draws = rng.integers(0, len(d), size=(BOOTSTRAP_DRAWS, len(d)))  # (D, G)
+        flips = rng.choice([-1.0, 1.0], size=(PERMUTATIONS, len(d)))  # (P, G)
+        out[measure] = {
+            "groups": len(d),
+            "mean": float(a.mean()),
+            "against_mean": float(b.mean()),
+            "difference": float(d.mean()),
+            "difference_ci95": _interval(d[draws].mean(axis=1)),
+            "p_value": _sign_flip_p(d, flips),
         }
     return out

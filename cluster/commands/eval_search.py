@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 HELP = (
     "replay imagined one-step searches in the real env: how often the chunks imagination "
@@ -57,12 +58,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "tabletop env)",
     )
     p.add_argument(
+        "--fidelity-only",
+        action="store_true",
+        help="measure only the chunk fidelity (no search, no eta calibrated): a few minutes for "
+        "192 groups, and what separates world models best (search.json's 'chunk_fidelity')",
+    )
+    p.add_argument(
         "--against",
         default=None,
         metavar="EVAL",
         help="an earlier eval-search output of the same --seed and --groups (other models or "
         "eta): compare the two group by group (search.json's 'against': the difference of "
-        "their signals with a 95%% interval and a paired permutation test)",
+        "their signals, and of their chunk fidelity where both measured it, with a 95%% "
+        "interval and a paired permutation test)",
     )
     p.add_argument("--out", required=True, help="folder for search.json and rollouts.json")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
@@ -79,8 +87,19 @@ def overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _against(path: str, jobs: list, group_size: int) -> list[dict]:
-    """The rollouts of the run to compare with, checked to search the same starts."""
+def _other_steps(path: str, steps: list[tuple[int, int]], ks) -> None:
+    """Refuse, before any work, a run to compare with whose (group, k) are not this run's
+    (``ks``: the steps this --seed draws)."""
+    if any(not 0 <= g < len(ks) or k != ks[g] for g, k in steps):
+        raise ValueError(
+            f"--against {path} explored other steps k than this run will: compare runs of the "
+            "same --seed, --groups and rollout.max_policy_steps, on the same code"
+        )
+
+
+def _against(path: str, jobs: list, group_size: int, ks) -> list[dict]:
+    """The rollouts of the run to compare with, checked to search the same starts at the same
+    steps k."""
     from pathlib import Path
 
     from actors.search_check import search_starts
@@ -100,6 +119,26 @@ def _against(path: str, jobs: list, group_size: int) -> list[dict]:
             f"--against {path} searched other starts ({len(records)} rollouts); compare runs "
             f"of the same --seed and --groups and rollout.group_size ({len(jobs)} x {group_size})"
         )
+    _other_steps(path, [(r["group"], r["k"]) for r in records[::group_size]], ks)
+    return records
+
+
+def _fidelity_against(path: str, ks) -> list[dict] | None:
+    """The chunk fidelity of the run to compare with (None: it measured none), checked to
+    measure this run's groups and steps k."""
+    from pathlib import Path
+
+    f = Path(path) / "chunk_fidelity.json"
+    if not f.is_file():
+        return None
+    try:
+        records = json.loads(f.read_text())
+        steps = [(int(r["group"]), int(r["k"])) for r in records if r["copy_error"] >= 0]
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+        raise ValueError(
+            f"--against {path}: chunk_fidelity.json is not an eval-search output ({e})"
+        ) from None
+    _other_steps(path, steps, ks)
     return records
 
 
@@ -111,8 +150,10 @@ def run(args: argparse.Namespace) -> int:
         chunk_fidelity,
         fidelity_summary,
         paired_comparison,
+        paired_fidelity,
         replay_searches,
         search_agreement,
+        search_steps,
     )
     from actors.starts import RealStartSampler, first_observations
     from actors.worlds import RealWorld
@@ -128,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.frames == "real" and args.branch == "real":
         raise ValueError("--frames real searches the real env from its reset: no --branch real")
+    if args.fidelity_only and (args.frames == "real" or args.branch == "real"):
+        raise ValueError("--fidelity-only runs no search: no --frames or --branch")
+    measure_fidelity = args.chunk_fidelity or args.fidelity_only
     cfg = load_config(args.config, overrides(args))
     setup = imagined_setup(cfg)  # refuses missing or unreadable models and data
     policy_f = PolicyFactory(args.policy)
@@ -135,15 +179,28 @@ def run(args: argparse.Namespace) -> int:
     real = RealWorld(EnvFactory(cfg.env))
     jobs = RealStartSampler(task_names(cfg.env), seed=args.seed).sample(args.groups)
     n = cfg.rollout.group_size
-    if args.chunk_fidelity and not hasattr(real.pool.take(1)[0], "labels"):
+    if measure_fidelity and not hasattr(real.pool.take(1)[0], "labels"):
         raise ValueError(
             f"--chunk-fidelity needs an env with a pixel label map (the tabletop env), not "
             f"{cfg.env.name}"
         )
-    against = _against(args.against, jobs, n) if args.against is not None else None
+    against = fidelity_against = None
+    if args.against is not None:
+        ks = search_steps(
+            len(jobs), setup.rollout.max_policy_steps, torch.Generator().manual_seed(args.seed)
+        ).tolist()
+        if measure_fidelity:
+            fidelity_against = _fidelity_against(args.against, ks)
+        if args.fidelity_only and fidelity_against is None:
+            raise FileNotFoundError(
+                f"--against {args.against}: no chunk_fidelity.json (an eval-search output of "
+                "--chunk-fidelity or --fidelity-only)"
+            )
+        if not args.fidelity_only:
+            against = _against(args.against, jobs, n, ks)
     with output_folder(args.out, overwrite=args.overwrite) as out:
         eta = None
-        if args.frames == "imagined":  # where the experiment calibrates one for imagined frames
+        if args.frames == "imagined" and not args.fidelity_only:  # calibrated for the search
             eta = imagination_eta(
                 cfg,
                 cfg.post_train.simulator,
@@ -157,27 +214,29 @@ def run(args: argparse.Namespace) -> int:
         imagined = setup.make_world({})
         starts = first_observations(real.pool.take(1)[0], jobs)
         records: list[dict] = []
-        parts = replay_searches(
-            policy,
-            imagined,
-            real,
-            jobs,
-            starts,
-            setup.rollout,
-            generator=torch.Generator().manual_seed(args.seed),
-            batch=args.batch,
-            branch=args.branch,
-            frames=args.frames,
-        )
-        with tqdm(
-            total=len(jobs), desc="eval-search", unit="group", disable=args.no_progress
-        ) as bar:
-            for part in parts:
-                records += part
-                bar.update(len(part) // n)
-        records.sort(key=lambda r: r["group"])  # "real" searches in batches of one step k
-        summary = search_agreement(records, n)
-        if args.chunk_fidelity:
+        summary: dict = {}
+        if not args.fidelity_only:
+            parts = replay_searches(
+                policy,
+                imagined,
+                real,
+                jobs,
+                starts,
+                setup.rollout,
+                generator=torch.Generator().manual_seed(args.seed),
+                batch=args.batch,
+                branch=args.branch,
+                frames=args.frames,
+            )
+            with tqdm(
+                total=len(jobs), desc="eval-search", unit="group", disable=args.no_progress
+            ) as bar:
+                for part in parts:
+                    records += part
+                    bar.update(len(part) // n)
+            records.sort(key=lambda r: r["group"])  # "real" searches in batches of one step k
+            summary = search_agreement(records, n)
+        if measure_fidelity:
             per_group: list[dict] = []
             parts = chunk_fidelity(
                 policy,
@@ -188,13 +247,27 @@ def run(args: argparse.Namespace) -> int:
                 generator=torch.Generator().manual_seed(args.seed),
                 batch=args.batch,
             )
-            for part in tqdm(parts, desc="chunk fidelity", disable=args.no_progress):
-                per_group += part
+            with tqdm(
+                total=len(jobs), desc="chunk fidelity", unit="group", disable=args.no_progress
+            ) as bar:
+                for stepped, part in parts:
+                    per_group += part
+                    bar.update(stepped)
+            per_group.sort(key=lambda r: r["group"])  # measured in batches of one step k
             summary["chunk_fidelity"] = fidelity_summary(per_group)
             write_text_atomic(out / "chunk_fidelity.json", json.dumps(per_group))
         real.close()
-        if against is not None:
-            summary["against"] = {"run": args.against, **paired_comparison(records, against, n)}
+        if args.against is not None:
+            summary["against"] = {"run": args.against}
+            if against is not None:
+                summary["against"].update(paired_comparison(records, against, n))
+            if fidelity_against is not None:
+                try:
+                    paired = paired_fidelity(per_group, fidelity_against)
+                except ValueError as e:  # e.g. another policy: other chunks, other real frames
+                    print(f"warning: --against {args.against}: {e}", file=sys.stderr)
+                    paired = {"refused": str(e)}
+                summary["against"]["chunk_fidelity"] = paired
         summary.update(
             policy=args.policy,
             simulator=cfg.post_train.simulator,
@@ -207,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
             max_policy_steps=setup.rollout.max_policy_steps,
             scale_factor=setup.rollout.scale_factor,
         )
-        write_text_atomic(out / "rollouts.json", json.dumps(records))
+        if not args.fidelity_only:
+            write_text_atomic(out / "rollouts.json", json.dumps(records))
         write_text_atomic(out / "search.json", json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "per_task"}))
     return 0

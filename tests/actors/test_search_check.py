@@ -8,7 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from actors.search_check import group_signals, paired_comparison, search_agreement
+from actors.search_check import (
+    group_signals,
+    paired_comparison,
+    paired_fidelity,
+    search_agreement,
+)
 from cluster.cli import main
 
 
@@ -260,10 +265,62 @@ def test_chunk_fidelity_measures_the_searches_own_steps(tiny_world, tmp_path):
     records = json.loads((out / "rollouts.json").read_text())
     k_of = {r["group"]: r["k"] for r in records}
     assert per_group and summary["chunk_fidelity"]["groups"] == len(per_group)
+    assert [r["group"] for r in per_group] == sorted(r["group"] for r in per_group)
     for r in per_group:
         assert r["k"] == k_of[r["group"]] and r["pixels"] > 0
         assert 0 <= r["error"] <= 1 and 0 <= r["copy_error"] <= 1
         assert r["cosine"] is None or -1 - 1e-9 <= r["cosine"] <= 1 + 1e-9
+    # the fidelity alone (no search, no eta) measures the same groups, chunks and frames, and
+    # pairs with the first run's: nothing differs
+    alone = tmp_path / "alone"
+    argv = _argv(tiny_world, alone, "--groups", "4", "--batch", "2", "--fidelity-only")
+    assert main([*argv, "--against", str(out), "--set", "rollout.eta=null"]) == 0
+    assert json.loads((alone / "chunk_fidelity.json").read_text()) == per_group
+    assert not (alone / "rollouts.json").exists() and not (alone / "eta_calibration.json").exists()
+    summary = json.loads((alone / "search.json").read_text())
+    assert set(summary["against"]) == {"run", "chunk_fidelity"}
+    paired = summary["against"]["chunk_fidelity"]
+    assert paired["groups"] == len(per_group)
+    assert paired["error"]["difference"] == 0.0 and paired["error"]["p_value"] == 1.0
+
+
+def _fidelity(errors, cosines, k=0):
+    return [
+        {"task": "lift_red", "group": g, "k": k, "pixels": 5, "copy_error": 0.01 * g,
+         "error": e, "cosine": c}
+        for g, (e, c) in enumerate(zip(errors, cosines, strict=True))
+    ]  # fmt: skip
+
+
+def test_paired_fidelity_is_the_per_group_difference_with_a_sign_flip_test():
+    rng = np.random.default_rng(2)
+    g = 10
+    a_err, b_err = rng.uniform(0, 0.05, g), rng.uniform(0, 0.05, g)
+    a_cos, b_cos = rng.uniform(-1, 1, g).tolist(), rng.uniform(-1, 1, g).tolist()
+    a_cos[3] = None  # a group whose chunks do not differ in one world: left out of the cosine
+    a, b = _fidelity(a_err.tolist(), a_cos), _fidelity(b_err.tolist(), b_cos)
+    out = paired_fidelity(a, b[::-1])  # the order of the records does not matter
+    signs = np.array([[1 - 2 * ((m >> j) & 1) for j in range(g)] for m in range(2**g)])
+    d = a_err - b_err
+    assert out["groups"] == g and out["error"]["groups"] == g
+    assert out["error"]["difference"] == pytest.approx(d.mean())
+    assert out["error"]["mean"] == pytest.approx(a_err.mean())
+    exact = np.mean(np.abs(signs @ d) / g >= abs(d.mean()) - 1e-12)  # all 2^10 sign patterns
+    assert out["error"]["p_value"] == pytest.approx(exact, abs=0.02)
+    lo, hi = out["error"]["difference_ci95"]
+    assert lo <= d.mean() <= hi
+    kept = [i for i in range(g) if i != 3]
+    dc = np.array([a_cos[i] - b_cos[i] for i in kept])
+    assert out["cosine"]["groups"] == g - 1
+    assert out["cosine"]["difference"] == pytest.approx(dc.mean())
+    worse = _fidelity((b_err + 0.01).tolist(), b_cos)  # every group further from the real frame
+    assert paired_fidelity(worse, b)["error"]["p_value"] < 0.01
+    with pytest.raises(ValueError, match="same real frames"):
+        paired_fidelity(a, _fidelity(b_err.tolist(), b_cos, k=1))
+    with pytest.raises(ValueError, match="same real frames"):
+        paired_fidelity(a, [dict(r, copy_error=r["copy_error"] + 0.1) for r in b])
+    with pytest.raises(ValueError, match="same real frames"):
+        paired_fidelity(a, b[:-1])
 
 
 def test_paired_comparison_is_the_per_group_difference_with_a_sign_flip_test():
@@ -327,6 +384,7 @@ def test_command_calibrates_eta_for_imagined_frames_where_the_config_asks(tiny_w
         (["--simulator", "/nonexistent/sim"], "/nonexistent/sim does not exist"),
         (["--against", "/nonexistent/run"], "no rollouts.json"),
         (["--frames", "real", "--branch", "real"], "no --branch real"),
+        (["--fidelity-only", "--branch", "real"], "--fidelity-only runs no search"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tiny_world, tmp_path, capsys, extra, message):
@@ -347,4 +405,30 @@ def test_a_comparison_with_a_search_of_other_starts_is_refused_before_searching(
     out = tmp_path / "search"
     assert main([*_argv(tiny_world, out, "--groups", "2"), "--against", str(other)]) == 2
     assert "searched other starts" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_comparison_at_other_steps_or_without_fidelity_is_refused_before_measuring(
+    tiny_world, tmp_path, capsys
+):
+    from actors.starts import RealStartSampler
+    from envs.config import EnvConfig
+    from envs.factory import task_names
+
+    jobs = RealStartSampler(task_names(EnvConfig()), seed=0).sample(2)
+    other = tmp_path / "other"
+    other.mkdir()
+    recs = _records([0.1] * 6, [False] * 6, [True] * 6, [True] * 6)
+    for i, r in enumerate(recs):  # this run's starts, at a step k it does not draw (max 2)
+        r.update(task=jobs[i // 3].task, seed=jobs[i // 3].seed, group=i // 3, k=5)
+    (other / "rollouts.json").write_text(json.dumps(recs))
+    out = tmp_path / "search"
+    argv = _argv(tiny_world, out, "--groups", "2", "--against", str(other))
+    assert main(argv) == 2
+    assert "explored other steps k" in capsys.readouterr().err
+    assert main([*argv, "--fidelity-only"]) == 2
+    assert "no chunk_fidelity.json" in capsys.readouterr().err
+    (other / "chunk_fidelity.json").write_text(json.dumps(_fidelity([0.1], [0.5], k=5)))
+    assert main([*argv, "--fidelity-only"]) == 2
+    assert "explored other steps k" in capsys.readouterr().err
     assert not out.exists()
