@@ -128,12 +128,16 @@ def _fidelity_against(path: str, ks) -> list[dict] | None:
     measure this run's groups and steps k."""
     from pathlib import Path
 
+    from actors.search_check import FIDELITY_PAIRED
+
     f = Path(path) / "chunk_fidelity.json"
     if not f.is_file():
         return None
     try:
         records = json.loads(f.read_text())
-        steps = [(int(r["group"]), int(r["k"])) for r in records if r["copy_error"] >= 0]
+        steps = [(int(r["group"]), int(r["k"])) for r in records]
+        for r in records:  # every other field the pairing reads, before any work
+            [r[key] for key in ("task", "pixels", "copy_error", *FIDELITY_PAIRED)]
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
         raise ValueError(
             f"--against {path}: chunk_fidelity.json is not an eval-search output ({e})"
@@ -212,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
             setup.rollout = dataclasses.replace(setup.rollout, eta=eta)
         policy = policy_f().eval()
         imagined = setup.make_world({})
-        starts = first_observations(real.pool.take(1)[0], jobs)
         records: list[dict] = []
         summary: dict = {}
         if not args.fidelity_only:
@@ -221,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                 imagined,
                 real,
                 jobs,
-                starts,
+                first_observations(real.pool.take(1)[0], jobs),
                 setup.rollout,
                 generator=torch.Generator().manual_seed(args.seed),
                 batch=args.batch,
