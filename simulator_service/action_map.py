@@ -1,11 +1,16 @@
 """Action maps: the next end-effector pose drawn on a black image (World-Env / EVAC).
 
-The world model gets the action as an image aligned with the frame it predicts: a filled disk at
-the projected next EE position, colored by the gripper opening (green open, red closed, linear in
-between), and three short lines along the projected EE axes (x blue, y cyan, z magenta), drawn
-first so that the disk stays on top. Edges are anti-aliased (pixel coverage), so sub-pixel
-positions are visible at 32 x 32. The projection is ``envs.base.Camera.project``, which applies
-LIBERO's 180-degree flip when the camera has ``flip180``.
+The world model gets the action as an image aligned with the frame it predicts. Style "axes"
+(World-Env / EVAC): a filled disk at the projected next EE position, colored by the gripper
+opening (green open, red closed, linear in between), and three short lines along the projected
+EE axes (x blue, y cyan, z magenta), drawn first so that the disk stays on top. Style "gripper":
+the outline of a parallel-jaw gripper at the next pose (two fingers where the proprio puts them,
+the palm bar joining their roots), colored by the opening, over its copy dropped straight down
+onto the ground plane in gray; the U-Net then has the gripper's silhouette, its height and the
+place of its shadow to copy rather than to infer from a disk. Edges are anti-aliased (pixel
+coverage), so sub-pixel positions are visible at 32 x 32. The projection is
+``envs.base.Camera.project``, which applies LIBERO's 180-degree flip when the camera has
+``flip180``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from simulator_service.config import ActionMapConfig
 OPEN_COLOR = np.array([0.0, 1.0, 0.0], dtype=np.float32)
 CLOSED_COLOR = np.array([1.0, 0.0, 0.0], dtype=np.float32)
 AXIS_COLORS = np.array([[0.0, 0.0, 1.0], [0.0, 0.6, 1.0], [0.6, 0.0, 1.0]], dtype=np.float32)
+GROUND_COLOR = np.array([0.5, 0.5, 0.5], dtype=np.float32)
 
 
 def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
@@ -58,6 +64,45 @@ def _segment_distance(pu: np.ndarray, pv: np.ndarray, a: np.ndarray, b: np.ndarr
     return np.sqrt(du * du + dv * dv)
 
 
+def _draw_segments(
+    out: np.ndarray,
+    pu: np.ndarray,
+    pv: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    half_width: float,
+    color: np.ndarray,
+    visible: np.ndarray,
+) -> np.ndarray:
+    """Paint anti-aliased segments a -> b over ``out`` (B, H, W, 3): a, b (B, 2) as (u, v);
+    color (3,) or (B, 3); visible (B,) bool (a segment with an end behind the camera is not
+    drawn)."""
+    dist = _segment_distance(pu, pv, a, b)  # (B, H, W)
+    cover = np.clip(half_width + 0.5 - dist, 0.0, 1.0) * visible[:, None, None]
+    alpha = cover[..., None]  # (B, H, W, 1)
+    color = np.asarray(color, dtype=np.float32).reshape(-1, 1, 1, 3)
+    return out * (1 - alpha) + color * alpha
+
+
+def gripper_points(proprio: np.ndarray, cfg: ActionMapConfig) -> np.ndarray:
+    """The gripper outline's six corners in the world: fingertips and finger roots of both
+    fingers, then the palm's two ends. proprio (B, 8) float64 -> (B, 6, 3)."""
+    pos = proprio[:, :3]  # (B, 3)
+    rot = axis_angle_to_matrix(proprio[:, 3:6])  # (B, 3, 3), columns = EE axes in world
+    axis = rot[:, :, cfg.finger_axis]  # (B, 3), the direction the fingers open along
+    root = rot @ np.asarray(cfg.finger_extent, dtype=np.float64)  # (B, 3), tip -> root
+    half = 0.5 * np.abs(proprio[:, 6] - proprio[:, 7])[:, None] * axis  # (B, 3)
+    palm = 0.5 * cfg.palm_width * axis
+    tips = [pos - half, pos + half]
+    return np.stack(
+        [tips[0], tips[0] + root, tips[1], tips[1] + root, pos + root - palm, pos + root + palm],
+        axis=1,
+    )
+
+
+GRIPPER_SEGMENTS = ((0, 1), (2, 3), (4, 5))  # the two fingers, the palm
+
+
 def render_action_maps(
     proprio: np.ndarray,
     camera: Camera,
@@ -75,7 +120,7 @@ def render_action_maps(
         proprio: (B, 8) next proprio states (EE pos 3, axis-angle 3, finger positions 2).
         camera: the camera the frames come from (its resolution may differ from ``size``;
             projections are rescaled).
-        cfg: radius, axis length, line width, gripper range.
+        cfg: style, radius, axis length, line width, gripper range and shape.
         size: side of the square output image in pixels.
     Returns:
         (B, size, size, 3) float32 in [0, 1]; black where nothing is drawn.
@@ -86,37 +131,47 @@ def render_action_maps(
     if not np.isfinite(proprio).all():
         raise ValueError("action map got non-finite proprio values")
     b = proprio.shape[0]
-    scale_u = size / camera.width
-    scale_v = size / camera.height
+    scale = np.array([size / camera.width, size / camera.height])
     pix_scale = size / 32.0
-    radius = cfg.radius * pix_scale
     half_width = cfg.line_width * pix_scale
 
-    pos = proprio[:, :3]  # (B, 3)
-    rot = axis_angle_to_matrix(proprio[:, 3:6])  # (B, 3, 3), columns = EE axes in world
-    ends = pos[:, None, :] + cfg.axis_length * np.swapaxes(rot, 1, 2)  # (B, 3, 3)
-    pts = np.concatenate([pos[:, None, :], ends], axis=1)  # (B, 4, 3)
-    uv, depth = camera.project(pts)  # (B, 4, 2), (B, 4)
-    uv = uv * np.array([scale_u, scale_v]) + 0.5 * np.array([scale_u - 1, scale_v - 1])
-    uv = uv.astype(np.float32)
-    visible = depth[:, 0] > 0  # (B,)
+    def project(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, P, 3) world points -> (B, P, 2) float32 pixel (u, v) at ``size``, (B, P) depth."""
+        uv, depth = camera.project(pts)
+        return (uv * scale + 0.5 * (scale - 1)).astype(np.float32), depth
 
     grid = np.arange(size, dtype=np.float32)
     pu, pv = grid[None, None, :], grid[None, :, None]  # pixel centers: u = column, v = row
     out = np.zeros((b, size, size, 3), dtype=np.float32)
+    o = gripper_opening(proprio, cfg.gripper_max_opening).astype(np.float32)[:, None]
+    color = o * OPEN_COLOR + (1 - o) * CLOSED_COLOR  # (B, 3)
+    if cfg.style == "gripper":
+        pts = gripper_points(proprio, cfg)  # (B, 6, 3)
+        ground = pts.copy()
+        ground[..., 2] = cfg.ground_z
+        for layer, col in ((ground, GROUND_COLOR), (pts, color)):
+            uv, depth = project(layer)
+            for i, j in GRIPPER_SEGMENTS:
+                seen = (depth[:, i] > 0) & (depth[:, j] > 0)
+                out = _draw_segments(out, pu, pv, uv[:, i], uv[:, j], half_width, col, seen)
+        return out.astype(np.float32, copy=False)
+
+    pos = proprio[:, :3]  # (B, 3)
+    rot = axis_angle_to_matrix(proprio[:, 3:6])  # (B, 3, 3), columns = EE axes in world
+    ends = pos[:, None, :] + cfg.axis_length * np.swapaxes(rot, 1, 2)  # (B, 3, 3)
+    uv, depth = project(np.concatenate([pos[:, None, :], ends], axis=1))  # (B, 4, 2), (B, 4)
+    visible = depth[:, 0] > 0  # (B,)
     if cfg.axis_length > 0:
         for i in range(3):
-            dist = _segment_distance(pu, pv, uv[:, 0], uv[:, 1 + i])  # (B, H, W)
-            cover = np.clip(half_width + 0.5 - dist, 0.0, 1.0)
-            alpha = (cover * (depth[:, 1 + i] > 0)[:, None, None])[..., None]  # (B, H, W, 1)
-            out = out * (1 - alpha) + AXIS_COLORS[i] * alpha
+            out = _draw_segments(
+                out, pu, pv, uv[:, 0], uv[:, 1 + i], half_width, AXIS_COLORS[i], depth[:, 1 + i] > 0
+            )
+    radius = cfg.radius * pix_scale
     du, dv = pu - uv[:, 0, 0, None, None], pv - uv[:, 0, 1, None, None]
     alpha = np.clip(radius + 0.5 - np.sqrt(du * du + dv * dv), 0.0, 1.0)[..., None]
-    o = gripper_opening(proprio, cfg.gripper_max_opening).astype(np.float32)[:, None]
-    color = (o * OPEN_COLOR + (1 - o) * CLOSED_COLOR)[:, None, None, :]  # (B, 1, 1, 3)
-    out = out * (1 - alpha) + color * alpha
+    out = out * (1 - alpha) + color[:, None, None, :] * alpha
     out[~visible] = 0.0
     return out.astype(np.float32, copy=False)
 
 
-__all__ = ["render_action_maps", "axis_angle_to_matrix", "gripper_opening"]
+__all__ = ["render_action_maps", "axis_angle_to_matrix", "gripper_opening", "gripper_points"]

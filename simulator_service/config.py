@@ -128,21 +128,53 @@ class ActionMapConfig:
     """How the next end-effector pose is drawn (see ``action_map.py``).
 
     Attributes:
-        radius: disk radius in pixels at a 32-pixel image (scaled with the image size).
-        axis_length: length of the drawn EE axes in world units (meters).
-        line_width: half-width of the axis lines in pixels at 32 px (scaled).
+        style: "axes" (World-Env / EVAC: a disk at the EE point colored by the gripper opening
+            and three short lines along the EE axes) or "gripper" (the outline of a parallel-jaw
+            gripper at the next pose: two fingers at the recorded finger positions and the palm
+            joining them, colored by the opening, and the same outline dropped straight down
+            onto the ground plane in gray, which shows the EE's height and where its shadow
+            falls).
+        radius: disk radius in pixels at a 32-pixel image (scaled with the image size; "axes").
+        axis_length: length of the drawn EE axes in world units (meters; "axes").
+        line_width: half-width of the drawn lines in pixels at 32 px (scaled).
         gripper_max_opening: finger-position difference of a fully open gripper.
+        finger_axis: the EE axis (0 = x, 1 = y, 2 = z) the fingers open along ("gripper").
+        finger_extent: (3,) from a fingertip (at the EE point +- half the opening) to the
+            finger's root at the palm, in the EE frame, meters ("gripper"; the default is the
+            built-in tabletop's gripper: fingers 6.5 cm long above the EE point).
+        palm_width: length of the palm bar along ``finger_axis``, meters ("gripper").
+        ground_z: height of the ground plane the outline is dropped onto, meters ("gripper").
     """
 
+    style: Literal["axes", "gripper"] = "axes"
     radius: float = 1.5
     axis_length: float = 0.06
     line_width: float = 0.5
     gripper_max_opening: float = 0.08
+    finger_axis: int = 0
+    finger_extent: tuple[float, float, float] = (0.0, 0.0, 0.065)
+    palm_width: float = 0.124
+    ground_z: float = 0.0
 
     def __post_init__(self) -> None:
+        require(
+            self.style in ("axes", "gripper"),
+            f"action_map.style must be 'axes' or 'gripper', got {self.style!r}",
+        )
         require(self.radius > 0, f"action_map.radius must be > 0, got {self.radius}")
         require(self.axis_length >= 0, "action_map.axis_length must be >= 0")
+        require(self.line_width > 0, f"action_map.line_width must be > 0, got {self.line_width}")
         require(self.gripper_max_opening > 0, "action_map.gripper_max_opening must be > 0")
+        require(
+            self.finger_axis in (0, 1, 2),
+            f"action_map.finger_axis must be 0, 1 or 2, got {self.finger_axis}",
+        )
+        self.finger_extent = tuple(float(x) for x in self.finger_extent)
+        require(
+            len(self.finger_extent) == 3,
+            f"action_map.finger_extent must hold 3 numbers, got {self.finger_extent}",
+        )
+        require(self.palm_width >= 0, "action_map.palm_width must be >= 0")
 
 
 @dataclass
@@ -220,6 +252,9 @@ class SimulatorConfig:
         image_size: square frame side the model works at (frames of another size are refused).
         space: "pixel" (tiny / demo) or "latent" (through ``vae``).
         history: K, number of history frames sampled from the memory bank.
+        history_rule: which K frames: the first and, "spread", evenly spaced ones up to the
+            latest (EVAC / World-Env), or "recent", the K - 1 latest (``memory_bank``; the same
+            for K <= 2).
         num_reference_frames: frames at the start of an episode encoded once by VGGT / CLIP.
         block_out_channels: U-Net widths per resolution.
         attention_levels: which resolutions (indices into block_out_channels) get
@@ -248,6 +283,7 @@ class SimulatorConfig:
     image_size: int = 32
     space: Literal["pixel", "latent"] = "pixel"
     history: int = 2
+    history_rule: Literal["spread", "recent"] = "spread"
     num_reference_frames: int = 1
     block_out_channels: tuple[int, ...] = (32, 64, 128)
     attention_levels: tuple[int, ...] = (2,)
@@ -291,6 +327,10 @@ class SimulatorConfig:
         n = len(self.block_out_channels)
         require(n >= 1, "block_out_channels must not be empty")
         require(self.history >= 1, f"history (K) must be >= 1, got {self.history}")
+        require(
+            self.history_rule in ("spread", "recent"),
+            f"history_rule must be 'spread' or 'recent', got {self.history_rule!r}",
+        )
         require(self.num_reference_frames >= 1, "num_reference_frames must be >= 1")
         require(
             all(0 <= i < n for i in self.attention_levels),

@@ -139,7 +139,10 @@ def train_world_model(
     episodes, _camera = load_episodes(list(data), cfg, progress=progress)
     train_eps, val_eps = split_episodes(episodes, tc.val_fraction, tc.seed)
     sampler = TransitionSampler(
-        train_eps, k=cfg.history, exploration_fraction=tc.exploration_fraction
+        train_eps,
+        k=cfg.history,
+        exploration_fraction=tc.exploration_fraction,
+        rule=cfg.history_rule,
     )
     model = WorldModel(cfg).to(device)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -158,7 +161,12 @@ def train_world_model(
     out.mkdir(parents=True, exist_ok=True)
     cache = encode_all(model, episodes)
     val_sampler = (
-        TransitionSampler(val_eps, k=cfg.history, exploration_fraction=tc.exploration_fraction)
+        TransitionSampler(
+            val_eps,
+            k=cfg.history,
+            exploration_fraction=tc.exploration_fraction,
+            rule=cfg.history_rule,
+        )
         if val_eps
         else None
     )

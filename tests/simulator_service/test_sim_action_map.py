@@ -1,4 +1,5 @@
-"""Action maps: projection against hand-computed pixels, colors, flip, batching, bad input."""
+"""Action maps: projection against hand-computed pixels, colors, flip, batching, bad input; the
+gripper outline and its ground copy at hand-computed pixels."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from envs.base import Camera
 from simulator_service.action_map import (
     AXIS_COLORS,
     CLOSED_COLOR,
+    GROUND_COLOR,
     OPEN_COLOR,
     axis_angle_to_matrix,
     render_action_maps,
@@ -127,3 +129,73 @@ def test_rodrigues_and_bad_input():
         render_action_maps(np.zeros((2, 7)), camera(), ActionMapConfig(), size=32)
     with pytest.raises(ValueError, match="non-finite"):
         render_action_maps(np.full((1, 8), np.nan), camera(), ActionMapConfig(), size=32)
+
+
+def gripper_cfg(**kw):
+    # fingers open along the EE x axis and reach 0.1 m along its y axis to the palm, 0.2 m wide:
+    # with the test camera (f = 40, center 15.5, depth 1) a 0.025 m step is one pixel
+    base = dict(style="gripper", finger_extent=(0.0, 0.1, 0.0), palm_width=0.2, ground_z=-1.0)
+    base.update(kw)
+    return ActionMapConfig(**base)
+
+
+def test_gripper_outline_at_hand_computed_pixels():
+    # EE at pixel (u, v) = (16, 16); open 0.1: fingertips at u = 14 and 18, roots at v = 20;
+    # the palm from u = 12 to 20 at v = 20; the ground (z = -1) is behind the camera: not drawn
+    img = render_action_maps(
+        proprio(0.0125, 0.0125, 1.0, opening=0.1), camera(), gripper_cfg(), size=32
+    )[0]
+    for v, u in [(16, 14), (18, 14), (20, 14), (16, 18), (18, 18), (20, 12), (20, 16), (20, 20)]:
+        assert img[v, u] == pytest.approx(OPEN_COLOR), (v, u)
+    for v, u in [(16, 16), (18, 16), (14, 14), (20, 23), (10, 10)]:
+        assert img[v, u] == pytest.approx([0, 0, 0]), (v, u)
+    closed = render_action_maps(
+        proprio(0.0125, 0.0125, 1.0, opening=0.0), camera(), gripper_cfg(), size=32
+    )[0]
+    assert closed[18, 16] == pytest.approx(CLOSED_COLOR)  # both fingers on the EE axis
+    assert closed[18, 14] == pytest.approx([0, 0, 0])
+    # turned 90 degrees about the camera axis: the fingers open along v, reach toward -u
+    turned = render_action_maps(
+        proprio(0.0125, 0.0125, 1.0, opening=0.1, rot=(0, 0, np.pi / 2)),
+        camera(),
+        gripper_cfg(),
+        size=32,
+    )[0]
+    for v, u in [(14, 16), (14, 14), (14, 12), (18, 14), (12, 12), (20, 12)]:
+        assert turned[v, u] == pytest.approx(OPEN_COLOR), (v, u)
+    assert turned[16, 16] == pytest.approx([0, 0, 0])
+
+
+def test_gripper_ground_copy():
+    # the EE behind the camera (not drawn), its copy dropped onto the plane z = 1: the outline
+    # of the test above in gray
+    img = render_action_maps(
+        proprio(0.0125, 0.0125, -1.0, opening=0.1), camera(), gripper_cfg(ground_z=1.0), size=32
+    )[0]
+    for v, u in [(16, 14), (18, 18), (20, 12), (20, 20)]:
+        assert img[v, u] == pytest.approx(GROUND_COLOR), (v, u)
+    assert img[16, 16] == pytest.approx([0, 0, 0])
+    # drawn under the outline: where both fall on one pixel, the outline's color shows
+    both = render_action_maps(
+        proprio(0.0125, 0.0125, 1.0, opening=0.1), camera(), gripper_cfg(ground_z=1.0), size=32
+    )[0]
+    assert both[18, 14] == pytest.approx(OPEN_COLOR)
+    batch = np.concatenate([proprio(0.0125, 0.0125, 1.0), proprio(-0.1, 0.05, 1.5, opening=0.02)])
+    many = render_action_maps(batch, camera(), gripper_cfg(ground_z=2.0), size=32)
+    assert np.array_equal(
+        many[1], render_action_maps(batch[1:], camera(), gripper_cfg(ground_z=2.0), size=32)[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("style", "disk", "action_map.style"),
+        ("finger_axis", 3, "action_map.finger_axis"),
+        ("finger_extent", (0.0, 0.1), "action_map.finger_extent"),
+        ("line_width", 0.0, "action_map.line_width"),
+    ],
+)
+def test_action_map_config_refuses_bad_values(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        ActionMapConfig(**{key: value})
