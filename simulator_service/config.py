@@ -252,9 +252,6 @@ class SimulatorConfig:
         image_size: square frame side the model works at (frames of another size are refused).
         space: "pixel" (tiny / demo) or "latent" (through ``vae``).
         history: K, number of history frames sampled from the memory bank.
-        history_rule: which K frames: the first and, "spread", evenly spaced ones up to the
-            latest (EVAC / World-Env), or "recent", the K - 1 latest (``memory_bank``; the same
-            for K <= 2).
         num_reference_frames: frames at the start of an episode encoded once by VGGT / CLIP.
         block_out_channels: U-Net widths per resolution.
         attention_levels: which resolutions (indices into block_out_channels) get
@@ -283,7 +280,6 @@ class SimulatorConfig:
     image_size: int = 32
     space: Literal["pixel", "latent"] = "pixel"
     history: int = 2
-    history_rule: Literal["spread", "recent"] = "spread"
     num_reference_frames: int = 1
     block_out_channels: tuple[int, ...] = (32, 64, 128)
     attention_levels: tuple[int, ...] = (2,)
@@ -327,10 +323,6 @@ class SimulatorConfig:
         n = len(self.block_out_channels)
         require(n >= 1, "block_out_channels must not be empty")
         require(self.history >= 1, f"history (K) must be >= 1, got {self.history}")
-        require(
-            self.history_rule in ("spread", "recent"),
-            f"history_rule must be 'spread' or 'recent', got {self.history_rule!r}",
-        )
         require(self.num_reference_frames >= 1, "num_reference_frames must be >= 1")
         require(
             all(0 <= i < n for i in self.attention_levels),

@@ -119,20 +119,11 @@ class TransitionSampler:
         k: history length K.
         exploration_fraction: expected share of exploration transitions per batch (used only
             when both pools are non-empty).
-        rule: which K history frames (``memory_bank.select_indices``).
     """
 
-    def __init__(
-        self,
-        episodes: list[EpisodeArrays],
-        *,
-        k: int,
-        exploration_fraction: float,
-        rule: str = "spread",
-    ):
+    def __init__(self, episodes: list[EpisodeArrays], *, k: int, exploration_fraction: float):
         self.episodes = episodes
         self.k = k
-        self.rule = rule
         self.fraction = exploration_fraction
         expl = [i for i, e in enumerate(episodes) if e.source in EXPLORATION_SOURCES]
         expert = [i for i, e in enumerate(episodes) if e.source not in EXPLORATION_SOURCES]
@@ -169,7 +160,7 @@ class TransitionSampler:
         hist, maps, target = [], [], []
         for e, t in zip(eps, steps, strict=True):
             ep = self.episodes[e]
-            idx = select_indices(t + 1, self.k, self.rule)
+            idx = select_indices(t + 1, self.k)
             hist.append(ep.frames[idx])
             maps.append(ep.action_maps[t])
             target.append(ep.frames[t + 1])

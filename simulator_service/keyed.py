@@ -90,7 +90,7 @@ class KeyedWorldSimulator:
         ref = x[:, np.minimum(np.arange(n_ref), t0 - 1)]
         with torch.no_grad():
             features = self.model.encode_reference(ref)
-        bank = MemoryBank(self.model.cfg.history, self.model.cfg.history_rule)
+        bank = MemoryBank(self.model.cfg.history)
         bank.reset(x)
         gen = torch.Generator().manual_seed(group_seed(self.seed, key))
         self._groups[key] = _Group(

@@ -11,33 +11,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-HISTORY_RULES = ("spread", "recent")
 
-
-def select_indices(length: int, k: int, rule: str = "spread") -> np.ndarray:
+def select_indices(length: int, k: int) -> np.ndarray:
     """Indices of the K conditioning frames among ``length`` stored frames.
 
-    K = 1 gives the latest frame. Otherwise the first frame and, by ``rule``, "spread": K - 2
-    evenly spaced frames and the latest (EVAC / World-Env), or "recent": the K - 1 latest (what
-    moved in the last steps, e.g. whether a block follows the gripper). In time order; with
-    fewer frames than K, frames repeat.
+    K = 1 gives the latest frame; otherwise the first, K - 2 evenly spaced, and the latest,
+    in time order. With fewer frames than K, early frames repeat.
 
     Args:
         length: number of stored frames (>= 1).
         k: number of frames to select (>= 1).
-        rule: "spread" or "recent".
     Returns:
         (k,) int64 indices in [0, length).
     """
     if length < 1 or k < 1:
         raise ValueError(f"select_indices needs length >= 1 and k >= 1, got {length}, {k}")
-    if rule not in HISTORY_RULES:
-        raise ValueError(f"history rule must be one of {HISTORY_RULES}, got {rule!r}")
     if k == 1:
         return np.array([length - 1], dtype=np.int64)
-    if rule == "recent":
-        latest = np.arange(length - k + 1, length).clip(0)  # (K - 1,)
-        return np.concatenate([[0], latest]).astype(np.int64)
     return np.round(np.linspace(0, length - 1, k)).astype(np.int64)
 
 
@@ -49,14 +39,12 @@ class MemoryBank:
 
     Args:
         k: number of frames ``select`` returns per environment.
-        rule: which frames (``select_indices``).
     """
 
-    def __init__(self, k: int, rule: str = "spread"):
+    def __init__(self, k: int):
         if k < 1:
             raise ValueError(f"memory bank size K must be >= 1, got {k}")
         self.k = k
-        self.rule = rule
         self._frames: list[list[torch.Tensor]] = []
 
     def __len__(self) -> int:
@@ -101,9 +89,9 @@ class MemoryBank:
             raise ValueError("memory bank is empty: call reset() first")
         out = []
         for hist in self._frames:
-            idx = select_indices(len(hist), self.k, self.rule)
+            idx = select_indices(len(hist), self.k)
             out.append(torch.stack([hist[i] for i in idx]))
         return torch.stack(out)
 
 
-__all__ = ["MemoryBank", "select_indices", "HISTORY_RULES"]
+__all__ = ["MemoryBank", "select_indices"]

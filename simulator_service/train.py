@@ -139,10 +139,7 @@ def train_world_model(
     episodes, _camera = load_episodes(list(data), cfg, progress=progress)
     train_eps, val_eps = split_episodes(episodes, tc.val_fraction, tc.seed)
     sampler = TransitionSampler(
-        train_eps,
-        k=cfg.history,
-        exploration_fraction=tc.exploration_fraction,
-        rule=cfg.history_rule,
+        train_eps, k=cfg.history, exploration_fraction=tc.exploration_fraction
     )
     model = WorldModel(cfg).to(device)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -161,12 +158,7 @@ def train_world_model(
     out.mkdir(parents=True, exist_ok=True)
     cache = encode_all(model, episodes)
     val_sampler = (
-        TransitionSampler(
-            val_eps,
-            k=cfg.history,
-            exploration_fraction=tc.exploration_fraction,
-            rule=cfg.history_rule,
-        )
+        TransitionSampler(val_eps, k=cfg.history, exploration_fraction=tc.exploration_fraction)
         if val_eps
         else None
     )

@@ -1,5 +1,4 @@
-"""Memory bank: first / evenly spaced / latest selection (or first / recent), per-environment
-histories."""
+"""Memory bank: first / evenly spaced / latest selection, per-environment histories."""
 
 import numpy as np
 import pytest
@@ -16,22 +15,6 @@ def test_select_indices():
     assert select_indices(2, 3).tolist() == [0, 0, 1] or select_indices(2, 3).tolist() == [0, 1, 1]
     with pytest.raises(ValueError):
         select_indices(0, 2)
-
-
-def test_select_recent_indices():
-    assert select_indices(10, 4, "recent").tolist() == [0, 7, 8, 9]
-    assert select_indices(10, 2, "recent").tolist() == select_indices(10, 2).tolist() == [0, 9]
-    assert select_indices(5, 1, "recent").tolist() == [4]
-    assert select_indices(1, 3, "recent").tolist() == [0, 0, 0]
-    assert select_indices(2, 3, "recent").tolist() == [0, 0, 1]
-    assert select_indices(3, 3, "recent").tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match="history rule"):
-        select_indices(5, 3, "latest")
-    bank = MemoryBank(3, "recent")
-    bank.reset(torch.zeros(2, 1, 4, 4))
-    for t in range(1, 10):
-        bank.append(torch.full((2, 1, 4, 4), float(t)))
-    assert bank.select()[:, :, 0, 0, 0].tolist() == [[0, 8, 9], [0, 8, 9]]
 
 
 def test_bank_histories():

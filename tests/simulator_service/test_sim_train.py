@@ -34,19 +34,6 @@ def test_mixing_ratio(synthetic_store):
     assert len(only_expert.sample(8, np.random.default_rng(0))["episode"]) == 8
 
 
-def test_recent_history_in_training_batches(synthetic_store):
-    """Training draws its K history frames by the same rule the memory bank serves them."""
-    import numpy as np
-
-    eps, _ = load_episodes([synthetic_store], tiny(), progress=False)
-    s = TransitionSampler(eps, k=3, exploration_fraction=0.5, rule="recent")
-    b = s.gather(np.array([0, 0, 1]), [0, 1, 5])
-    for row, (e, t) in enumerate([(0, 0), (0, 1), (1, 5)]):
-        want = eps[e].frames[[0, max(t - 1, 0), t]].float() / 255
-        assert torch.equal(b["history"][row], want)
-        assert torch.equal(b["target"][row], eps[e].frames[t + 1].float() / 255)
-
-
 def test_train_checkpoint_resume_and_load(synthetic_store, tmp_path):
     out = tmp_path / "run"
     s1 = train_world_model(tiny(), [synthetic_store], out, progress=False, log=lambda m: None)
