@@ -201,6 +201,9 @@ class SimTrainConfig:
             (only those the configured sampler visits at sample_steps: with one step the model
             trains where it is queried and nowhere else; a checkpoint is then tied to that
             sampler and step count).
+        history_speckle: share of the latest history frame's pixels disturbed in training
+            (each channel by up to +-0.4, clipped), so the model learns to restore pixels that
+            do not belong to the scene, as its own open-loop frames leave behind; 0 = off.
     """
 
     steps: int = 3000
@@ -216,6 +219,7 @@ class SimTrainConfig:
     grad_clip: float = 1.0
     time_budget_s: float = 1140.0
     timesteps: Literal["all", "sampler"] = "all"
+    history_speckle: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -238,6 +242,10 @@ class SimTrainConfig:
             "train.val_every and train.ckpt_every must be >= 1",
         )
         require(self.time_budget_s >= 0, "train.time_budget_s must be >= 0")
+        require(
+            0.0 <= self.history_speckle < 1.0,
+            f"train.history_speckle must be in [0, 1), got {self.history_speckle}",
+        )
         require(
             self.timesteps in ("all", "sampler"),
             f"train.timesteps must be 'all' or 'sampler', got {self.timesteps!r}",

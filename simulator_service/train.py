@@ -80,6 +80,15 @@ class EMA:
         torch._foreach_lerp_(shadow, [p.detach() for p in self.params], 1.0 - d)
 
 
+def speckle(frames: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """frames (B, 3, H, W) in [0, 1] with ``share`` of their pixels disturbed: each channel
+    moved by up to +-0.4, clipped to [0, 1]."""
+    b, _, h, w = frames.shape
+    hit = torch.rand((b, 1, h, w), generator=generator) < share
+    shift = (torch.rand(frames.shape, generator=generator) - 0.5) * 0.8
+    return (frames + shift * hit).clamp(0, 1)
+
+
 def _val_batches(
     sampler: TransitionSampler, n_batches: int, batch: int, seed: int
 ) -> list[dict[str, Any]]:
@@ -199,7 +208,11 @@ def train_world_model(
     try:
         while step < tc.steps:
             rng = np.random.default_rng((tc.seed, step))
-            b = _to(sampler.sample(tc.batch_size, rng), device)
+            b = sampler.sample(tc.batch_size, rng)
+            if tc.history_speckle > 0:
+                g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+                b["history"][:, -1] = speckle(b["history"][:, -1], tc.history_speckle, g)
+            b = _to(b, device)
             feats = _features(cache, train_eps, b["episode"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16_autocast):
                 loss = model.loss(b["history"], b["action_map"], feats, b["target"])

@@ -238,3 +238,42 @@ def test_reward_agreement_splits_by_real_outcome(make_episodes, synthetic_store,
         for outcome in ("successful", "failed"):
             assert rep[outcome]["real_detected"] == rep[outcome]["imagined_detected"] == expect
     assert set(seen) == {(6, 16, 16, 3)}  # first frame + 5 imagined steps, real and imagined
+
+
+def test_history_speckle_disturbs_the_configured_share_of_pixels():
+    from simulator_service.train import speckle
+
+    frames = torch.full((4, 3, 32, 32), 0.5)
+    out = speckle(frames, 0.05, torch.Generator().manual_seed(0))
+    moved = (out != frames).any(dim=1)  # (4, 32, 32)
+    assert 0.03 < moved.float().mean().item() < 0.07
+    assert (out - frames).abs().max().item() <= 0.4 + 1e-6
+    again = speckle(frames, 0.05, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert torch.equal(speckle(frames, 0.0, torch.Generator().manual_seed(0)), frames)
+    edge = speckle(torch.ones(2, 3, 8, 8), 0.5, torch.Generator().manual_seed(1))
+    assert edge.max().item() <= 1.0 and edge.min().item() >= 0.6 - 1e-6
+    with pytest.raises(ValueError, match="train.history_speckle"):
+        SimTrainConfig(history_speckle=1.0)
+
+
+def test_training_with_history_speckle(synthetic_store, tmp_path, monkeypatch):
+    """Training disturbs the latest history frame of each batch, and only it."""
+    import simulator_service.train as train_mod
+
+    calls, plain = [], train_mod.speckle
+
+    def recording(frames, share, generator):
+        calls.append((tuple(frames.shape), share))
+        return plain(frames, share, generator)
+
+    monkeypatch.setattr(train_mod, "speckle", recording)
+    s = train_world_model(
+        tiny(history_speckle=0.05),
+        [synthetic_store],
+        tmp_path / "run",
+        progress=False,
+        log=lambda m: None,
+    )
+    assert s["steps"] == 4 and s["val_loss"] == s["val_loss"]
+    assert calls == [((4, 3, 16, 16), 0.05)] * 4  # one latest frame per training batch
