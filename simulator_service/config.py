@@ -204,6 +204,11 @@ class SimTrainConfig:
         history_speckle: share of the latest history frame's pixels disturbed in training
             (each channel by up to +-0.4, clipped), so the model learns to restore pixels that
             do not belong to the scene, as its own open-loop frames leave behind; 0 = off.
+        own_history: share of the training transitions past an episode's first step whose
+            latest history frame o_t is the world model's own prediction of it (sampled without
+            gradient from the history up to o_{t-1} and the map of s_t): the kind of frame it
+            conditions on in open-loop imagination, one step deep; the target stays the real
+            o_{t+1}, so the model learns to correct its own leftovers. 0 = off.
     """
 
     steps: int = 3000
@@ -220,6 +225,7 @@ class SimTrainConfig:
     time_budget_s: float = 1140.0
     timesteps: Literal["all", "sampler"] = "all"
     history_speckle: float = 0.0
+    own_history: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -245,6 +251,10 @@ class SimTrainConfig:
         require(
             0.0 <= self.history_speckle < 1.0,
             f"train.history_speckle must be in [0, 1), got {self.history_speckle}",
+        )
+        require(
+            0.0 <= self.own_history <= 1.0,
+            f"train.own_history must be in [0, 1], got {self.own_history}",
         )
         require(
             self.timesteps in ("all", "sampler"),

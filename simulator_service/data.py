@@ -140,7 +140,8 @@ class TransitionSampler:
 
     def sample(self, batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor | np.ndarray]:
         """A batch: history (B, K, 3, H, W), action_map (B, 3, H, W), target (B, 3, H, W),
-        all float in [0, 1]; episode (B,) indices into ``episodes``."""
+        all float in [0, 1]; episode (B,) indices into ``episodes``; step (B,) the t of each
+        transition (target o_{t+1})."""
         both = len(self.pools[0]) and len(self.pools[1])
         if both:
             from_expl = rng.random(batch) < self.fraction
@@ -169,6 +170,7 @@ class TransitionSampler:
             "action_map": torch.stack(maps).float(),
             "target": torch.stack(target).float() / 255,
             "episode": np.asarray(eps),
+            "step": np.asarray(steps, dtype=np.int64),
         }
 
 

@@ -89,6 +89,43 @@ def speckle(frames: torch.Tensor, share: float, generator: torch.Generator) -> t
     return (frames + shift * hit).clamp(0, 1)
 
 
+@torch.no_grad()
+def own_history(
+    model: WorldModel,
+    sampler: TransitionSampler,
+    batch: dict[str, Any],
+    *,
+    share: float,
+    features: Callable[[np.ndarray], Features],
+    generator: torch.Generator,
+) -> int:
+    """Replace, in place, the latest history frame o_t of ``share`` of the batch's transitions
+    with t >= 1 by the world model's own sample of it, from the history up to o_{t-1} and the
+    action map of s_t (the frame open-loop imagination would condition on, one step deep).
+
+    Args:
+        model: the world model being trained (its current weights sample).
+        sampler: the sampler ``batch`` came from (it gathers the previous transitions).
+        batch: a batch of ``sampler`` on the model's device (history (B, K, 3, H, W)).
+        share: probability that a transition with t >= 1 gets its own frame.
+        features: reference features of episode indices.
+        generator: CPU generator of the choice and of the sampling noise.
+    Returns:
+        how many transitions got the model's frame.
+    """
+    steps = batch["step"]
+    pick = (torch.rand(len(steps), generator=generator).numpy() < share) & (steps >= 1)
+    if not pick.any():
+        return 0
+    eps = batch["episode"][pick]
+    prev = _to(sampler.gather(eps, [int(t) - 1 for t in steps[pick]]), batch["history"].device)
+    noise = torch.randn(model.noise_shape(len(eps)), generator=generator)
+    frames = model.predict(prev["history"], prev["action_map"], features(eps), noise=noise)
+    rows = torch.from_numpy(np.flatnonzero(pick)).to(frames.device)
+    batch["history"][rows, -1] = frames.to(batch["history"].dtype)
+    return int(pick.sum())
+
+
 def _val_batches(
     sampler: TransitionSampler, n_batches: int, batch: int, seed: int
 ) -> list[dict[str, Any]]:
@@ -213,6 +250,16 @@ def train_world_model(
                 g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
                 b["history"][:, -1] = speckle(b["history"][:, -1], tc.history_speckle, g)
             b = _to(b, device)
+            if tc.own_history > 0:
+                g = torch.Generator().manual_seed(tc.seed * 1_000_033 + step)
+                own_history(
+                    model,
+                    sampler,
+                    b,
+                    share=tc.own_history,
+                    features=lambda idx: _features(cache, train_eps, idx),
+                    generator=g,
+                )
             feats = _features(cache, train_eps, b["episode"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16_autocast):
                 loss = model.loss(b["history"], b["action_map"], feats, b["target"])
@@ -274,4 +321,4 @@ def train_world_model(
     return summary
 
 
-__all__ = ["train_world_model", "encode_all", "EMA"]
+__all__ = ["train_world_model", "encode_all", "EMA", "own_history", "speckle"]

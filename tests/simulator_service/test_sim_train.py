@@ -277,3 +277,74 @@ def test_training_with_history_speckle(synthetic_store, tmp_path, monkeypatch):
     )
     assert s["steps"] == 4 and s["val_loss"] == s["val_loss"]
     assert calls == [((4, 3, 16, 16), 0.05)] * 4  # one latest frame per training batch
+
+
+def test_own_history_replaces_the_latest_frame_with_the_models_sample(synthetic_store):
+    """The chosen transitions' latest history frame becomes exactly what the model samples
+    from the previous transition (same noise); the first step and the other frames stay real."""
+    import numpy as np
+
+    from simulator_service.model import WorldModel
+    from simulator_service.train import _features, encode_all, own_history
+
+    cfg = tiny()
+    eps, _ = load_episodes([synthetic_store], cfg, progress=False)
+    sampler = TransitionSampler(eps, k=2, exploration_fraction=0.25)
+    torch.manual_seed(0)
+    model = WorldModel(cfg)
+    cache = encode_all(model, eps)
+    feats = lambda idx: _features(cache, eps, idx)  # noqa: E731
+    batch = sampler.gather(np.array([0, 0, 1, 2]), [0, 3, 2, 1])
+    real = batch["history"].clone()
+    n = own_history(
+        model,
+        sampler,
+        batch,
+        share=1.0,
+        features=feats,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert n == 3  # t = 0 has no previous transition: its reset frame stays
+    assert torch.equal(batch["history"][0], real[0])
+    assert torch.equal(batch["history"][:, 0], real[:, 0])  # only the latest frame changes
+    g = torch.Generator().manual_seed(5)
+    torch.rand(4, generator=g)  # the choice
+    prev = sampler.gather(np.array([0, 1, 2]), [2, 1, 0])
+    noise = torch.randn(model.noise_shape(3), generator=g)
+    with torch.no_grad():
+        expected = model.predict(
+            prev["history"], prev["action_map"], feats(prev["episode"]), noise=noise
+        )
+    assert torch.equal(batch["history"][1:, -1], expected)
+    assert not torch.equal(batch["history"][1:, -1], real[1:, -1])
+    none = sampler.gather(np.array([0, 1]), [2, 3])
+    kept = none["history"].clone()
+    assert (
+        own_history(model, sampler, none, share=0.0, features=feats, generator=torch.Generator())
+        == 0
+    )
+    assert torch.equal(none["history"], kept)
+    with pytest.raises(ValueError, match="train.own_history"):
+        SimTrainConfig(own_history=1.5)
+
+
+def test_training_with_own_history(synthetic_store, tmp_path, monkeypatch):
+    """Each training batch (not the validation batches) goes through own_history once."""
+    import simulator_service.train as train_mod
+
+    shares, plain = [], train_mod.own_history
+
+    def recording(model, sampler, batch, **kw):
+        shares.append(kw["share"])
+        return plain(model, sampler, batch, **kw)
+
+    monkeypatch.setattr(train_mod, "own_history", recording)
+    s = train_world_model(
+        tiny(own_history=0.5),
+        [synthetic_store],
+        tmp_path / "run",
+        progress=False,
+        log=lambda m: None,
+    )
+    assert s["steps"] == 4 and s["val_loss"] == s["val_loss"]
+    assert shares == [0.5] * 4
