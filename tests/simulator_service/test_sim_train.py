@@ -257,26 +257,34 @@ def test_history_speckle_disturbs_the_configured_share_of_pixels():
         SimTrainConfig(history_speckle=1.0)
 
 
-def test_training_with_history_speckle(synthetic_store, tmp_path, monkeypatch):
-    """Training disturbs the latest history frame of each batch, and only it."""
+def test_training_with_history_speckle_and_own_history(synthetic_store, tmp_path, monkeypatch):
+    """Each training batch (not the validation batches) has its latest history frame disturbed
+    once and goes through own_history once, with the configured shares."""
     import simulator_service.train as train_mod
 
-    calls, plain = [], train_mod.speckle
+    speckled, owned = [], []
+    plain_speckle, plain_own = train_mod.speckle, train_mod.own_history
 
-    def recording(frames, share, generator):
-        calls.append((tuple(frames.shape), share))
-        return plain(frames, share, generator)
+    def recording_speckle(frames, share, generator):
+        speckled.append((tuple(frames.shape), share))
+        return plain_speckle(frames, share, generator)
 
-    monkeypatch.setattr(train_mod, "speckle", recording)
+    def recording_own(model, sampler, batch, **kw):
+        owned.append(kw["share"])
+        return plain_own(model, sampler, batch, **kw)
+
+    monkeypatch.setattr(train_mod, "speckle", recording_speckle)
+    monkeypatch.setattr(train_mod, "own_history", recording_own)
     s = train_world_model(
-        tiny(history_speckle=0.05),
+        tiny(history_speckle=0.05, own_history=0.5),
         [synthetic_store],
         tmp_path / "run",
         progress=False,
         log=lambda m: None,
     )
     assert s["steps"] == 4 and s["val_loss"] == s["val_loss"]
-    assert calls == [((4, 3, 16, 16), 0.05)] * 4  # one latest frame per training batch
+    assert speckled == [((4, 3, 16, 16), 0.05)] * 4  # one latest frame per training batch
+    assert owned == [0.5] * 4
 
 
 def test_own_history_replaces_the_latest_frame_with_the_models_sample(synthetic_store):
@@ -326,25 +334,3 @@ def test_own_history_replaces_the_latest_frame_with_the_models_sample(synthetic_
     assert torch.equal(none["history"], kept)
     with pytest.raises(ValueError, match="train.own_history"):
         SimTrainConfig(own_history=1.5)
-
-
-def test_training_with_own_history(synthetic_store, tmp_path, monkeypatch):
-    """Each training batch (not the validation batches) goes through own_history once."""
-    import simulator_service.train as train_mod
-
-    shares, plain = [], train_mod.own_history
-
-    def recording(model, sampler, batch, **kw):
-        shares.append(kw["share"])
-        return plain(model, sampler, batch, **kw)
-
-    monkeypatch.setattr(train_mod, "own_history", recording)
-    s = train_world_model(
-        tiny(own_history=0.5),
-        [synthetic_store],
-        tmp_path / "run",
-        progress=False,
-        log=lambda m: None,
-    )
-    assert s["steps"] == 4 and s["val_loss"] == s["val_loss"]
-    assert shares == [0.5] * 4
